@@ -1,0 +1,45 @@
+# padprep developer targets. `make demo` and `make test` work on a fresh machine (Python 3.11 + PyPI).
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PADPREP := $(VENV)/bin/padprep
+DEMO_OUT ?= out/demo
+
+.PHONY: install install-test demo test bench sample-data clean
+
+$(PY):
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml scripts/install_torch.sh
+	PYTHON=$(PY) bash scripts/install_torch.sh
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## Build the bundled sample conversations into shards, then inspect and verify them.
+demo: install
+	$(PADPREP) build sample_data/chat.jsonl --tokenizer sample_data/tokenizer \
+		--output $(DEMO_OUT) --overwrite
+	$(PADPREP) inspect $(DEMO_OUT) --show 2 --verify
+
+## Install the test dependencies and run the whole test suite.
+test: install-test
+	$(PY) -m pytest -q
+
+bench: install-test
+	$(PY) benchmarks/run.py
+
+## Regenerate sample_data/ (tokenizers + conversations) from scripts/make_sample_data.py.
+sample-data: install
+	$(PY) scripts/make_sample_data.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,224 @@
+"""The ``padprep`` command line: ``build`` and ``inspect``.
+
+Exit codes: 0 success; 1 the build or check failed (bad input, template error, verify breach);
+2 usage error (bad option, missing file, output exists); 3 ``--strict`` preflight hazard;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+from . import __version__
+from .config import BuildConfig, PaddingSide, TrainOn, Truncation
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Chat / instruction data -> tokenized, label-masked, length-bucketed, padded Arrow shards.",
+)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_STRICT, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _int_list(value: Optional[str]) -> Optional[tuple[int, ...]]:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter("expected comma-separated integers, e.g. 256,512,1024") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"padprep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """padprep: SFT data preparation, exact to the token."""
+
+
+@app.command()
+def build(
+    inputs: List[str] = typer.Argument(..., help="Input files or globs (JSONL of {\"messages\": [...]})."),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (created atomically)."),
+    chat_template: Optional[str] = typer.Option(None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."),
+    pad_token: Optional[str] = typer.Option(None, help="Pad token text (default: the tokenizer's pad token, else eos, reported)."),
+    train_on: TrainOn = typer.Option(TrainOn.assistant, help="assistant: every reply; last: the final reply; all: every token."),
+    max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens."),
+    truncation: Truncation = typer.Option(Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."),
+    buckets: Optional[str] = typer.Option(None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed to keep padding under 2.5%)."),
+    pad_to_multiple_of: int = typer.Option(1, help="Round every bucket's length up to a multiple of this."),
+    padding_side: PaddingSide = typer.Option(PaddingSide.right, help="right for training, left for batched generation."),
+    shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most (one bucket per shard)."),
+    seed: Optional[int] = typer.Option(None, help="Shuffle rows within each shard with this seed (default: input order)."),
+    workers: int = typer.Option(1, help="Worker processes for render + tokenize."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
+    strict: bool = typer.Option(False, help="Fail on any preflight hazard or rejected record."),
+) -> None:
+    """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
+    from .pipeline import BuildFailed, Progress, build as run_build
+    from .read import InputError
+    from .render import RenderError
+    from .summary import print_build_summary
+    from .templates import TemplateError
+    from .tokenizer import TokenizerError
+    from .write import OutputExists
+
+    err = _console(stderr=True)
+    try:
+        cfg = BuildConfig(
+            inputs=tuple(Path(i) for i in inputs),
+            tokenizer=tokenizer,
+            output=output,
+            chat_template=chat_template,
+            pad_token=pad_token,
+            train_on=train_on,
+            max_length=max_length,
+            truncation=truncation,
+            buckets=_int_list(buckets),
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            shard_tokens=shard_tokens,
+            seed=seed,
+            overwrite=overwrite,
+            strict=strict,
+            workers=workers,
+        )
+    except ValueError as exc:
+        _fail(err, str(exc), EXIT_USAGE)
+    started = time.monotonic()
+    try:
+        with _sigterm_as_interrupt(), _progress(err) as progress:
+            result = run_build(cfg, progress)
+    except (OutputExists, InputError, TokenizerError, TemplateError) as exc:
+        _fail(err, str(exc), EXIT_USAGE)
+    except BuildFailed as exc:
+        _fail(err, str(exc), exc.exit_code)
+    except RenderError as exc:
+        _fail(err, str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
+    print_build_summary(_console(), result.manifest, time.monotonic() - started)
+
+
+@app.command()
+def inspect(
+    output: Path = typer.Argument(..., help="A directory written by padprep build."),
+    show: int = typer.Option(0, help="Print this many decoded examples, trained tokens highlighted."),
+    verify: bool = typer.Option(False, help="Re-check sha256 and invariants of every shard; exit 1 on any breach."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer for --show (default: the one recorded in the manifest)."),
+) -> None:
+    """Report what is in OUTPUT's shards; optionally show examples and verify every invariant."""
+    from .inspection import InspectError, load_stats, print_stats, show_examples, verify_shards
+
+    err = _console(stderr=True)
+    try:
+        stats = load_stats(output)
+    except InspectError as exc:
+        _fail(err, str(exc), EXIT_USAGE)
+    problems = verify_shards(output, stats) if verify else []
+    if as_json:
+        typer.echo(json.dumps({**stats, "verify": {"ran": verify, "problems": problems}}, indent=2))
+    else:
+        out = _console()
+        print_stats(out, stats)
+        if show:
+            try:
+                show_examples(out, output, stats, show, tokenizer)
+            except InspectError as exc:
+                _fail(err, str(exc), EXIT_USAGE)
+        if verify:
+            if problems:
+                for p in problems:
+                    out.print(f"[red]verify:[/red] {p}")
+            else:
+                out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels)")
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _fail(console: Console, message: str, code: int):
+    console.print(f"padprep: error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM cleans up like Ctrl-C: the temporary output is removed, nothing half-written remains."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _progress(console: Console):
+    """A Rich progress display on a terminal; plain log lines, at most every few seconds, otherwise."""
+    from .pipeline import Progress
+
+    if console.is_terminal:
+        bar = RichProgress(
+            TextColumn("[bold]build"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.completed:,} records"),
+            TextColumn("{task.fields[tokens]:,} tokens"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        with bar:
+            task = bar.add_task("build", total=None, tokens=0, rate="")
+            start = time.monotonic()
+            tokens = [0]
+
+            def advance(records: int, new_tokens: int) -> None:
+                tokens[0] += new_tokens
+                rate = tokens[0] / max(time.monotonic() - start, 1e-9)
+                bar.update(task, advance=records, tokens=tokens[0], rate=f"{rate:,.0f} tok/s")
+
+            yield Progress(log=lambda m: bar.console.print(m, markup=False), advance=advance)
+        return
+    state = {"records": 0, "tokens": 0, "last": time.monotonic(), "start": time.monotonic()}
+
+    def plain_advance(records: int, new_tokens: int) -> None:
+        state["records"] += records
+        state["tokens"] += new_tokens
+        now = time.monotonic()
+        if now - state["last"] >= 5:
+            state["last"] = now
+            rate = state["tokens"] / max(now - state["start"], 1e-9)
+            console.print(f"build: {state['records']:,} records, {state['tokens']:,} tokens, {rate:,.0f} tok/s", markup=False)
+
+    yield Progress(log=lambda m: console.print(m, markup=False), advance=plain_advance)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,214 @@
+"""``padprep inspect``: what is in a build's shards, decoded examples, and an invariant check.
+
+Statistics are recomputed from the shards themselves (not copied from the manifest), so a report
+always describes the files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .mask import IGNORE_INDEX
+from .write import MANIFEST, file_sha256, read_shard
+
+_HIST_BINS = 12
+
+
+class InspectError(Exception):
+    """Not a padprep output, or the tokenizer needed for --show cannot be loaded."""
+
+
+def load_manifest(output: Path) -> dict:
+    path = Path(output) / MANIFEST
+    if not path.is_file():
+        raise InspectError(f"{output}: no {MANIFEST} here; is this a padprep build output?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InspectError(f"{path}: invalid JSON ({exc.msg})") from None
+
+
+def load_stats(output: Path) -> dict:
+    """Totals, per-bucket figures and the length histogram, from the shards on disk."""
+    manifest = load_manifest(output)
+    lengths, buckets = [], {}
+    for shard in manifest["shards"]:
+        cols = read_shard(Path(output) / shard["file"])
+        row_lengths = cols["attention_mask"].sum(axis=1)
+        lengths.append(row_lengths)
+        b = buckets.setdefault(shard["seq_len"], {"seq_len": shard["seq_len"], "shards": 0, "rows": 0, "real": 0, "pad": 0, "trained": 0})
+        b["shards"] += 1
+        b["rows"] += int(cols["input_ids"].shape[0])
+        b["real"] += int(row_lengths.sum())
+        b["pad"] += int(cols["input_ids"].size - row_lengths.sum())
+        b["trained"] += int(np.count_nonzero(cols["labels"] != IGNORE_INDEX))
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    real = sum(b["real"] for b in buckets.values())
+    pad = sum(b["pad"] for b in buckets.values())
+    trained = sum(b["trained"] for b in buckets.values())
+    longest = int(all_lengths.max()) if len(all_lengths) else 0
+    baseline_pad = longest * len(all_lengths) - real
+    totals = manifest.get("totals", {})
+    return {
+        "output": str(output),
+        "manifest": {k: manifest.get(k) for k in ("padprep_version", "options", "tokenizer", "chat_template", "hazards")},
+        "records": {k: totals.get(k) for k in ("records_read", "rows_written", "rejected", "dropped", "truncated", "reasons")},
+        "totals": {
+            "rows": int(len(all_lengths)),
+            "real_tokens": real,
+            "pad_tokens": pad,
+            "trained_tokens": trained,
+            "padding_fraction": _frac(pad, real + pad),
+            "trained_fraction_of_real": _frac(trained, real),
+            "unbucketed_padding_fraction": _frac(baseline_pad, real + baseline_pad),
+        },
+        "buckets": [
+            {**b, "pad_fraction": _frac(b["pad"], b["real"] + b["pad"]), "trained_fraction": _frac(b["trained"], b["real"])}
+            for _, b in sorted(buckets.items())
+        ],
+        "length_histogram": _histogram(all_lengths),
+        "shards": manifest["shards"],
+    }
+
+
+def _frac(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+def _histogram(lengths: np.ndarray) -> list[dict]:
+    if not len(lengths):
+        return []
+    hi = int(lengths.max())
+    edges = np.unique(np.linspace(0, hi, _HIST_BINS + 1).astype(int))
+    counts, _ = np.histogram(lengths, bins=edges)
+    return [{"from": int(edges[i]) + (i > 0), "to": int(edges[i + 1]), "rows": int(c)} for i, c in enumerate(counts)]
+
+
+def print_stats(console: Console, stats: dict) -> None:
+    t, rec = stats["totals"], stats["records"]
+    console.print(f"[bold]{stats['output']}[/bold]  (padprep {stats['manifest'].get('padprep_version')})")
+    if rec.get("records_read") is not None:
+        console.print(
+            f"records: {rec['records_read']:,} read = {rec['rows_written']:,} written + {rec['rejected']:,} rejected"
+            f" + {rec['dropped']:,} dropped by policy ({rec['truncated']:,} truncated)"
+        )
+    console.print(
+        f"rows: {t['rows']:,}   tokens: {t['real_tokens']:,} real, {t['pad_tokens']:,} pad "
+        f"({t['padding_fraction']:.1%}), {t['trained_tokens']:,} trained ({t['trained_fraction_of_real']:.1%} of real)"
+    )
+    console.print(
+        f"padding waste: {t['padding_fraction']:.1%} bucketed vs {t['unbucketed_padding_fraction']:.1%} "
+        "if every row were padded to the longest"
+    )
+    table = Table(title="buckets", title_justify="left")
+    for col in ("seq_len", "shards", "rows", "real", "pad", "pad %", "trained", "trained %"):
+        table.add_column(col, justify="right")
+    for b in stats["buckets"]:
+        table.add_row(
+            str(b["seq_len"]), str(b["shards"]), f"{b['rows']:,}", f"{b['real']:,}", f"{b['pad']:,}",
+            f"{b['pad_fraction']:.1%}", f"{b['trained']:,}", f"{b['trained_fraction']:.1%}",
+        )
+    console.print(table)
+    hist = stats["length_histogram"]
+    if hist:
+        console.print("row lengths (real tokens):")
+        top = max(h["rows"] for h in hist) or 1
+        for h in hist:
+            bar = "#" * max(0, round(40 * h["rows"] / top))
+            console.print(f"  {h['from']:>7,}-{h['to']:<7,} {h['rows']:>8,} {bar}", markup=False)
+    for hz in stats["manifest"].get("hazards") or []:
+        tag = "handled" if hz.get("handled") else "hazard"
+        console.print(f"[yellow]{tag}:[/yellow] {hz['code']}: {hz['message']}" + (f" [{hz['count']}]" if hz.get("count") else ""))
+
+
+def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None) -> None:
+    """Decode the first ``n`` rows, trained / masked / padding visibly distinct."""
+    from .tokenizer import TokenizerError, load_tokenizer
+
+    spec = tokenizer_spec or stats["manifest"]["tokenizer"]["source"]
+    try:
+        tok = load_tokenizer(spec).load()
+    except TokenizerError as exc:
+        raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
+    color = console.is_terminal
+    legend = (
+        "[green]trained[/green]  [dim]masked (-100)[/dim]  [on grey23]padding[/on grey23]"
+        if color
+        else "legend: [[trained]]  masked as plain text  <pad xN> padding"
+    )
+    console.print(legend, markup=color)
+    shown = 0
+    for shard in stats["shards"]:
+        cols = read_shard(Path(output) / shard["file"])
+        for r in range(cols["input_ids"].shape[0]):
+            if shown >= n:
+                return
+            console.rule(f"{shard['file']} row {r}", style="dim")
+            console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
+            shown += 1
+
+
+def _render_row(tok, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, color: bool) -> Text:
+    """Runs of trained / masked / padding tokens, each decoded as a whole (so multi-byte text survives)."""
+    kind = np.where(mask == 0, 0, np.where(labels != IGNORE_INDEX, 2, 1))
+    text = Text()
+    start = 0
+    for end in list(np.flatnonzero(np.diff(kind)) + 1) + [len(kind)]:
+        k, run = int(kind[start]), ids[start:end]
+        if k == 0:
+            text.append(f"<pad x{len(run)}>", style="on grey23" if color else "")
+        else:
+            piece = tok.decode(run.tolist(), skip_special_tokens=False)
+            if k == 2:
+                text.append(piece if color else f"[[{piece}]]", style="green" if color else "")
+            else:
+                text.append(piece, style="dim" if color else "")
+        start = end
+    return text
+
+
+def verify_shards(output: Path, stats: dict) -> list[str]:
+    """Every breach of the output's invariants, as one line each (empty list: all good)."""
+    problems: list[str] = []
+    side = (stats["manifest"].get("options") or {}).get("padding_side", "right")
+    for shard in stats["shards"]:
+        path = Path(output) / shard["file"]
+        if not path.is_file():
+            problems.append(f"{shard['file']}: missing")
+            continue
+        if file_sha256(path) != shard["sha256"]:
+            problems.append(f"{shard['file']}: sha256 differs from the manifest")
+        problems += [f"{shard['file']}: {p}" for p in _shard_problems(read_shard(path), shard, side)]
+    return problems
+
+
+def _shard_problems(cols: dict, shard: dict, side: str) -> list[str]:
+    ids, mask, labels = cols["input_ids"], cols["attention_mask"], cols["labels"]
+    out = []
+    if not (ids.shape == mask.shape == labels.shape == (shard["rows"], shard["seq_len"])):
+        return [f"shape {ids.shape} != ({shard['rows']}, {shard['seq_len']})"]
+    if not np.isin(mask, (0, 1)).all():
+        out.append("attention_mask holds values other than 0 and 1")
+    expected = np.arange(ids.shape[1])[None, :] < mask.sum(axis=1)[:, None]
+    if side == "left":
+        expected = expected[:, ::-1]
+    if not np.array_equal(mask.astype(bool), expected):
+        out.append(f"attention_mask is not contiguous {side} padding")
+    if np.any(labels[mask == 0] != IGNORE_INDEX):
+        out.append("labels are not -100 at some padded position")
+    trained = labels != IGNORE_INDEX
+    if np.any(labels[trained] != ids[trained]):
+        out.append("some trained label differs from its input id")
+    empty = int(np.count_nonzero(~trained.any(axis=1)))
+    if empty:
+        out.append(f"{empty} row(s) without a trained token")
+    real = int(mask.sum())
+    if (real, ids.size - real, int(trained.sum())) != (shard["real_tokens"], shard["pad_tokens"], shard["trained_tokens"]):
+        out.append("real / pad / trained token counts differ from the manifest")
+    return out

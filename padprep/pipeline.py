@@ -1,0 +1,324 @@
+"""``padprep build``: read -> normalize -> render -> tokenize -> mask -> bucket -> pad -> write.
+
+Two passes keep memory bounded by chunk and shard size, never by the input:
+
+* pass 1 streams records in chunks through ``Processor.process`` (in worker processes when
+  ``workers > 1``, results taken back in input order), appends unpadded rows to a spill file and
+  their lengths to a histogram, and writes every reject as it comes;
+* between passes the bucket bounds are chosen from the histogram;
+* pass 2 streams the spill file, routes rows to buckets and pads and writes a shard each time a
+  bucket fills one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
+from .config import BuildConfig
+from .mask import IGNORE_INDEX
+from .normalize import Reject
+from .pad import pad_shard
+from .preflight import Hazard, stats_hazards, tokenizer_hazards
+from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, init_worker, process_in_worker
+from .read import STDIN, RawRecord, expand_inputs, read_records
+from .templates import resolve_template
+from .tokenizer import TokenizerBundle, load_tokenizer
+from .write import MANIFEST, REJECTS, AtomicDir, file_sha256, write_json, write_shard
+
+SPILL = "spill.arrow"
+_SPILL_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+
+
+class BuildFailed(Exception):
+    """The build stopped; the message is the one-line reason. ``exit_code`` says which kind of failure."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Progress:
+    """Callbacks the pipeline reports through; the CLI draws them (Rich bar or plain lines)."""
+
+    log: Callable[[str], None] = lambda msg: None
+    advance: Callable[[int, int], None] = lambda records, tokens: None
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    manifest: dict
+    hazards: list[Hazard] = field(default_factory=list)
+
+
+def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
+    progress = progress or Progress()
+    bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
+    template, template_origin = resolve_template(cfg.chat_template, bundle.chat_template)
+    options = ProcessOptions(template, cfg.train_on, _effective_max_length(cfg), cfg.truncation)
+    files = expand_inputs([str(p) for p in cfg.inputs])
+    if bundle.pad_origin.startswith("fallback"):
+        progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
+    out = AtomicDir(cfg.output, cfg.overwrite)
+    try:
+        processor = Processor(bundle, options)
+        records = _records(files)
+        sample = list(itertools.islice(records, cfg.preflight_records))
+        hazards = _preflight(bundle, processor, sample, cfg, progress)
+        counts, stats, histogram = _pass_one(
+            itertools.chain(sample, records), processor, bundle, options, cfg, out.path, progress
+        )
+        bounds = _bounds(cfg, histogram)
+        shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
+        (out.path / SPILL).unlink()
+        hazards = _merge_hazards(hazards, stats_hazards(stats))
+        manifest = _manifest(cfg, bundle, template, template_origin, files, counts, stats, histogram, bounds, shards, hazards)
+        write_json(out.path / MANIFEST, manifest)
+        _check_reject_limits(cfg, counts, out, final=True)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return BuildResult(cfg.output, manifest, hazards)
+
+
+def _effective_max_length(cfg: BuildConfig) -> int | None:
+    """With explicit buckets, nothing longer than the largest bucket fits."""
+    if cfg.buckets is None:
+        return cfg.max_length
+    largest = max(cfg.buckets)
+    if cfg.max_length is not None and cfg.max_length > largest:
+        raise BuildFailed(f"--max-length {cfg.max_length} is larger than the largest bucket {largest}", 2)
+    return cfg.max_length or largest
+
+
+def _records(files: list[str]) -> Iterator[RawRecord]:
+    for path in files:
+        yield from read_records(path)
+
+
+def _preflight(bundle, processor: Processor, sample, cfg: BuildConfig, progress: Progress) -> list[Hazard]:
+    result = processor.process(sample)
+    hazards = tokenizer_hazards(bundle, processor, result) + stats_hazards(result.stats)
+    for h in hazards:
+        progress.log(f"preflight: {h.code}: {h.message}" + (f" [{h.count}]" if h.count else ""))
+    if cfg.strict and hazards:
+        raise BuildFailed(f"--strict: preflight found {len(hazards)} hazard(s), first: {hazards[0].code}: {hazards[0].message}", 3)
+    return hazards
+
+
+def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Hazard]:
+    """Counts from the whole run replace the preflight sample's counts for the same hazard."""
+    by_code = {h.code: h for h in preflight}
+    by_code.update({h.code: h for h in whole_run})
+    return list(by_code.values())
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    written: int = 0
+    rejected: int = 0  # bad records (normalize, render)
+    dropped: int = 0  # valid records dropped by policy (too long, nothing to train)
+    per_file: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+
+
+def _pass_one(records, processor, bundle, options, cfg, workdir: Path, progress: Progress):
+    counts, stats, histogram = Counts(), ChunkStats(), Counter()
+    with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
+        spill = pa.ipc.new_stream(sink, _SPILL_SCHEMA)
+        for result in _results(records, processor, bundle, options, cfg):
+            stats.add(result.stats)
+            counts.read += result.stats.records
+            for reject in result.rejects:
+                _record_reject(reject, counts, rejects_fh, progress)
+            if result.rows:
+                lengths = [len(r.ids) for r in result.rows]
+                histogram.update(lengths)
+                counts.written += len(result.rows)
+                spill.write_batch(_spill_batch(result))
+            counts.per_file.update(r.source for r in result.rows)
+            _check_reject_limits(cfg, counts, None, final=False, rejects_path=workdir / REJECTS)
+            progress.advance(result.stats.records, int(sum(len(r.ids) for r in result.rows)))
+        spill.close()
+    return counts, stats, histogram
+
+
+def _results(records, processor: Processor, bundle, options, cfg: BuildConfig) -> Iterator[ChunkResult]:
+    """Chunk results in input order, from this process or from a bounded window of worker tasks."""
+    chunks = _chunked(records, cfg.chunk_size)
+    if cfg.workers <= 1:
+        for chunk in chunks:
+            yield processor.process(chunk)
+        return
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # workers are the parallelism; no 2x2 threads on 2 cores
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(cfg.workers, initializer=init_worker, initargs=(bundle, options)) as pool:
+        window: deque = deque()
+        for chunk in chunks:
+            window.append(pool.apply_async(process_in_worker, (chunk,)))
+            if len(window) >= 2 * cfg.workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _spill_batch(result: ChunkResult) -> pa.RecordBatch:
+    ids = pa.array([r.ids for r in result.rows], type=pa.list_(pa.int32()))
+    labels = pa.array([r.labels for r in result.rows], type=pa.list_(pa.int32()))
+    return pa.record_batch([ids, labels], schema=_SPILL_SCHEMA)
+
+
+def _record_reject(reject: Reject, counts: Counts, fh, progress: Progress) -> None:
+    import json
+
+    if reject.stage == "policy":
+        counts.dropped += 1
+    else:
+        counts.rejected += 1
+        if counts.rejected <= 20:
+            progress.log(f"rejected {reject.describe()}")
+    counts.reasons[_reason_key(reject.reason)] += 1
+    fh.write(json.dumps(reject.as_json(), ensure_ascii=False) + "\n")
+
+
+def _reason_key(reason: str) -> str:
+    """Group reasons for the summary: the text before any per-record detail."""
+    return reason.split(" (")[0].split(" at byte")[0].split(": ")[0]
+
+
+def _check_reject_limits(cfg: BuildConfig, counts: Counts, out, final: bool, rejects_path: Path | None = None) -> None:
+    """Reject limits live in the later input-handling issue; today any rejected record fails the build."""
+    if counts.rejected and cfg.strict:
+        raise BuildFailed(f"--strict: {counts.rejected} record(s) rejected; see {rejects_path or 'rejects.jsonl'}")
+
+
+def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
+    if cfg.buckets is not None:
+        return explicit_bounds(cfg.buckets, cfg.pad_to_multiple_of)
+    return optimal_bounds(histogram, cfg.pad_to_multiple_of)
+
+
+def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig) -> list[dict]:
+    """Route spilled rows to buckets in input order; write a shard whenever a bucket fills one."""
+    spill_path = workdir / SPILL
+    pending: dict[int, list[pa.RecordBatch]] = {b: [] for b in bounds}
+    pending_rows = Counter()
+    shards: list[dict] = []
+    rows_per_shard = {b: max(1, cfg.shard_tokens // b) for b in bounds}
+    with pa.memory_map(str(spill_path), "r") as source:
+        for batch in pa.ipc.open_stream(source):
+            lengths = _list_lengths(batch.column(0))
+            which = assign(lengths, bounds)
+            for k in np.unique(which):
+                b = bounds[int(k)]
+                pending[b].append(batch.filter(pa.array(which == k)))
+                pending_rows[b] += int(np.count_nonzero(which == k))
+                while pending_rows[b] >= rows_per_shard[b]:
+                    shards.append(_flush(workdir, pending, pending_rows, b, rows_per_shard[b], pad_id, cfg, len(shards)))
+    for b in bounds:
+        while pending_rows[b]:
+            shards.append(_flush(workdir, pending, pending_rows, b, pending_rows[b], pad_id, cfg, len(shards)))
+    return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
+
+
+def _list_lengths(column: pa.ListArray) -> np.ndarray:
+    offsets = column.offsets.to_numpy()
+    return np.diff(offsets)
+
+
+def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id: int, cfg: BuildConfig, serial: int) -> dict:
+    """Pad and write the first ``rows`` pending rows of a bucket as one shard."""
+    table = pa.Table.from_batches(pending[bucket], schema=_SPILL_SCHEMA).combine_chunks()
+    take, rest = table.slice(0, rows), table.slice(rows)
+    pending[bucket] = rest.to_batches()
+    pending_rows[bucket] -= rows
+    ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
+    lengths = _list_lengths(ids_col)
+    flat_ids = ids_col.flatten().to_numpy(writable=True)
+    flat_labels = labels_col.flatten().to_numpy(writable=True)
+    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side)
+    if cfg.seed is not None:
+        import torch
+
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + serial)
+        perm = torch.randperm(rows, generator=g)
+        padded = type(padded)(padded.input_ids[perm], padded.attention_mask[perm], padded.labels[perm])
+    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
+    digest = write_shard(workdir / name, padded)
+    real = int(lengths.sum())
+    return {
+        "file": name,
+        "bucket": bucket,
+        "rows": rows,
+        "seq_len": bucket,
+        "real_tokens": real,
+        "pad_tokens": rows * bucket - real,
+        "trained_tokens": int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
+        "sha256": digest,
+    }
+
+
+def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, counts: Counts, stats: ChunkStats,
+              histogram: Counter, bounds, shards, hazards) -> dict:
+    """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
+    import hashlib
+
+    real = sum(s["real_tokens"] for s in shards)
+    pad = sum(s["pad_tokens"] for s in shards)
+    longest = max(histogram) if histogram else 0
+    return {
+        "padprep_version": __version__,
+        "format": "padprep-shards/1",
+        "options": cfg.as_manifest(),
+        "tokenizer": {
+            "source": bundle.source,
+            "fingerprint": bundle.fingerprint,
+            "files": bundle.files,
+            "special_tokens": bundle.special,
+            "pad_token": bundle.pad_token,
+            "pad_id": bundle.pad_id,
+            "pad_origin": bundle.pad_origin,
+        },
+        "chat_template": {"origin": template_origin, "sha256": hashlib.sha256(template.encode()).hexdigest()},
+        "inputs": [
+            {"path": f, "sha256": None if f == STDIN else file_sha256(f), "rows_written": counts.per_file[f]}
+            for f in files
+        ],
+        "buckets": bounds,
+        "shards": shards,
+        "totals": {
+            "records_read": counts.read,
+            "rows_written": counts.written,
+            "rejected": counts.rejected,
+            "dropped": counts.dropped,
+            "truncated": stats.truncated,
+            "reasons": dict(sorted(counts.reasons.items())),
+            "real_tokens": real,
+            "pad_tokens": pad,
+            "trained_tokens": sum(s["trained_tokens"] for s in shards),
+            "padding_fraction": pad / (real + pad) if real + pad else 0.0,
+            "unbucketed_padding_fraction": padding_of(histogram, [longest]) / (longest * counts.written) if counts.written else 0.0,
+            "realigned_boundaries": stats.realigned,
+        },
+        "hazards": [h.as_json() for h in hazards],
+    }

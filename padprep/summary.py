@@ -1,0 +1,31 @@
+"""The table printed at the end of ``padprep build``: where every record went and what was written."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_build_summary(console: Console, manifest: dict, seconds: float) -> None:
+    t = manifest["totals"]
+    table = Table(title=f"padprep build -> {len(manifest['shards'])} shards", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("records read", f"{t['records_read']:,}")
+    table.add_row("rows written", f"{t['rows_written']:,}")
+    table.add_row("rejected (bad records)", f"{t['rejected']:,}")
+    table.add_row("dropped by policy", f"{t['dropped']:,}")
+    table.add_row("truncated", f"{t['truncated']:,}")
+    table.add_row("buckets", ", ".join(str(b) for b in manifest["buckets"]) or "-")
+    table.add_row("real tokens", f"{t['real_tokens']:,}")
+    table.add_row("trained tokens", f"{t['trained_tokens']:,}")
+    table.add_row("padding", f"{t['pad_tokens']:,} ({t['padding_fraction']:.1%}; unbucketed {t['unbucketed_padding_fraction']:.1%})")
+    tps = t["real_tokens"] / seconds if seconds > 0 else 0.0
+    table.add_row("time", f"{seconds:.1f}s ({tps:,.0f} tokens/s)")
+    console.print(table)
+    for reason, n in t.get("reasons", {}).items():
+        console.print(f"  {n:,} x {reason}", markup=False)
+    for hz in manifest.get("hazards", []):
+        tag = "handled" if hz.get("handled") else "hazard"
+        count = f" [{hz['count']}]" if hz.get("count") else ""
+        console.print(f"{tag}: {hz['code']}: {hz['message']}{count}", markup=False)

@@ -1,0 +1,113 @@
+"""Chat templates: built-in named templates, and a sandboxed Jinja environment that renders like transformers.
+
+Rendering must match ``tokenizer.apply_chat_template`` character for character, so the environment
+mirrors transformers': sandboxed, ``trim_blocks``/``lstrip_blocks``, a ``tojson`` that does not
+HTML-escape, ``raise_exception``, ``strftime_now``, loop controls, and the special tokens as variables.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+BUILTIN_TEMPLATES: dict[str, str] = {
+    # The ChatML template (as in many ChatML models' tokenizer_config.json).
+    "chatml": (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+    # Exactly Meta-Llama-3-8B-Instruct's template.
+    "llama3": (
+        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+        "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+        "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+    ),
+}
+
+
+class TemplateError(Exception):
+    """No usable chat template, or the template failed to compile."""
+
+
+def resolve_template(option: str | None, tokenizer_template: str | None) -> tuple[str, str]:
+    """The template text and where it came from: ``--chat-template NAME|FILE`` wins over the tokenizer's own."""
+    if option:
+        if option in BUILTIN_TEMPLATES:
+            return BUILTIN_TEMPLATES[option], f"built-in `{option}`"
+        path = Path(option)
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path)
+        names = ", ".join(sorted(BUILTIN_TEMPLATES))
+        raise TemplateError(f"--chat-template {option}: not a built-in template ({names}) nor a file")
+    if tokenizer_template:
+        return tokenizer_template, "tokenizer"
+    names = "|".join(sorted(BUILTIN_TEMPLATES))
+    raise TemplateError(f"the tokenizer has no chat template; pass --chat-template {names}|FILE")
+
+
+def _raise_exception(message):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt):
+    return datetime.now().strftime(fmt)
+
+
+class _GenerationBlocks(jinja2.ext.Extension):
+    """Accept ``{% generation %}...{% endgeneration %}`` (transformers' assistant-mask marker) as a no-op block."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_passthrough"), [], [], body).set_lineno(lineno)
+
+    def _passthrough(self, caller):
+        return caller()
+
+
+class _Namespace(jinja2.utils.Namespace):
+    """``namespace()`` that refuses dunder attributes, as transformers' does."""
+
+    def __init__(*args, **kwargs):
+        self, args = args[0], args[1:]
+        for name in dict(*args, **kwargs):
+            _Namespace._check(name)
+        jinja2.utils.Namespace.__init__(self, *args, **kwargs)
+
+    def __setitem__(self, name, value):
+        _Namespace._check(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check(name):
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"templates cannot set underscore attributes ({name!r})")
+
+
+@lru_cache(maxsize=8)
+def compile_template(source: str) -> jinja2.Template:
+    """Compile once per process; templates are untrusted code, so the environment is sandboxed."""
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlocks, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["namespace"] = _Namespace
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"chat template does not compile: {exc.message} (template line {exc.lineno})") from None

@@ -1,0 +1,115 @@
+"""Stage 8, write: padded tensors -> Arrow IPC stream shards, plus ``manifest.json``, atomically.
+
+Shards use the IPC *stream* format (what ``datasets`` writes; ``Dataset.from_file`` memory-maps it)
+with ``fixed_size_list<int32>[seq_len]`` columns, so a shard maps to a ``(rows, seq_len)`` tensor
+without a copy. Everything is written into a hidden temporary directory beside the output and
+renamed into place at the end: a failed or interrupted build never leaves a directory that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .pad import PaddedShard
+
+COLUMNS = ("input_ids", "attention_mask", "labels")
+MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
+_TMP_MARK = ".padprep-tmp-"
+
+
+class OutputExists(Exception):
+    """The output directory exists and ``--overwrite`` was not given."""
+
+
+def shard_schema(seq_len: int) -> pa.Schema:
+    return pa.schema([pa.field(c, pa.list_(pa.int32(), seq_len), nullable=False) for c in COLUMNS])
+
+
+def write_shard(path: Path, shard: PaddedShard) -> str:
+    """Write one shard; returns its sha256."""
+    rows, seq_len = shard.input_ids.shape
+    arrays = [
+        pa.FixedSizeListArray.from_arrays(pa.array(t.numpy().reshape(-1), type=pa.int32()), seq_len)
+        for t in (shard.input_ids, shard.attention_mask, shard.labels)
+    ]
+    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return file_sha256(path)
+
+
+def read_shard(path: Path) -> dict[str, np.ndarray]:
+    """A shard's columns as ``(rows, seq_len)`` int32 arrays (memory-mapped, no copy)."""
+    with pa.memory_map(str(path), "r") as source:
+        table = pa.ipc.open_stream(source).read_all()
+    out = {}
+    for name in COLUMNS:
+        col = table.column(name).combine_chunks()
+        seq_len = col.type.list_size
+        out[name] = col.values.to_numpy(zero_copy_only=False).reshape(-1, seq_len) if len(col) else np.zeros((0, seq_len), np.int32)
+    return out
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class AtomicDir:
+    """A temporary directory that becomes ``final`` only on ``commit()``."""
+
+    def __init__(self, final: Path, overwrite: bool):
+        self.final = Path(final)
+        if self.final.exists() and not overwrite:
+            raise OutputExists(f"{self.final} already exists; pass --overwrite to replace it")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(self.final)
+        self.path = self.final.parent / f".{self.final.name}{_TMP_MARK}{os.getpid()}"
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+
+    def commit(self) -> None:
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".{self.final.name}.padprep-old-{os.getpid()}"
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Temp dirs of earlier builds of this output whose process is gone (killed mid-build)."""
+    for p in final.parent.glob(f".{final.name}{_TMP_MARK}*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
