@@ -254,8 +254,8 @@ def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id:
     pending_rows[bucket] -= rows
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
     lengths = _list_lengths(ids_col)
-    flat_ids = ids_col.flatten().to_numpy(writable=True)
-    flat_labels = labels_col.flatten().to_numpy(writable=True)
+    flat_ids = ids_col.flatten().to_numpy(zero_copy_only=False, writable=True)
+    flat_labels = labels_col.flatten().to_numpy(zero_copy_only=False, writable=True)
     padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side)
     if cfg.seed is not None:
         import torch

