@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .config import BuildConfig, PaddingSide, TrainOn, Truncation
+from .config import BuildConfig, PaddingSide, SpanMethod, TrainOn, Truncation
 
 app = typer.Typer(
     add_completion=False,
@@ -65,6 +65,7 @@ def build(
     chat_template: Optional[str] = typer.Option(None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."),
     pad_token: Optional[str] = typer.Option(None, help="Pad token text (default: the tokenizer's pad token, else eos, reported)."),
     train_on: TrainOn = typer.Option(TrainOn.assistant, help="assistant: every reply; last: the final reply; all: every token."),
+    span_method: SpanMethod = typer.Option(SpanMethod.auto, help="auto: header scan where preflight proves it equals the template's boundaries; template: always the template's prefix renders."),
     max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens."),
     truncation: Truncation = typer.Option(Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."),
     buckets: Optional[str] = typer.Option(None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed to keep padding under 2.5%)."),
@@ -94,6 +95,7 @@ def build(
             chat_template=chat_template,
             pad_token=pad_token,
             train_on=train_on,
+            span_method=span_method,
             max_length=max_length,
             truncation=truncation,
             buckets=_int_list(buckets),

@@ -31,6 +31,14 @@ class Truncation(str, Enum):
     left = "left"
 
 
+class SpanMethod(str, Enum):
+    """How reply spans are found: ``auto`` scans for the generation header where preflight proved it
+    agrees with the template's own boundaries; ``template`` always uses the prefix renders."""
+
+    auto = "auto"
+    template = "template"
+
+
 class PaddingSide(str, Enum):
     """Right padding for training, left padding for batched generation."""
 
@@ -53,6 +61,7 @@ class BuildConfig:
     chat_template: str | None = None
     pad_token: str | None = None
     train_on: TrainOn = TrainOn.assistant
+    span_method: SpanMethod = SpanMethod.auto
     max_length: int | None = None
     truncation: Truncation = Truncation.drop
     buckets: tuple[int, ...] | None = None

@@ -12,6 +12,7 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing
 import os
@@ -25,11 +26,11 @@ import pyarrow as pa
 
 from . import __version__
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
-from .config import BuildConfig
+from .config import BuildConfig, SpanMethod
 from .mask import IGNORE_INDEX
 from .normalize import Reject
 from .pad import pad_shard
-from .preflight import Hazard, stats_hazards, tokenizer_hazards
+from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
 from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, init_worker, process_in_worker
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .templates import resolve_template
@@ -67,7 +68,9 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     progress = progress or Progress()
     bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     template, template_origin = resolve_template(cfg.chat_template, bundle.chat_template)
-    options = ProcessOptions(template, cfg.train_on, _effective_max_length(cfg), cfg.truncation)
+    options = ProcessOptions(
+        template, cfg.train_on, _effective_max_length(cfg), cfg.truncation, cfg.span_method is SpanMethod.auto
+    )
     files = expand_inputs([str(p) for p in cfg.inputs])
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
@@ -77,6 +80,11 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
         records = _records(files)
         sample = list(itertools.islice(records, cfg.preflight_records))
         hazards = _preflight(bundle, processor, sample, cfg, progress)
+        if processor.renderer.fast_path and not fast_spans_agree(processor, sample):
+            options = dataclasses.replace(options, fast_spans=False)
+            processor = Processor(bundle, options)
+            hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
+                                  "preflight sample: the template's boundaries are used for the whole run", handled=True))
         counts, stats, histogram = _pass_one(
             itertools.chain(sample, records), processor, bundle, options, cfg, out.path, progress
         )

@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .mask import IGNORE_INDEX
+from .normalize import Reject, normalize
+from .read import RawRecord
+from .render import RenderError
 from .process import ChunkResult, ChunkStats, Processor
 from .tokenizer import TokenizerBundle
 
@@ -109,10 +111,21 @@ def _end_of_turn_hazards(processor: Processor, sample: ChunkResult) -> list[Haza
     return []
 
 
-def check_labels_are_ids(result: ChunkResult) -> int:
-    """Rows whose trained labels differ from their input ids (should be none)."""
-    bad = 0
-    for r in result.rows:
-        m = r.labels != IGNORE_INDEX
-        bad += int(not np.array_equal(r.labels[m], r.ids[m]))
-    return bad
+def fast_spans_agree(processor: Processor, sample: list[RawRecord]) -> bool:
+    """The header-scan fast path may be used only if it gives the template's own spans on the sample."""
+    renderer = processor.renderer
+    for record in sample:
+        conv = normalize(record)
+        if isinstance(conv, Reject):
+            continue
+        try:
+            full = renderer.render_text(conv.messages, conv.tools, generation=False)
+            fast = renderer.header_spans(conv, full)
+            if fast is None:
+                continue
+            slow, _ = renderer.template_spans(conv, full, conv.assistant_indices)
+        except RenderError:
+            continue
+        if tuple(fast) != slow:
+            return False
+    return True

@@ -61,14 +61,15 @@ class ProcessOptions:
     train_on: TrainOn = TrainOn.assistant
     max_length: int | None = None
     truncation: Truncation = Truncation.drop
+    fast_spans: bool = True
 
 
 class Processor:
     """Holds what a worker needs: the tokenizer, the compiled template and the options."""
 
     def __init__(self, bundle: TokenizerBundle, options: ProcessOptions):
-        self.tokenizer = bundle.load()
-        self.renderer = Renderer(options.template, bundle.special, options.train_on)
+        self.tokenizer = bundle.tokenizer
+        self.renderer = Renderer(options.template, bundle.special, options.train_on, options.fast_spans)
         self.options = options
         self.special_text = _special_token_pattern(self.tokenizer)
 

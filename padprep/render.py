@@ -44,11 +44,15 @@ class RenderError(ValueError):
 class Renderer:
     """Renders conversations with one compiled template and one set of special-token variables."""
 
-    def __init__(self, template: str, special: dict[str, str], train_on: TrainOn = TrainOn.assistant):
+    def __init__(
+        self, template: str, special: dict[str, str], train_on: TrainOn = TrainOn.assistant, fast_path: bool = True
+    ):
         self.template = compile_template(template)
         self.variables = dict(special)
         self.train_on = train_on
         self.end_marker = self._probe_end_marker()
+        self.header = self._probe_generation_header()
+        self.fast_path = fast_path and bool(self.header and self.end_marker)
 
     def render_text(self, messages: list[dict] | tuple[dict, ...], tools: list | None, generation: bool) -> str:
         """Render like ``apply_chat_template(..., tokenize=False)``."""
@@ -70,15 +74,48 @@ class Renderer:
         if self.train_on is TrainOn.all:
             return Rendered(full, ((0, len(full)),))
         turns = conv.assistant_indices
+        fast = self.header_spans(conv, full) if self.fast_path else None
+        if fast is not None:
+            return Rendered(full, tuple(fast[-1:] if self.train_on is TrainOn.last else fast))
         if self.train_on is TrainOn.last:
             turns = turns[-1:]
+        return Rendered(full, *self.template_spans(conv, full, turns))
+
+    def template_spans(self, conv: Conversation, full: str, turns: list[int]) -> tuple[tuple, int]:
+        """Spans from the template's own prefix renders (one or two extra renders per reply)."""
         spans, realigned = [], 0
         for i in turns:
             start, moved_start = self._reply_start(conv, i, full)
             end, moved_end = self._reply_end(conv, i, full, start)
             spans.append((start, max(start, end)))
             realigned += moved_start + moved_end
-        return Rendered(full, tuple(spans), realigned)
+        return tuple(spans), realigned
+
+    def header_spans(self, conv: Conversation, full: str) -> list[tuple[int, int]] | None:
+        """Fast path: each reply runs from after a generation header to the next end-of-turn marker.
+
+        Used only when the conversation passes every check (one header per assistant turn, each
+        reply closed by the marker before the next header, each reply's text found inside its span);
+        otherwise ``None`` and the template's own boundaries are used. Preflight compares both.
+        """
+        header, marker = self.header, self.end_marker
+        turns = conv.assistant_indices
+        heads = _find_all(full, header)
+        if len(heads) != len(turns):
+            return None
+        spans = []
+        for k, (i, h) in enumerate(zip(turns, heads)):
+            start = h + len(header)
+            end = full.find(marker, start)
+            limit = heads[k + 1] if k + 1 < len(heads) else len(full)
+            if end < 0 or end + len(marker) > limit:
+                return None
+            end += len(marker)
+            content = conv.messages[i].get("content", "").strip()
+            if content and content not in full[start:end]:
+                return None
+            spans.append((start, end))
+        return spans
 
     def _reply_start(self, conv: Conversation, i: int, full: str) -> tuple[int, int]:
         try:
@@ -113,6 +150,25 @@ class Renderer:
             return ""
         at = text.rfind(_PROBE)
         return text[at + len(_PROBE) :].strip() if at >= 0 else ""
+
+
+    def _probe_generation_header(self) -> str:
+        """The text ``add_generation_prompt`` appends (``<|im_start|>assistant\\n``...)."""
+        probe = [{"role": "user", "content": "hi"}]
+        try:
+            bare = self.render_text(probe, None, generation=False)
+            prompted = self.render_text(probe, None, generation=True)
+        except RenderError:
+            return ""
+        return prompted[len(bare) :] if prompted.startswith(bare) else ""
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    out, at = [], text.find(needle)
+    while at >= 0:
+        out.append(at)
+        at = text.find(needle, at + len(needle))
+    return out
 
 
 def _template_message(message: dict) -> dict:

@@ -35,16 +35,11 @@ class TokenizerBundle:
     pad_id: int
     pad_origin: str  # "tokenizer_config", "--pad-token" or "fallback: eos_token"
     fingerprint: str
+    tokenizer: Tokenizer = field(compare=False, repr=False)  # parsed once (large vocabularies take ~0.5 s)
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
 
     def load(self) -> Tokenizer:
-        """A fresh ``tokenizers.Tokenizer`` (cheap enough to do once per worker)."""
-        return Tokenizer.from_str(self.tokenizer_json)
-
-    def token_id(self, text: str | None) -> int | None:
-        if text is None:
-            return None
-        return self.load().token_to_id(text)
+        return self.tokenizer
 
 
 def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
@@ -80,6 +75,7 @@ def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
         pad_id=pad_id,
         pad_origin=origin,
         fingerprint=fingerprint,
+        tokenizer=tok,
         files=digests,
     )
 
