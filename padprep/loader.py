@@ -1,0 +1,409 @@
+"""From shards to a training loop: a memory-mapped torch ``Dataset``, a bucket batch sampler, a collate.
+
+* ``load(DIR)`` opens a build as a ``ShardDataset``. Each shard file is memory-mapped and its
+  ``fixed_size_list<int32>[seq_len]`` columns become ``(rows, seq_len)`` int32 tensors that *view*
+  the map: a row or a contiguous slice of rows is a view, a list of rows is one ``index_select``
+  (the batch's rows only, never the whole shard), and nothing is done per row in Python.
+* ``BucketBatchSampler`` draws every batch from one bucket (one ``seq_len``), so nothing needs
+  re-padding; it shuffles by ``(seed, epoch)``, has a token-budget mode and splits batches across
+  ``rank`` / ``world_size``.
+* ``collate`` turns what ``ShardDataset.__getitems__`` returns into int64 tensors for the model;
+  ``make_dataloader`` wires the three into a ``torch.utils.data.DataLoader``.
+
+The maps are private (copy-on-write): tensors from the dataset are writable, and writing into one
+changes this process's copy of that page only, never the file. Maps are opened lazily, once per
+process, so the dataset pickles small and works in ``DataLoader`` workers (fork or spawn).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .write import COLUMNS, MANIFEST
+
+Batch = dict[str, torch.Tensor]
+Index = Union[int, slice, Sequence[int], np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """Where a shard is and what the manifest says it holds (known without opening the file)."""
+
+    path: Path
+    rows: int
+    seq_len: int
+
+
+# --------------------------------------------------------------------------------------------
+# Mapping one shard
+# --------------------------------------------------------------------------------------------
+
+
+def _map_file(path: Path) -> np.ndarray:
+    """The file as a writable uint8 array over a private (copy-on-write) memory map."""
+    with open(path, "rb") as fh:
+        kwargs = {"trackfd": False} if sys.version_info >= (3, 13) else {}  # no fd kept per shard
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY, **kwargs)
+    return np.frombuffer(mapped, dtype=np.uint8)
+
+
+def _column_view(raw: np.ndarray, column: pa.FixedSizeListArray) -> torch.Tensor:
+    """A ``(rows, seq_len)`` tensor over the column's values inside ``raw`` (no copy).
+
+    Arrow read the stream from a buffer wrapping ``raw``, so the values buffer lies inside it; we
+    slice ``raw`` (writable) rather than ask Arrow for numpy (read-only, which torch warns about).
+    """
+    seq_len = column.type.list_size
+    values = column.flatten()  # honours the list array's own offset; zero-copy
+    dtype = np.dtype(values.type.to_pandas_dtype())
+    buf = values.buffers()[1]
+    start = buf.address - raw.ctypes.data + values.offset * dtype.itemsize
+    nbytes = len(values) * dtype.itemsize
+    if values.null_count or not (0 <= start and start + nbytes <= raw.size):
+        array = values.to_numpy(zero_copy_only=False).copy()  # not from our map: correct, copied
+    else:
+        array = raw[start : start + nbytes].view(dtype)
+    return torch.from_numpy(array.reshape(-1, seq_len))
+
+
+class _MappedShard:
+    """One shard's columns, one tensor dict per Arrow record batch (padprep writes one)."""
+
+    def __init__(self, info: ShardInfo, columns: Sequence[str]):
+        raw = _map_file(info.path)
+        reader = pa.ipc.open_stream(pa.py_buffer(raw))
+        self.parts: list[Batch] = []
+        for record_batch in reader:
+            self.parts.append({c: _column_view(raw, record_batch.column(c)) for c in columns})
+        rows = [len(next(iter(p.values()))) if p else 0 for p in self.parts]
+        self.starts = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
+        _check_shape(info, self.parts, int(self.starts[-1]))
+
+    def take(self, local: np.ndarray) -> Batch:
+        return _gather(self.starts, local, lambda k, rows: _take(self.parts[k], rows))
+
+
+def _check_shape(info: ShardInfo, parts: list[Batch], rows: int) -> None:
+    """A shard that disagrees with its manifest entry would silently misindex every later row."""
+    seq_lens = {t.shape[1] for p in parts for t in p.values()}
+    if rows != info.rows or (seq_lens and seq_lens != {info.seq_len}):
+        raise ValueError(
+            f"{info.path}: holds {rows} rows of length {sorted(seq_lens)}, "
+            f"the manifest says {info.rows} of length {info.seq_len}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Gathering rows without per-row Python work
+# --------------------------------------------------------------------------------------------
+
+
+def _is_run(rows: np.ndarray) -> bool:
+    """Ascending consecutive indices: servable as a slice (a view)."""
+    return len(rows) <= 1 or (rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)))
+
+
+def _take(cols: Batch, rows: np.ndarray) -> Batch:
+    """Rows of one record batch: a view for a run, else one ``index_select`` per column."""
+    if _is_run(rows):
+        lo = int(rows[0]) if len(rows) else 0
+        return {c: t[lo : lo + len(rows)] for c, t in cols.items()}
+    index = torch.from_numpy(rows.astype(np.int64, copy=False))
+    return {c: t.index_select(0, index) for c, t in cols.items()}
+
+
+def _gather(starts: np.ndarray, idx: np.ndarray, take: Callable[[int, np.ndarray], Batch]) -> Batch:
+    """Rows ``idx`` of a range partitioned at ``starts``, in ``idx`` order: one take per part touched."""
+    part = np.searchsorted(starts, idx, side="right") - 1
+    first = int(part[0]) if len(part) else 0
+    if len(part) == 0 or bool(np.all(part == first)):
+        return take(first, idx - starts[first])
+    out: Batch = {}
+    for k in np.unique(part):
+        pos = np.flatnonzero(part == k)
+        rows = take(int(k), idx[pos] - starts[k])
+        where = torch.from_numpy(pos)
+        for name, t in rows.items():
+            if name not in out:
+                out[name] = t.new_empty((len(idx),) + tuple(t.shape[1:]))
+            out[name][where] = t
+    return out
+
+
+def _as_indices(index: Index, length: int) -> np.ndarray:
+    """Any index form -> int64 array, negatives wrapped, bounds checked."""
+    if isinstance(index, slice):
+        r = range(length)[index]
+        return np.arange(r.start, r.stop, r.step, dtype=np.int64)
+    if isinstance(index, torch.Tensor):
+        index = index.cpu().numpy()
+    idx = np.asarray(index, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < -length or idx.max() >= length):
+        raise IndexError(f"row index out of range for a dataset of {length} rows")
+    return np.where(idx < 0, idx + length, idx)
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset
+# --------------------------------------------------------------------------------------------
+
+
+class ShardDataset(Dataset):
+    """Every row of a padprep build, shard after shard, in manifest order.
+
+    ``ds[i]`` is a dict of ``(seq_len,)`` int32 tensors; ``ds[a:b]``, ``ds[[i, j, ...]]`` and
+    ``ds.get_batch(indices)`` give ``(rows, seq_len)`` tensors as long as the rows share one
+    ``seq_len`` (rows of several shards of a bucket are fine). Tensors view a private map of the
+    file: cheap to make, safe to write into (copy-on-write), and the file is never modified.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[ShardInfo],
+        padding_side: str = "right",
+        pad_id: int | None = None,
+        columns: Sequence[str] = COLUMNS,
+    ):
+        self.shards = tuple(shards)
+        self.padding_side = padding_side
+        self.pad_id = pad_id
+        self.columns = tuple(columns)
+        self._starts = np.concatenate([[0], np.cumsum([s.rows for s in self.shards], dtype=np.int64)])
+        self._seq_lens = np.array([s.seq_len for s in self.shards], dtype=np.int64)
+        self._maps: dict[int, _MappedShard] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: Index) -> Batch:
+        if isinstance(index, (int, np.integer)):
+            return {c: t[0] for c, t in self.get_batch([int(index)]).items()}
+        return self.get_batch(index)
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """What ``DataLoader`` calls with a whole batch of indices: one gather, not one call per row."""
+        return self.get_batch(indices)
+
+    def get_batch(self, indices: Index) -> Batch:
+        """Rows ``indices`` as ``(rows, seq_len)`` tensors (all rows must share one ``seq_len``)."""
+        idx = _as_indices(indices, len(self))
+        if idx.size == 0:
+            raise ValueError("get_batch needs at least one row index")
+        shard = self._shard_ids(idx)
+        if np.any(self._seq_lens[shard] != self._seq_lens[shard[0]]):
+            raise ValueError(
+                f"rows of different lengths {sorted(set(self._seq_lens[shard].tolist()))} cannot form one batch; "
+                "use BucketBatchSampler, whose batches never mix buckets"
+            )
+        return _gather(self._starts, idx, lambda k, rows: self._mapped(k).take(rows))
+
+    def shard_of(self, i: int) -> int:
+        """Position in ``self.shards`` of the shard holding row ``i``."""
+        return int(self._shard_ids(_as_indices([i], len(self)))[0])
+
+    def seq_len_of(self, i: int) -> int:
+        return int(self._seq_lens[self.shard_of(i)])
+
+    def bucket_indices(self) -> dict[int, np.ndarray]:
+        """Global row indices of each bucket (``seq_len``), from the manifest alone (opens no file)."""
+        out: dict[int, list[np.ndarray]] = {}
+        for k, info in enumerate(self.shards):
+            out.setdefault(info.seq_len, []).append(np.arange(self._starts[k], self._starts[k + 1]))
+        return {seq_len: np.concatenate(parts) for seq_len, parts in sorted(out.items())}
+
+    def _shard_ids(self, idx: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._starts, idx, side="right") - 1
+
+    def _mapped(self, k: int) -> _MappedShard:
+        """Shard ``k``'s map, opened on first use in this process (a forked worker opens its own)."""
+        if self._pid != os.getpid():
+            self._maps, self._pid = {}, os.getpid()
+        if k not in self._maps:
+            self._maps[k] = _MappedShard(self.shards[k], self.columns)
+        return self._maps[k]
+
+    def __getstate__(self) -> dict:
+        """Pickle without the maps: a spawned worker reopens them (and pickles stay small)."""
+        state = dict(self.__dict__)
+        state["_maps"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return f"ShardDataset(rows={len(self)}, shards={len(self.shards)}, buckets={sorted(set(self._seq_lens.tolist()))})"
+
+
+def load(path: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> ShardDataset:
+    """Open a padprep build directory (its ``manifest.json`` and shards) as a ``ShardDataset``."""
+    root = Path(path)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{root}: no {MANIFEST} here; is this a padprep build output?")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    shards = [ShardInfo(root / s["file"], int(s["rows"]), int(s["seq_len"])) for s in manifest["shards"] if s["rows"]]
+    return ShardDataset(
+        shards,
+        padding_side=(manifest.get("options") or {}).get("padding_side", "right"),
+        pad_id=(manifest.get("tokenizer") or {}).get("pad_id"),
+        columns=columns,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The sampler
+# --------------------------------------------------------------------------------------------
+
+
+def _split(rows: np.ndarray, size: int, drop_last: bool) -> list[np.ndarray]:
+    batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+    return batches[:-1] if drop_last and batches and len(batches[-1]) < size else batches
+
+
+def _count(rows: int, size: int, drop_last: bool) -> int:
+    return rows // size if drop_last else -(-rows // size)
+
+
+def _per_rank(batches: int, world_size: int, drop_last: bool) -> int:
+    return batches // world_size if drop_last else -(-batches // world_size)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of row indices, each from one bucket, shuffled by ``(seed, epoch)``, split by rank.
+
+    * Size: ``batch_size`` rows, or a token budget ``max_tokens`` (``max(1, max_tokens // seq_len)``
+      rows, so short buckets get more rows; a row longer than the budget comes alone). With both,
+      the budget is capped at ``batch_size`` rows.
+    * Order: rows are shuffled within each bucket, then the batches across buckets, with a
+      generator seeded by ``(seed, epoch)``: the same on every rank, different each epoch
+      (call ``set_epoch``). ``shuffle=False`` gives buckets in ascending order, rows in file order.
+    * Distributed: the epoch's batches are dealt round-robin to ``world_size`` ranks, so ranks get
+      disjoint batches and the same number of them. When the count does not divide evenly,
+      ``drop_last=True`` drops the last few batches (after shuffling: different ones each epoch);
+      ``drop_last=False`` repeats batches from the start of the epoch to fill the last round, the
+      only case where two ranks see the same rows. ``drop_last`` also drops each bucket's final
+      partial batch.
+    """
+
+    def __init__(
+        self,
+        dataset: ShardDataset,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if batch_size is None and max_tokens is None:
+            raise ValueError("give batch_size (rows per batch) or max_tokens (tokens per batch)")
+        if (batch_size is not None and batch_size < 1) or (max_tokens is not None and max_tokens < 1):
+            raise ValueError("batch_size and max_tokens must be positive")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
+        if seed < 0:
+            raise ValueError("seed must be non-negative")
+        self.buckets = dataset.bucket_indices()
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order ``__iter__`` gives; call it on every rank before each epoch."""
+        if epoch < 0:
+            raise ValueError("epoch must be non-negative")
+        self.epoch = epoch
+
+    def rows_per_batch(self, seq_len: int) -> int:
+        if self.max_tokens is None:
+            return int(self.batch_size)
+        rows = max(1, self.max_tokens // seq_len)
+        return min(rows, self.batch_size) if self.batch_size is not None else rows
+
+    def epoch_batches(self) -> list[np.ndarray]:
+        """Every rank's batches of this epoch, in order, before the split by rank."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        batches: list[np.ndarray] = []
+        for seq_len, rows in self.buckets.items():
+            rows = rng.permutation(rows) if self.shuffle else rows
+            batches += _split(rows, self.rows_per_batch(seq_len), self.drop_last)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _rank_batches(self) -> list[np.ndarray]:
+        batches = self.epoch_batches()
+        total = _per_rank(len(batches), self.world_size, self.drop_last) * self.world_size
+        batches = [batches[i % len(batches)] for i in range(total)] if batches else []
+        return batches[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._rank_batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        """Batches this rank gets per epoch (the same on every rank and in every epoch)."""
+        batches = sum(_count(len(rows), self.rows_per_batch(n), self.drop_last) for n, rows in self.buckets.items())
+        return _per_rank(batches, self.world_size, self.drop_last)
+
+
+# --------------------------------------------------------------------------------------------
+# Collate and DataLoader
+# --------------------------------------------------------------------------------------------
+
+
+def collate(batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]]) -> Batch:
+    """A batch as int64 tensors (what embeddings and ``cross_entropy`` want), copied out of the maps.
+
+    Takes what ``ShardDataset.__getitems__`` returns (already ``(rows, seq_len)``) or, from
+    wrappers that fetch row by row, a list of row dicts (stacked; they must share ``seq_len``).
+    The columns are slices of one ``(columns, rows, seq_len)`` allocation: one allocation per batch,
+    and one shared-memory segment instead of three when a ``DataLoader`` worker sends it (~2x faster).
+    """
+    cols = batch if isinstance(batch, Mapping) else {n: torch.stack([row[n] for row in batch]) for n in batch[0]}
+    names = list(cols)
+    out = torch.empty((len(names), *cols[names[0]].shape), dtype=torch.long)
+    for k, name in enumerate(names):
+        out[k].copy_(cols[name])
+    return {name: out[k] for k, name in enumerate(names)}
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only: what a left-padded batch needs for generation."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def make_dataloader(
+    data: str | os.PathLike | ShardDataset,
+    batch_size: int | None = None,
+    max_tokens: int | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    **loader_options,
+) -> DataLoader:
+    """A ``DataLoader`` over a build with a ``BucketBatchSampler`` and ``collate``.
+
+    Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch (the sampler runs in this
+    process, so this works with ``persistent_workers`` too).
+    """
+    dataset = data if isinstance(data, ShardDataset) else load(data)
+    sampler = BucketBatchSampler(
+        dataset, batch_size, max_tokens, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size
+    )
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate, **loader_options)
