@@ -2,7 +2,7 @@
 
 * ``load(DIR)`` opens a build as a ``ShardDataset``. Each shard file is memory-mapped and its
   ``fixed_size_list<int32>[seq_len]`` columns become ``(rows, seq_len)`` int32 tensors that *view*
-  the map: a row or a contiguous slice of rows is a view, a list of rows is one ``index_select``
+  the map: a row or a contiguous slice of rows is a view, a list of rows is one gather
   (the batch's rows only, never the whole shard), and nothing is done per row in Python.
 * ``BucketBatchSampler`` draws every batch from one bucket (one ``seq_len``), so nothing needs
   re-padding; it shuffles by ``(seed, epoch)``, has a token-budget mode and splits batches across
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .write import COLUMNS, MANIFEST
 
 Batch = dict[str, torch.Tensor]
+Arrays = dict[str, np.ndarray]
 Index = Union[int, slice, Sequence[int], np.ndarray, torch.Tensor]
 
 
@@ -58,8 +59,8 @@ def _map_file(path: Path) -> np.ndarray:
     return np.frombuffer(mapped, dtype=np.uint8)
 
 
-def _column_view(raw: np.ndarray, column: pa.FixedSizeListArray) -> torch.Tensor:
-    """A ``(rows, seq_len)`` tensor over the column's values inside ``raw`` (no copy).
+def _column_view(raw: np.ndarray, column: pa.FixedSizeListArray) -> np.ndarray:
+    """A ``(rows, seq_len)`` array over the column's values inside ``raw`` (no copy).
 
     Arrow read the stream from a buffer wrapping ``raw``, so the values buffer lies inside it; we
     slice ``raw`` (writable) rather than ask Arrow for numpy (read-only, which torch warns about).
@@ -74,27 +75,27 @@ def _column_view(raw: np.ndarray, column: pa.FixedSizeListArray) -> torch.Tensor
         array = values.to_numpy(zero_copy_only=False).copy()  # not from our map: correct, copied
     else:
         array = raw[start : start + nbytes].view(dtype)
-    return torch.from_numpy(array.reshape(-1, seq_len))
+    return array.reshape(-1, seq_len)
 
 
 class _MappedShard:
-    """One shard's columns, one tensor dict per Arrow record batch (padprep writes one)."""
+    """One shard's columns as arrays viewing its map, one dict per Arrow record batch (padprep writes one)."""
 
     def __init__(self, info: ShardInfo, columns: Sequence[str]):
         raw = _map_file(info.path)
         reader = pa.ipc.open_stream(pa.py_buffer(raw))
-        self.parts: list[Batch] = []
+        self.parts: list[Arrays] = []
         for record_batch in reader:
             self.parts.append({c: _column_view(raw, record_batch.column(c)) for c in columns})
         rows = [len(next(iter(p.values()))) if p else 0 for p in self.parts]
         self.starts = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
         _check_shape(info, self.parts, int(self.starts[-1]))
 
-    def take(self, local: np.ndarray) -> Batch:
+    def take(self, local: np.ndarray) -> Arrays:
         return _gather(self.starts, local, lambda k, rows: _take(self.parts[k], rows))
 
 
-def _check_shape(info: ShardInfo, parts: list[Batch], rows: int) -> None:
+def _check_shape(info: ShardInfo, parts: list[Arrays], rows: int) -> None:
     """A shard that disagrees with its manifest entry would silently misindex every later row."""
     seq_lens = {t.shape[1] for p in parts for t in p.values()}
     if rows != info.rows or (seq_lens and seq_lens != {info.seq_len}):
@@ -114,30 +115,31 @@ def _is_run(rows: np.ndarray) -> bool:
     return len(rows) <= 1 or (rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)))
 
 
-def _take(cols: Batch, rows: np.ndarray) -> Batch:
-    """Rows of one record batch: a view for a run, else one ``index_select`` per column."""
+def _take(cols: Arrays, rows: np.ndarray) -> Arrays:
+    """Rows of one record batch: a view for a run, else one ``np.take`` per column.
+
+    NumPy, not torch: its gathers are single-threaded, and torch's OpenMP ones stall ~10x on a busy
+    CPU (the trainer's own threads) for batch-sized copies that threads cannot speed up anyway.
+    """
     if _is_run(rows):
         lo = int(rows[0]) if len(rows) else 0
-        return {c: t[lo : lo + len(rows)] for c, t in cols.items()}
-    index = torch.from_numpy(rows.astype(np.int64, copy=False))
-    return {c: t.index_select(0, index) for c, t in cols.items()}
+        return {c: a[lo : lo + len(rows)] for c, a in cols.items()}
+    return {c: np.take(a, rows, axis=0) for c, a in cols.items()}
 
 
-def _gather(starts: np.ndarray, idx: np.ndarray, take: Callable[[int, np.ndarray], Batch]) -> Batch:
+def _gather(starts: np.ndarray, idx: np.ndarray, take: Callable[[int, np.ndarray], Arrays]) -> Arrays:
     """Rows ``idx`` of a range partitioned at ``starts``, in ``idx`` order: one take per part touched."""
     part = np.searchsorted(starts, idx, side="right") - 1
     first = int(part[0]) if len(part) else 0
     if len(part) == 0 or bool(np.all(part == first)):
         return take(first, idx - starts[first])
-    out: Batch = {}
+    out: Arrays = {}
     for k in np.unique(part):
         pos = np.flatnonzero(part == k)
-        rows = take(int(k), idx[pos] - starts[k])
-        where = torch.from_numpy(pos)
-        for name, t in rows.items():
+        for name, a in take(int(k), idx[pos] - starts[k]).items():
             if name not in out:
-                out[name] = t.new_empty((len(idx),) + tuple(t.shape[1:]))
-            out[name][where] = t
+                out[name] = np.empty((len(idx), *a.shape[1:]), dtype=a.dtype)
+            out[name][pos] = a
     return out
 
 
@@ -207,7 +209,8 @@ class ShardDataset(Dataset):
                 f"rows of different lengths {sorted(set(self._seq_lens[shard].tolist()))} cannot form one batch; "
                 "use BucketBatchSampler, whose batches never mix buckets"
             )
-        return _gather(self._starts, idx, lambda k, rows: self._mapped(k).take(rows))
+        rows = _gather(self._starts, idx, lambda k, local: self._mapped(k).take(local))
+        return {c: torch.from_numpy(a) for c, a in rows.items()}
 
     def shard_of(self, i: int) -> int:
         """Position in ``self.shards`` of the shard holding row ``i``."""
@@ -374,10 +377,11 @@ def collate(batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tens
     """
     cols = batch if isinstance(batch, Mapping) else {n: torch.stack([row[n] for row in batch]) for n in batch[0]}
     names = list(cols)
-    out = torch.empty((len(names), *cols[names[0]].shape), dtype=torch.long)
+    out = np.empty((len(names), *cols[names[0]].shape), dtype=np.int64)
     for k, name in enumerate(names):
-        out[k].copy_(cols[name])
-    return {name: out[k] for k, name in enumerate(names)}
+        out[k] = cols[name].numpy()  # NumPy's copy: single-threaded, see _take
+    tensor = torch.from_numpy(out)
+    return {name: tensor[k] for k, name in enumerate(names)}
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
