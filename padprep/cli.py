@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .config import BuildConfig, PaddingSide, SpanMethod, TrainOn, Truncation
+from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, InputFormat, PaddingSide, SpanMethod, TrainOn, Truncation
 
 app = typer.Typer(
     add_completion=False,
@@ -44,6 +44,25 @@ def _int_list(value: Optional[str]) -> Optional[tuple[int, ...]]:
         raise typer.BadParameter("expected comma-separated integers, e.g. 256,512,1024") from None
 
 
+def _pairs(value: Optional[str], option: str) -> tuple[tuple[str, str], ...]:
+    """``a=b,c=d`` -> (("a", "b"), ("c", "d"))."""
+    if not value:
+        return ()
+    out = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, target = item.partition("=")
+        if not sep or not key.strip() or not target.strip():
+            raise typer.BadParameter(f"expected FROM=TO pairs separated by commas, e.g. bot=assistant,char=user; got {item!r}", param_hint=option)
+        out.append((key.strip(), target.strip()))
+    return tuple(out)
+
+
+_FORMAT_PANEL = "Input formats"
+_REJECT_PANEL = "Bad input"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"padprep {__version__}")
@@ -59,7 +78,7 @@ def main(
 
 @app.command()
 def build(
-    inputs: List[str] = typer.Argument(..., help="Input files or globs (JSONL of {\"messages\": [...]})."),
+    inputs: List[str] = typer.Argument(..., help="Input files or globs: .jsonl, .json (one array), either .gz or .zst; - for standard input. Formats may differ from file to file."),
     tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (created atomically)."),
     chat_template: Optional[str] = typer.Option(None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."),
@@ -75,7 +94,23 @@ def build(
     seed: Optional[int] = typer.Option(None, help="Shuffle rows within each shard with this seed (default: input order)."),
     workers: int = typer.Option(1, help="Worker processes for render + tokenize."),
     overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
-    strict: bool = typer.Option(False, help="Fail on any preflight hazard or rejected record."),
+    strict: bool = typer.Option(False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL),
+    max_rejects: Optional[int] = typer.Option(None, help="Fail when more than this many records are rejected (default: no count limit).", rich_help_panel=_REJECT_PANEL),
+    max_reject_rate: float = typer.Option(DEFAULT_MAX_REJECT_RATE, help="Fail when more than this fraction of the records read is rejected (checked from 1,000 records on, and at the end).", rich_help_panel=_REJECT_PANEL),
+    input_format: InputFormat = typer.Option(InputFormat.auto, "--format", help="Record format; auto: detected per file from its first record.", rich_help_panel=_FORMAT_PANEL),
+    role_map: Optional[str] = typer.Option(None, help="Rename roles / ShareGPT speakers, e.g. bot=assistant,char=user (targets: system, user, assistant, tool, function_call).", rich_help_panel=_FORMAT_PANEL),
+    append_eos: bool = typer.Option(True, help="End raw-text rows (text, string prompt-completion) with the tokenizer's eos token.", rich_help_panel=_FORMAT_PANEL),
+    messages_field: str = typer.Option("messages", help="Key of the message list (messages format).", rich_help_panel=_FORMAT_PANEL),
+    conversations_field: str = typer.Option("conversations", help="Key of the turn list (sharegpt format).", rich_help_panel=_FORMAT_PANEL),
+    system_field: str = typer.Option("system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_FORMAT_PANEL),
+    tools_field: str = typer.Option("tools", help="Key of the tool schemas (messages, sharegpt, prompt-completion).", rich_help_panel=_FORMAT_PANEL),
+    instruction_field: str = typer.Option("instruction", help="Key of the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL),
+    input_field: str = typer.Option("input", help="Key of the optional input, joined to the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL),
+    output_field: str = typer.Option("output", help="Key of the reply (alpaca).", rich_help_panel=_FORMAT_PANEL),
+    history_field: str = typer.Option("history", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_FORMAT_PANEL),
+    prompt_field: str = typer.Option("prompt", help="Key of the prompt (prompt-completion).", rich_help_panel=_FORMAT_PANEL),
+    completion_field: str = typer.Option("completion", help="Key of the completion (prompt-completion).", rich_help_panel=_FORMAT_PANEL),
+    text_field: str = typer.Option("text", help="Key of the text (text format).", rich_help_panel=_FORMAT_PANEL),
 ) -> None:
     """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
     from .pipeline import BuildFailed, Progress, build as run_build
@@ -87,6 +122,11 @@ def build(
     from .write import OutputExists
 
     err = _console(stderr=True)
+    given_fields = {
+        "messages": messages_field, "conversations": conversations_field, "system": system_field, "tools": tools_field,
+        "instruction": instruction_field, "input": input_field, "output": output_field, "history": history_field,
+        "prompt": prompt_field, "completion": completion_field, "text": text_field,
+    }
     try:
         cfg = BuildConfig(
             inputs=tuple(Path(i) for i in inputs),
@@ -106,6 +146,12 @@ def build(
             overwrite=overwrite,
             strict=strict,
             workers=workers,
+            input_format=input_format,
+            role_map=_pairs(role_map, "--role-map"),
+            field_names=tuple((k, v) for k, v in given_fields.items() if v != k),
+            append_eos=append_eos,
+            max_rejects=max_rejects,
+            max_reject_rate=max_reject_rate,
         )
     except ValueError as exc:
         _fail(err, str(exc), EXIT_USAGE)

@@ -39,6 +39,17 @@ class SpanMethod(str, Enum):
     template = "template"
 
 
+class InputFormat(str, Enum):
+    """The records' shape: detected per file (``auto``) or forced for every input."""
+
+    auto = "auto"
+    messages = "messages"
+    sharegpt = "sharegpt"
+    alpaca = "alpaca"
+    prompt_completion = "prompt-completion"
+    text = "text"
+
+
 class PaddingSide(str, Enum):
     """Right padding for training, left padding for batched generation."""
 
@@ -48,7 +59,12 @@ class PaddingSide(str, Enum):
 
 # Options that change how a build runs but never what it writes: kept out of the manifest so that
 # output is byte-identical whatever their value.
-_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "workers", "chunk_size"})
+# The reject limits decide whether a build succeeds, never what a successful one writes.
+_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "workers", "chunk_size", "max_rejects", "max_reject_rate"})
+# Options held as (key, value) pairs, recorded in the manifest as objects.
+_PAIRS = frozenset({"role_map", "field_names"})
+# With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
+DEFAULT_MAX_REJECT_RATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,12 @@ class BuildConfig:
     workers: int = 1
     chunk_size: int = 256
     preflight_records: int = 64
+    input_format: InputFormat = InputFormat.auto
+    role_map: tuple[tuple[str, str], ...] = ()  # speaker/role name -> system|user|assistant|tool|function_call
+    field_names: tuple[tuple[str, str], ...] = ()  # renamed record keys: (("messages", "dialog"),)
+    append_eos: bool = True  # raw-text rows (text, string prompt-completion) end with eos
+    max_rejects: int | None = None  # fail when more bad records than this (None: no count limit)
+    max_reject_rate: float = DEFAULT_MAX_REJECT_RATE  # fail when a larger fraction of records is bad
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 1:
@@ -89,6 +111,24 @@ class BuildConfig:
             raise ValueError("--workers must be at least 1")
         if self.shard_tokens < 1:
             raise ValueError("--shard-tokens must be positive")
+        if self.max_rejects is not None and self.max_rejects < 0:
+            raise ValueError("--max-rejects must be 0 or more")
+        if not 0.0 <= self.max_reject_rate <= 1.0:
+            raise ValueError("--max-reject-rate must be a fraction between 0 and 1, e.g. 0.05")
+        self.format_options()  # validates --format, --role-map and the field names
+
+    def format_options(self):
+        """The options of the read/normalize stages (``formats.FormatOptions``)."""
+        from .formats import FieldNames, FormatOptions
+
+        known = FieldNames.names()
+        for key, value in self.field_names:
+            if key not in known:
+                raise ValueError(f"unknown record field {key!r}; renamable fields: {', '.join(known)}")
+            if not value:
+                raise ValueError(f"--{key}-field must not be empty")
+        fmt = None if self.input_format is InputFormat.auto else InputFormat(self.input_format).value
+        return FormatOptions(fmt, FieldNames(**dict(self.field_names)), tuple(self.role_map))
 
     def as_manifest(self) -> dict:
         """The options as plain JSON values (paths as given, enums as their names)."""
@@ -101,6 +141,8 @@ class BuildConfig:
                 value = value.value
             elif isinstance(value, Path):
                 value = str(value)
+            elif f.name in _PAIRS:
+                value = dict(value)
             elif isinstance(value, tuple):
                 value = [str(v) if isinstance(v, Path) else v for v in value]
             out[f.name] = value

@@ -1,42 +1,67 @@
-"""Stage 2, normalize: ``RawRecord`` -> ``Conversation`` (typed, validated messages) or ``Reject``.
+"""Stage 2, normalize: ``RawRecord`` -> ``Conversation`` (typed, validated messages or raw text) or ``Reject``.
 
-A record that cannot become a conversation is never dropped silently: it becomes a ``Reject`` that
-names its file, line, field and reason, and keeps the original text.
+The record's format (``messages``, ``sharegpt``, ``alpaca``, ``prompt-completion``, ``text``) is
+``--format`` when given, else the one detected for its file (``formats.with_formats``), else the
+record's own shape; ``formats.convert`` does the conversion. A record that cannot become a
+conversation is never dropped silently: it becomes a ``Reject`` that names its file, line (or array
+index), field and reason, and keeps the original text.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from .formats import (  # noqa: F401  (re-exported: the message-level checks live with the formats)
+    ROLES,
+    FieldNames,
+    FormatOptions,
+    RecordError,
+    check_trainable,
+    convert,
+    detect_format,
+    has_lone_surrogate_anywhere,
+    json_kind,
+    may_hold_lone_surrogate,
+    message,
+    text_of_parts,
+    tools_field,
+)
 from .read import RawRecord
 
-ROLES = ("system", "user", "assistant", "tool")
-_ROLE_HINTS = {
-    "human": "user",
-    "gpt": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-    "observation": "tool",
-    "function": "tool",
-    "ipython": "tool",
-    "developer": "system",
-}
+_DEFAULT_OPTIONS = FormatOptions()
+# Accepted around a record without complaint: whitespace, CR of CRLF endings, byte-order marks.
+_BLANK = " \t\r\n\x0b\x0c\ufeff\u00a0"
 
 
 @dataclass(frozen=True)
 class Conversation:
-    """A validated chat: messages as the chat template will see them, plus its tools schema."""
+    """A validated record: messages as the chat template will see them (plus tools), or raw text.
+
+    ``text`` is set for records that skip the chat template (``text``, string ``prompt-completion``):
+    their tokens are trained where ``spans`` says (every token when ``spans`` is None).
+    ``train_from``: only assistant messages at this index or later are trained.
+    """
 
     messages: tuple[dict, ...]
     tools: list | None
     source: str
     line: int
+    unit: str = "line"
+    format: str | None = None
+    train_from: int = 0
+    text: str | None = None
+    spans: tuple[tuple[int, int], ...] | None = None
 
     @property
     def assistant_indices(self) -> list[int]:
-        return [i for i, m in enumerate(self.messages) if m["role"] == "assistant"]
+        return [i for i, m in enumerate(self.messages) if m["role"] == "assistant" and i >= self.train_from]
+
+    @property
+    def is_raw_text(self) -> bool:
+        return self.text is not None
 
 
 @dataclass(frozen=True)
@@ -46,129 +71,106 @@ class Reject:
     source: str
     line: int
     reason: str
-    raw: str | None = None
+    raw: str | None = None  # the record's text exactly as read
     field: str | None = None
     stage: str = "normalize"  # normalize / render: bad record; policy: valid but dropped (too long...)
+    unit: str = "line"  # "line" (1-based line of a JSON Lines file) or "index" (0-based element of a JSON array)
+    raw_bytes: bytes | None = None  # the original bytes when they were not valid UTF-8
+    raw_is_prefix: bool = False  # ``raw`` is only the start of a record too long to read
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}" if self.unit == "line" else f"{self.source}[{self.line}]"
 
     def describe(self) -> str:
-        where = f"{self.source}:{self.line}"
-        return f"{where}: {self.reason}" + (f" (field `{self.field}`)" if self.field else "")
+        named = self.field and f"`{self.field}`" not in self.reason
+        return f"{self.where}: {self.reason}" + (f" (field `{self.field}`)" if named else "")
 
     def as_json(self) -> dict:
-        out: dict[str, Any] = {"file": self.source, "line": self.line, "stage": self.stage, "reason": self.reason}
+        """One line of ``rejects.jsonl``: where, why, and the record untouched (``record``: its raw text)."""
+        out: dict[str, Any] = {"file": self.source, self.unit: self.line, "stage": self.stage, "reason": self.reason}
         if self.field:
             out["field"] = self.field
-        out["record"] = self.raw
+        if self.raw_bytes is not None:
+            try:
+                out["record"] = self.raw_bytes.decode("utf-8")
+            except UnicodeDecodeError:  # readable text in `record`, the exact bytes in `record_base64`
+                out["record"] = self.raw_bytes.decode("utf-8", "backslashreplace")
+                out["record_base64"] = base64.b64encode(self.raw_bytes).decode("ascii")
+        else:
+            out["record"] = self.raw
+        if self.raw_is_prefix:
+            out["record_truncated"] = True
         return out
 
 
-class RecordError(ValueError):
-    """Raised inside normalize with the field at fault; turned into a ``Reject`` by the caller."""
-
-    def __init__(self, reason: str, field: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-
-
-def normalize(record: RawRecord, require_assistant: bool = True) -> Conversation | Reject:
-    """Parse and validate one record."""
+def normalize(record: RawRecord, require_assistant: bool = True, options: FormatOptions | None = None) -> Conversation | Reject:
+    """Parse, convert and validate one record (a pure function of the record and the options)."""
+    options = options or _DEFAULT_OPTIONS
     if record.text is None:
-        raw = record.raw.decode("utf-8", "replace") if record.raw is not None else None
-        return Reject(record.source, record.line, record.error or "unreadable record", raw=raw)
+        return Reject(
+            record.source, record.line, record.error or "unreadable record", unit=record.unit,
+            raw_bytes=None if record.raw_is_prefix else record.raw,
+            raw=record.raw.decode("utf-8", "backslashreplace") if record.raw_is_prefix and record.raw is not None else None,
+            raw_is_prefix=record.raw_is_prefix,
+        )
     try:
         obj = parse_json(record.text)
-        messages, tools = messages_record(obj)
-        if require_assistant:
-            check_trainable(messages)
+        if may_hold_lone_surrogate(record.text) and has_lone_surrogate_anywhere(obj):
+            raise RecordError("record holds a lone surrogate (a \\ud800-\\udfff escape that is not text)")
+        fmt = _format_of(obj, record, options)
+        out = convert(obj, fmt, options, require_assistant)
     except RecordError as exc:
-        return Reject(record.source, record.line, exc.reason, raw=record.text, field=exc.field)
-    return Conversation(tuple(messages), tools, record.source, record.line)
+        return Reject(record.source, record.line, exc.reason, raw=record.text, field=exc.field, unit=record.unit)
+    except Exception as exc:  # a bug, never a crash: the record is kept with the error
+        reason = f"internal error while converting the record: {type(exc).__name__}: {exc}"
+        return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit)
+    return Conversation(
+        out.messages, out.tools, record.source, record.line, record.unit, fmt, out.train_from, out.text, out.spans
+    )
+
+
+def _format_of(obj: Any, record: RawRecord, options: FormatOptions) -> str:
+    """``--format``, else the file's detected format (a record of another shape is rejected), else its own."""
+    if options.format is not None:
+        return options.format
+    shape = detect_format(obj, options.fields)
+    if record.format is not None:
+        if shape is not None and shape != record.format:
+            raise RecordError(
+                f"record has the {shape} shape but its file holds {record.format} records "
+                "(one format per file, or pass --format)"
+            )
+        return record.format
+    if shape is None:
+        n = options.fields
+        keys = ", ".join(f"`{k}`" for k in list(obj)[:6]) if isinstance(obj, dict) else None
+        if keys is None:
+            raise RecordError(f"record must be a JSON object, got {json_kind(obj)}")
+        raise RecordError(
+            f"no known format: keys {keys or '(none)'}; expected `{n.messages}`, `{n.conversations}`, "
+            f"`{n.instruction}`, `{n.prompt}`+`{n.completion}` or `{n.text}` (rename with --messages-field... "
+            "or pass --format)"
+        )
+    return shape
 
 
 def parse_json(text: str) -> Any:
+    """The record's JSON value; surrounding whitespace (CRLF, trailing blanks, BOM) is not an error."""
     if "\x00" in text:
-        raise RecordError(f"NUL byte at character {text.index(chr(0))}")
+        raise RecordError(f"NUL byte at byte {len(text[: text.index(chr(0))].encode('utf-8'))}")
+    body = text.lstrip(_BLANK)
+    lead = text[: len(text) - len(body)]
+    body = body.rstrip(_BLANK)
+    if not body:
+        raise RecordError("empty record (only whitespace)")
     try:
-        return json.loads(text)
+        return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise RecordError(f"invalid JSON at byte {len(text[: exc.pos].encode('utf-8'))}: {exc.msg}") from None
+        at = len((lead + body[: exc.pos]).encode("utf-8"))
+        raise RecordError(f"invalid JSON at byte {at}: {exc.msg}") from None
+    except RecursionError:
+        raise RecordError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise RecordError(f"invalid JSON: {exc}") from None
 
-
-def messages_record(obj: Any, messages_field: str = "messages") -> tuple[list[dict], list | None]:
-    """Validate the OpenAI/TRL conversational shape: ``{"messages": [...], "tools": [...]?}``."""
-    if not isinstance(obj, dict):
-        raise RecordError(f"record is a JSON {type(obj).__name__}, expected an object")
-    if messages_field not in obj:
-        raise RecordError(f"missing field `{messages_field}`", messages_field)
-    raw_messages = obj[messages_field]
-    if not isinstance(raw_messages, list) or not raw_messages:
-        raise RecordError(f"`{messages_field}` must be a non-empty list of messages", messages_field)
-    messages = [message(m, f"{messages_field}[{i}]") for i, m in enumerate(raw_messages)]
-    return messages, tools_field(obj.get("tools"))
-
-
-def message(m: Any, where: str) -> dict:
-    """One message, checked; keys the template may read (tool_calls, name, ...) are kept as given."""
-    if not isinstance(m, dict):
-        raise RecordError("message is not an object", where)
-    role = m.get("role")
-    if role not in ROLES:
-        hint = _ROLE_HINTS.get(str(role).lower()) if isinstance(role, str) else None
-        tip = f" (did you mean `--role-map {role}={hint}`?)" if hint else ""
-        raise RecordError(f"unknown role `{role}`{tip}", f"{where}.role")
-    out = {k: v for k, v in m.items() if v is not None}
-    content = out.get("content", "")
-    if isinstance(content, list):
-        content = text_of_parts(content, f"{where}.content")
-    if not isinstance(content, str):
-        raise RecordError(f"content must be a string, got {type(content).__name__}", f"{where}.content")
-    if _has_lone_surrogate(content):
-        raise RecordError("content holds a lone surrogate (not encodable text)", f"{where}.content")
-    out["content"] = content
-    if role == "assistant" and not content.strip() and not out.get("tool_calls"):
-        raise RecordError("empty assistant reply", f"{where}.content")
-    return out
-
-
-def text_of_parts(parts: list, where: str) -> str:
-    """Content given as a list of parts (``[{"type": "text", "text": ...}]``) becomes its joined text."""
-    texts = []
-    for j, part in enumerate(parts):
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        else:
-            raise RecordError("only text content parts are supported", f"{where}[{j}]")
-    return "".join(texts)
-
-
-def tools_field(tools: Any) -> list | None:
-    """Tools as a list of schemas; a JSON string holding that list (as ShareGPT exports write it) is parsed."""
-    if tools is None or tools == "" or tools == []:
-        return None
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"`tools` is a string but not valid JSON: {exc.msg}", "tools") from None
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise RecordError("`tools` must be a list of JSON schema objects", "tools")
-    return tools or None
-
-
-def check_trainable(messages: list[dict]) -> None:
-    """A conversation must hold at least one assistant turn and must not end on a prompt."""
-    if not any(m["role"] == "assistant" for m in messages):
-        raise RecordError("no assistant turn (nothing to train)", "messages")
-    if messages[-1]["role"] != "assistant":
-        raise RecordError(f"conversation ends on a {messages[-1]['role']} turn (nothing to train after it)", "messages")
-
-
-def _has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
+import shutil
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,14 @@ import pyarrow as pa
 from . import __version__
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
 from .config import BuildConfig, SpanMethod
+from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
 from .pad import pad_shard
 from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
 from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, init_worker, process_in_worker
 from .read import STDIN, RawRecord, expand_inputs, read_records
-from .templates import resolve_template
+from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
 from .write import MANIFEST, REJECTS, AtomicDir, file_sha256, write_json, write_shard
 
@@ -47,6 +49,23 @@ class BuildFailed(Exception):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class TooManyRejects(BuildFailed):
+    """Bad records beyond --max-rejects / --max-reject-rate (or any, with --strict).
+
+    No output directory is left, but the rejects are copied beside it (``rejects_copy``) so the
+    user can see why.
+    """
+
+    def __init__(self, message: str, rejects_copy: Path):
+        super().__init__(message, 1)
+        self.rejects_copy = rejects_copy
+
+
+# The reject rate is checked while the build runs only once this many records were read (a few bad
+# lines early in a big file do not stop it), and always at the end.
+MIN_RECORDS_FOR_RATE = 1000
 
 
 @dataclass
@@ -67,17 +86,20 @@ class BuildResult:
 def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     progress = progress or Progress()
     bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
-    template, template_origin = resolve_template(cfg.chat_template, bundle.chat_template)
-    options = ProcessOptions(
-        template, cfg.train_on, _effective_max_length(cfg), cfg.truncation, cfg.span_method is SpanMethod.auto
-    )
     files = expand_inputs([str(p) for p in cfg.inputs])
+    formats = cfg.format_options()
+    template, template_origin = _template(cfg, bundle, files, formats)
+    options = ProcessOptions(
+        template, cfg.train_on, _effective_max_length(cfg), cfg.truncation, cfg.span_method is SpanMethod.auto,
+        formats, cfg.append_eos,
+    )
+    found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     out = AtomicDir(cfg.output, cfg.overwrite)
     try:
         processor = Processor(bundle, options)
-        records = _records(files)
+        records = _records(files, formats, found, progress)
         sample = list(itertools.islice(records, cfg.preflight_records))
         hazards = _preflight(bundle, processor, sample, cfg, progress)
         if processor.renderer.fast_path and not fast_spans_agree(processor, sample):
@@ -92,11 +114,15 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
         shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
-        manifest = _manifest(cfg, bundle, template, template_origin, files, counts, stats, histogram, bounds, shards, hazards)
+        manifest = _manifest(cfg, bundle, template, template_origin, files, counts, stats, histogram, bounds, shards, hazards,
+                             found)
         write_json(out.path / MANIFEST, manifest)
         _check_reject_limits(cfg, counts, out, final=True)
         out.commit()
-    except BaseException:
+        _failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
+    except BaseException as exc:
+        if isinstance(exc, TooManyRejects):
+            _keep_rejects(out.path / REJECTS, exc.rejects_copy)
         out.abort()
         raise
     return BuildResult(cfg.output, manifest, hazards)
@@ -112,9 +138,33 @@ def _effective_max_length(cfg: BuildConfig) -> int | None:
     return cfg.max_length or largest
 
 
-def _records(files: list[str]) -> Iterator[RawRecord]:
+def _template(cfg: BuildConfig, bundle: TokenizerBundle, files: list[str], formats: FormatOptions) -> tuple[str | None, str | None]:
+    """The chat template, or None when there is none and the inputs are raw text that needs none."""
+    try:
+        return resolve_template(cfg.chat_template, bundle.chat_template)
+    except TemplateError:
+        if cfg.chat_template is None and not any(_needs_template(f, formats) for f in files):
+            return None, None
+        raise
+
+
+def _needs_template(path: str, formats: FormatOptions) -> bool:
+    """Whether a file's records (judged by its first one of a known shape) go through a chat template."""
+    if formats.format == "text":
+        return False
+    if path == STDIN:
+        return True  # cannot be read twice: assume chat
+    records = with_formats(path, read_records(path), formats, {})
+    try:
+        first = next((r for r in records if r.format is not None), None)
+    finally:
+        records.close()
+    return first is None or needs_chat_template(first.text, first.format, formats.fields)
+
+
+def _records(files: list[str], formats: FormatOptions, found: dict[str, FileFormat], progress: Progress) -> Iterator[RawRecord]:
     for path in files:
-        yield from read_records(path)
+        yield from with_formats(path, read_records(path), formats, found, progress.log)
 
 
 def _preflight(bundle, processor: Processor, sample, cfg: BuildConfig, progress: Progress) -> list[Hazard]:
@@ -136,12 +186,21 @@ def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Haz
 
 @dataclass
 class Counts:
+    """Where every record went: read = written + rejected + dropped, per file too."""
+
     read: int = 0
     written: int = 0
     rejected: int = 0  # bad records (normalize, render)
     dropped: int = 0  # valid records dropped by policy (too long, nothing to train)
-    per_file: Counter = field(default_factory=Counter)
+    per_file: Counter = field(default_factory=Counter)  # rows written
+    per_file_rejected: Counter = field(default_factory=Counter)
+    per_file_dropped: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
+    first_reject: str | None = None  # "file:line: reason" of the first bad record
+
+    def file_totals(self, path: str) -> dict:
+        written, rejected, dropped = self.per_file[path], self.per_file_rejected[path], self.per_file_dropped[path]
+        return {"records_read": written + rejected + dropped, "rows_written": written, "rejected": rejected, "dropped": dropped}
 
 
 def _pass_one(records, processor, bundle, options, cfg, workdir: Path, progress: Progress):
@@ -201,12 +260,21 @@ def _record_reject(reject: Reject, counts: Counts, fh, progress: Progress) -> No
 
     if reject.stage == "policy":
         counts.dropped += 1
+        counts.per_file_dropped[reject.source] += 1
     else:
         counts.rejected += 1
+        counts.per_file_rejected[reject.source] += 1
+        if counts.first_reject is None:
+            counts.first_reject = reject.describe()
         if counts.rejected <= 20:
             progress.log(f"rejected {reject.describe()}")
     counts.reasons[_reason_key(reject.reason)] += 1
-    fh.write(json.dumps(reject.as_json(), ensure_ascii=False) + "\n")
+    line = json.dumps(reject.as_json(), ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # text that is not encodable (lone surrogates) is written escaped
+        line = json.dumps(reject.as_json(), ensure_ascii=True)
+    fh.write(line + "\n")
 
 
 def _reason_key(reason: str) -> str:
@@ -215,9 +283,42 @@ def _reason_key(reason: str) -> str:
 
 
 def _check_reject_limits(cfg: BuildConfig, counts: Counts, out, final: bool, rejects_path: Path | None = None) -> None:
-    """Reject limits live in the later input-handling issue; today any rejected record fails the build."""
-    if counts.rejected and cfg.strict:
-        raise BuildFailed(f"--strict: {counts.rejected} record(s) rejected; see {rejects_path or 'rejects.jsonl'}")
+    """Stop the build when bad records pass --strict (any), --max-rejects (a count) or --max-reject-rate.
+
+    Records dropped by policy (too long, nothing to train) are not bad records and never count. The
+    rate is checked at the end, and while running once MIN_RECORDS_FOR_RATE records were read.
+    """
+    bad, read = counts.rejected, counts.read
+    if not bad:
+        return
+    copy = _failed_rejects_path(cfg)
+    tail = f"; nothing written; every reject is in {copy}"
+    if cfg.strict:
+        raise TooManyRejects(f"--strict: rejected {counts.first_reject}{tail}", copy)
+    if cfg.max_rejects is not None and bad > cfg.max_rejects:
+        raise TooManyRejects(
+            f"{bad:,} records rejected, more than --max-rejects {cfg.max_rejects} (first: {counts.first_reject}){tail}", copy
+        )
+    rate = bad / read if read else 1.0
+    if (final or read >= MIN_RECORDS_FOR_RATE) and rate > cfg.max_reject_rate:
+        raise TooManyRejects(
+            f"{bad:,} of {read:,} records rejected ({rate:.1%}), more than --max-reject-rate {cfg.max_reject_rate:g} "
+            f"(first: {counts.first_reject}){tail}; raise --max-reject-rate or --max-rejects to accept them",
+            copy,
+        )
+
+
+def _failed_rejects_path(cfg: BuildConfig) -> Path:
+    """Where the rejects of a build that failed on them are kept: beside the output, ``OUT.rejects.jsonl``."""
+    out = Path(cfg.output)
+    return out.parent / f"{out.name}.{REJECTS}"
+
+
+def _keep_rejects(source: Path, dest: Path) -> None:
+    try:
+        shutil.copyfile(source, dest)
+    except OSError:
+        pass
 
 
 def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
@@ -287,7 +388,7 @@ def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id:
 
 
 def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, counts: Counts, stats: ChunkStats,
-              histogram: Counter, bounds, shards, hazards) -> dict:
+              histogram: Counter, bounds, shards, hazards, found: dict[str, FileFormat] | None = None) -> dict:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
     import hashlib
 
@@ -307,9 +408,18 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, co
             "pad_id": bundle.pad_id,
             "pad_origin": bundle.pad_origin,
         },
-        "chat_template": {"origin": template_origin, "sha256": hashlib.sha256(template.encode()).hexdigest()},
+        "chat_template": {
+            "origin": template_origin if template is not None else "none (raw-text inputs only)",
+            "sha256": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
+        },
         "inputs": [
-            {"path": f, "sha256": None if f == STDIN else file_sha256(f), "rows_written": counts.per_file[f]}
+            {
+                "path": f,
+                "sha256": None if f == STDIN else file_sha256(f),
+                "format": (found or {}).get(f, FileFormat(None, "")).format,
+                "format_origin": (found or {}).get(f, FileFormat(None, "not read")).origin,
+                **counts.file_totals(f),
+            }
             for f in files
         ],
         "buckets": bounds,

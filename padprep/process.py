@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import Truncation, TrainOn
+from .formats import FormatOptions
 from .mask import IGNORE_INDEX, labels_from_spans
 from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
@@ -57,11 +58,13 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class ProcessOptions:
-    template: str
+    template: str | None  # None: the tokenizer has no chat template and only raw-text records are expected
     train_on: TrainOn = TrainOn.assistant
     max_length: int | None = None
     truncation: Truncation = Truncation.drop
     fast_spans: bool = True
+    formats: FormatOptions = field(default_factory=FormatOptions)
+    append_eos: bool = True  # raw-text rows (text, string prompt-completion) end with the eos token
 
 
 class Processor:
@@ -69,38 +72,70 @@ class Processor:
 
     def __init__(self, bundle: TokenizerBundle, options: ProcessOptions):
         self.tokenizer = bundle.tokenizer
-        self.renderer = Renderer(options.template, bundle.special, options.train_on, options.fast_spans)
+        if options.template is None:
+            self.renderer: Renderer | _NoTemplate = _NoTemplate()
+        else:
+            self.renderer = Renderer(options.template, bundle.special, options.train_on, options.fast_spans)
         self.options = options
         self.special_text = _special_token_pattern(self.tokenizer)
+        self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
+        self.eos_id = self.tokenizer.token_to_id(bundle.special["eos_token"]) if "eos_token" in bundle.special else None
 
     def process(self, records: list[RawRecord]) -> ChunkResult:
+        """Every record ends as one row or one reject, both kept in input order."""
         result = ChunkResult()
         result.stats.records = len(records)
-        conversations, rendered = [], []
-        for record in records:
-            conv = normalize(record, require_assistant=self.options.train_on is not TrainOn.all)
+        outcome: list[Row | Reject | None] = [None] * len(records)
+        chat, rendered, raw = [], [], []
+        require_assistant = self.options.train_on is not TrainOn.all
+        for k, record in enumerate(records):
+            conv = normalize(record, require_assistant=require_assistant, options=self.options.formats)
             if isinstance(conv, Reject):
-                result.rejects.append(conv)
+                outcome[k] = conv
+                continue
+            if conv.is_raw_text:
+                raw.append((k, conv, record))
+                if self.special_text and self.special_text.search(conv.text):
+                    result.stats.special_text += 1
                 continue
             try:
                 rendered.append(self.renderer.render(conv))
-            except RenderError as exc:
-                result.rejects.append(Reject(conv.source, conv.line, str(exc), raw=record.text, stage="render"))
+            except Exception as exc:  # RenderError, or anything else a template does with hostile data
+                reason = str(exc) if isinstance(exc, RenderError) else f"chat template failed: {type(exc).__name__}: {exc}"
+                outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit)
                 continue
-            conversations.append((conv, record))
+            chat.append((k, conv, record))
             if self.special_text and any(self.special_text.search(m["content"]) for m in conv.messages):
                 result.stats.special_text += 1
         tokens = tokenize_batch(self.tokenizer, [r.text for r in rendered])
-        for (conv, record), ren, tok in zip(conversations, rendered, tokens):
+        for (k, conv, record), ren, tok in zip(chat, rendered, tokens):
             mask = labels_from_spans(tok.ids, tok.offsets, ren.spans)
             result.stats.straddling += mask.straddling
             result.stats.empty_replies += mask.empty_spans
             result.stats.realigned += ren.realigned
-            row_or_reject = self._apply_limits(conv, record, tok.ids, mask.labels)
+            outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels)
+        # raw text has no template, so the tokenizer's own special tokens apply (a BOS post-processor)
+        raw_tokens = tokenize_batch(self.tokenizer, [conv.text for _, conv, _ in raw], add_special_tokens=True)
+        for (k, conv, record), tok in zip(raw, raw_tokens):
+            ids, labels = self._raw_labels(conv, tok.ids, tok.offsets)
+            outcome[k] = self._apply_limits(conv, record, ids, labels)
+        for row_or_reject in outcome:
             (result.rows if isinstance(row_or_reject, Row) else result.rejects).append(row_or_reject)
             if isinstance(row_or_reject, Row) and row_or_reject.truncated:
                 result.stats.truncated += 1
         return result
+
+    def _raw_labels(self, conv: Conversation, ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of a raw-text row: every token, or only ``spans`` (a completion); one BOS; eos appended."""
+        labels = ids.copy() if conv.spans is None else labels_from_spans(ids, offsets, conv.spans).labels
+        bos = self.bos_id
+        if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:  # the text wrote BOS too
+            ids, labels = ids[1:], labels[1:]
+        eos = self.eos_id
+        if self.options.append_eos and eos is not None and (len(ids) == 0 or ids[-1] != eos):
+            ids = np.append(ids, eos).astype(np.int32)
+            labels = np.append(labels, eos).astype(np.int32)
+        return ids, labels
 
     def _apply_limits(self, conv: Conversation, record: RawRecord, ids: np.ndarray, labels: np.ndarray):
         """Truncation policy, then the rule that a row must train at least one token."""
@@ -109,13 +144,23 @@ class Processor:
         if limit is not None and len(ids) > limit:
             if policy is Truncation.drop:
                 reason = f"longer than --max-length ({len(ids)} > {limit} tokens) with --truncation drop"
-                return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy")
+                return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
             keep = slice(0, limit) if policy is Truncation.right else slice(len(ids) - limit, None)
             ids, labels, truncated = ids[keep], labels[keep], True
         if not np.any(labels != IGNORE_INDEX):
             reason = "no trained token left after truncation" if truncated else "no trained token"
-            return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy")
+            return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
         return Row(ids, labels, conv.source, conv.line, truncated)
+
+
+class _NoTemplate:
+    """Stands in for the Renderer when the tokenizer has no chat template: chat records are rejected."""
+
+    end_marker = ""
+    fast_path = False
+
+    def render(self, conv: Conversation):
+        raise RenderError("the tokenizer has no chat template; pass --chat-template chatml|llama3|FILE")
 
 
 def _special_token_pattern(tokenizer) -> re.Pattern | None:

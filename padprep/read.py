@@ -1,7 +1,19 @@
-"""Stage 1, read: files -> ``RawRecord(source, line, text)``, streaming.
+"""Stage 1, read: files -> ``RawRecord(source, line, text)``, streaming, in bounded memory.
 
 Nothing here parses records: a line that is not JSON is still a record, and normalize decides what
 is wrong with it, so that every input record can be accounted for.
+
+Containers:
+
+* JSON Lines (``.jsonl`` and anything not named ``.json``): one record per line; blank lines are
+  not records; a byte-order mark, CRLF endings and surrounding whitespace are accepted. A line
+  longer than ``MAX_LINE_BYTES`` is never held in memory: it becomes a record with an error.
+* ``.json``: one top-level array of records, streamed element by element (never loaded whole);
+  elements are found by a byte scanner that tracks strings and brackets, so a malformed element
+  is one bad record, not a failed file. A ``.json`` file that does not start with ``[`` is read as
+  JSON Lines (``datasets``' ``to_json`` writes JSON Lines under that name).
+* ``-``: standard input, JSON Lines, or one array when it starts with ``[``.
+* ``.gz`` / ``.zst`` suffixes on any of these are decompressed while streaming.
 """
 
 from __future__ import annotations
@@ -9,27 +21,35 @@ from __future__ import annotations
 import glob
 import gzip
 import io
-import json
 import os
+import re
 import sys
+import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Iterator
 
 STDIN = "-"
-# A line longer than this is not read into memory: it is reported as a record too long to process.
+# A record longer than this is not read into memory: it is reported as a record too long to process.
 MAX_LINE_BYTES = 64 << 20
+# What is kept of such a record for rejects.jsonl.
+KEEP_PREFIX_BYTES = 1024
+_CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_WS = b" \t\r\n"
 
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One input record as found: ``line`` is 1-based for JSONL, the 0-based array index for .json."""
+    """One input record as found: ``line`` is 1-based for JSON Lines, the 0-based array index for .json."""
 
     source: str
     line: int
-    text: str | None  # None when the bytes were not valid UTF-8 or the line was too long
+    text: str | None  # None when the bytes were not valid UTF-8 or the record was too long
     error: str | None = None
-    raw: bytes | None = None  # the original bytes, kept only when ``text`` could not be produced
+    raw: bytes | None = None  # the original bytes (or their start), kept only when ``text`` could not be produced
+    unit: str = "line"  # "line" or "index": what ``line`` counts
+    format: str | None = None  # the format of the record's file, once detected (formats.with_formats)
+    raw_is_prefix: bool = False  # ``raw`` holds only the first KEEP_PREFIX_BYTES of the record
 
 
 class InputError(Exception):
@@ -69,108 +89,221 @@ def open_binary(path: str) -> BinaryIO:
 
 
 def is_json_array_file(path: str) -> bool:
-    """A `.json` file holds one array of records; everything else is JSON Lines."""
+    """A `.json` file (possibly compressed) may hold one array of records; everything else is JSON Lines."""
     name = path[:-3] if path.endswith(".gz") else path[:-4] if path.endswith(".zst") else path
     return name.endswith(".json")
 
 
 def read_records(path: str) -> Iterator[RawRecord]:
-    """Stream the records of one file."""
-    if is_json_array_file(path):
-        yield from _read_json_array(path)
-    else:
-        yield from _read_jsonl(path)
+    """Stream the records of one file. A file that breaks off mid-way (corrupt archive) is an InputError."""
+    try:
+        fh = open_binary(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    progress = [0]  # the last record position handed out, for the error message
+    try:
+        buffered = fh if isinstance(fh, io.BufferedReader) else io.BufferedReader(fh)  # type: ignore[arg-type]
+        if (path == STDIN or is_json_array_file(path)) and _starts_with_array(buffered):
+            records = _read_json_array(path, buffered)
+        else:
+            records = _read_jsonl(path, buffered)
+        for rec in records:
+            progress[0] = rec.line
+            yield rec
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: cannot read past record {progress[0]} (corrupt or truncated file?): {exc}") from None
+    except Exception as exc:
+        if type(exc).__name__ == "ZstdError":
+            raise InputError(f"{path}: cannot read past record {progress[0]} (corrupt or truncated zstd stream): {exc}") from None
+        raise
+    finally:
+        if path != STDIN:
+            fh.close()
 
 
-def _decode(source: str, line: int, data: bytes) -> RawRecord:
-    if line == 1 and data.startswith(b"\xef\xbb\xbf"):
+def _starts_with_array(fh: io.BufferedReader) -> bool:
+    head = fh.peek(4096)
+    head = head[3:] if head.startswith(_BOM) else head
+    head = head.lstrip(_WS)
+    return head[:1] == b"["
+
+
+def _decode(source: str, line: int, data: bytes, unit: str = "line") -> RawRecord:
+    if data.startswith(_BOM):  # a BOM starts a file, or a file concatenated onto another
         data = data[3:]
     try:
-        return RawRecord(source, line, data.decode("utf-8"))
+        return RawRecord(source, line, data.decode("utf-8"), unit=unit)
     except UnicodeDecodeError as exc:
-        return RawRecord(source, line, None, f"not valid UTF-8 at byte {exc.start}", raw=data)
+        return RawRecord(source, line, None, f"not valid UTF-8 at byte {exc.start}", raw=data, unit=unit)
 
 
-def _read_jsonl(path: str) -> Iterator[RawRecord]:
-    with open_binary(path) as fh:
-        buffered = io.BufferedReader(fh) if not isinstance(fh, io.BufferedReader) else fh  # type: ignore[arg-type]
-        line_no = 0
-        while True:
-            data = buffered.readline(MAX_LINE_BYTES + 1)
-            if not data:
-                return
-            line_no += 1
-            if len(data) > MAX_LINE_BYTES and not data.endswith(b"\n"):
-                _skip_to_newline(buffered)
-                yield RawRecord(path, line_no, None, f"line longer than {MAX_LINE_BYTES} bytes", raw=data[:1024])
-                continue
-            if not data.strip():
-                continue  # blank lines (and CRLF-only lines) are not records
-            yield _decode(path, line_no, data.rstrip(b"\r\n"))
+def _too_long(source: str, line: int, prefix: bytes, what: str, unit: str = "line") -> RawRecord:
+    reason = f"{what} longer than {MAX_LINE_BYTES:,} bytes, not read (only its first {KEEP_PREFIX_BYTES} bytes are kept)"
+    return RawRecord(source, line, None, reason, raw=prefix[:KEEP_PREFIX_BYTES], unit=unit, raw_is_prefix=True)
+
+
+def _read_jsonl(path: str, fh: io.BufferedReader) -> Iterator[RawRecord]:
+    line_no = 0
+    limit = MAX_LINE_BYTES
+    while True:
+        data = fh.readline(limit + 1)
+        if not data:
+            return
+        line_no += 1
+        if len(data) > limit and not data.endswith(b"\n"):
+            _skip_to_newline(fh)
+            yield _too_long(path, line_no, data, "line")
+            continue
+        if not data.strip(_WS) or data.strip(_WS) == _BOM:
+            continue  # blank lines (and CRLF-only lines) are not records
+        end = -2 if data.endswith(b"\r\n") else -1 if data.endswith(b"\n") else len(data)
+        yield _decode(path, line_no, data[:end])
 
 
 def _skip_to_newline(fh: BinaryIO) -> None:
     while True:
-        chunk = fh.readline(1 << 20)
+        chunk = fh.readline(_CHUNK)
         if not chunk or chunk.endswith(b"\n"):
             return
 
 
-def _read_json_array(path: str) -> Iterator[RawRecord]:
-    """Stream the elements of a top-level JSON array without loading the file whole."""
-    with open_binary(path) as fh:
-        text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict")  # type: ignore[arg-type]
-        decoder = json.JSONDecoder()
-        buf, pos, index = "", 0, 0
-        eof = False
+# -- JSON arrays ----------------------------------------------------------------------------------
 
-        def fill() -> bool:
-            nonlocal buf, pos, eof
-            if eof:
-                return False
-            chunk = text.read(1 << 20)
-            if not chunk:
-                eof = True
-                return False
-            buf = buf[pos:] + chunk
+_STRUCTURE = re.compile(rb'[\[\]{}"]')  # outside strings, only these bytes matter
+_STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.S)  # up to the closing quote (or a lone trailing backslash)
+_SCALAR_END = re.compile(rb'[\s,\[\]{}"]')
+_NOT_WS = re.compile(rb"[^ \t\r\n]")
+
+
+class _Buffer:
+    """A sliding window over a byte stream: bytes before ``keep`` may be dropped on each refill."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+        self.data = bytearray()
+        self.eof = False
+
+    def refill(self, keep: int) -> int:
+        """Drop ``data[:keep]``, append the next chunk; returns how far positions moved (-1 at EOF)."""
+        if self.eof:
+            return -1
+        chunk = self.fh.read(_CHUNK)
+        if not chunk:
+            self.eof = True
+            return -1
+        if keep:
+            del self.data[:keep]
+        self.data += chunk
+        return keep
+
+    def next_byte(self, pos: int) -> tuple[int, int]:
+        """(position of the next non-blank byte at or after ``pos``, or -1 at EOF; positions moved by)."""
+        moved = 0
+        while True:
+            m = _NOT_WS.search(self.data, pos)
+            if m is not None:
+                return m.start(), moved
+            shift = self.refill(len(self.data))
+            if shift < 0:
+                return -1, moved
+            moved += shift
             pos = 0
-            return True
 
-        def skip_ws() -> None:
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(buf) or not fill():
-                    return
 
-        try:
-            fill()
-            skip_ws()
-            if pos >= len(buf) or buf[pos] != "[":
-                raise InputError(f"{path}: a .json input must hold one JSON array of records")
-            pos += 1
-            while True:
-                skip_ws()
-                if pos < len(buf) and buf[pos] == "]":
-                    return
-                while True:
-                    try:
-                        _, end = decoder.raw_decode(buf, pos)
-                        break
-                    except json.JSONDecodeError as exc:
-                        if fill():
-                            continue
-                        raise InputError(f"{path}: invalid JSON in array element {index}: {exc.msg}") from None
-                yield RawRecord(path, index, buf[pos:end])
-                index += 1
-                pos = end
-                skip_ws()
-                if pos < len(buf) and buf[pos] == ",":
-                    pos += 1
-                elif pos < len(buf) and buf[pos] == "]":
-                    return
+def _read_json_array(path: str, fh: BinaryIO) -> Iterator[RawRecord]:
+    """Each element of the top-level array, its bytes found by scanning, never more than MAX_LINE_BYTES held."""
+    buf = _Buffer(fh)
+    buf.refill(0)
+    pos = 3 if buf.data.startswith(_BOM) else 0
+    pos, _ = buf.next_byte(pos)
+    pos += 1  # the "[" that _starts_with_array saw
+    index = 0
+    while True:
+        pos, _ = buf.next_byte(pos)
+        if pos < 0:
+            return  # the array is not closed, but every element was read: nothing is lost
+        c = buf.data[pos]
+        if c == ord("]"):
+            yield from _after_array(path, buf, pos + 1, index)
+            return
+        if c == ord(","):
+            pos += 1  # separators (and stray extra ones) are not records
+            continue
+        rec, pos = _scan_element(path, buf, pos, index)
+        yield rec
+        index += 1
+        if pos < 0:
+            return
+
+
+def _scan_element(path: str, buf: _Buffer, pos: int, index: int) -> tuple[RawRecord, int]:
+    """The element starting at ``pos`` and the position after it (-1 when the file ended inside it)."""
+    start, i = pos, pos
+    stack = bytearray()  # open brackets; a closer that does not match closes back to its opener
+    in_string = False
+    skipped = 0  # bytes of an over-long element already dropped from the window
+    prefix: bytes | None = None
+    scalar = buf.data[pos] not in b'[{"'
+    while True:
+        data = buf.data
+        if scalar:
+            m = _SCALAR_END.search(data, i)
+            if m is not None:
+                end = max(m.start(), start + 1)  # a stray closer (`}`) is an element of its own
+                return _element(path, index, data[start:end], prefix), end
+            i = len(data)
+        elif in_string:
+            i = _STRING_BODY.match(data, i).end()
+            if i < len(data) and data[i] == ord('"'):
+                in_string = False
+                i += 1
+                if not stack:
+                    return _element(path, index, data[start:i], prefix), i
+                continue
+        else:
+            m = _STRUCTURE.search(data, i)
+            if m is not None:
+                c, i = data[m.start()], m.end()
+                if c == ord('"'):
+                    in_string = True
+                elif c in b"[{":
+                    stack.append(c)
                 else:
-                    raise InputError(f"{path}: expected ',' or ']' after array element {index - 1}")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+                    opener = stack.rfind(b"[" if c == ord("]") else b"{")
+                    del stack[opener if opener >= 0 else len(stack) - 1 :]
+                    if not stack:
+                        return _element(path, index, data[start:i], prefix), i
+                continue
+            i = len(data)
+        # out of buffered bytes inside the element: keep it (or, once too long, only its prefix)
+        if prefix is None and skipped + i - start > MAX_LINE_BYTES:
+            prefix = bytes(data[start : start + KEEP_PREFIX_BYTES])
+        if prefix is not None:
+            skipped += i - start
+            start = i
+        shift = buf.refill(start)
+        if shift < 0:
+            reason = "array element is cut off by the end of the file (truncated file, or a missing quote or bracket)"
+            if prefix is not None:
+                return RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True), -1
+            return RawRecord(path, index, None, reason, raw=bytes(buf.data[start:]), unit="index"), -1
+        start -= shift
+        i -= shift
+
+
+def _element(path: str, index: int, data: bytes | bytearray, prefix: bytes | None) -> RawRecord:
+    if prefix is not None:
+        return _too_long(path, index, prefix, "array element", unit="index")
+    return _decode(path, index, bytes(data), unit="index")
+
+
+def _after_array(path: str, buf: _Buffer, pos: int, index: int) -> Iterator[RawRecord]:
+    """Anything but whitespace after the closing bracket is reported (as one record), not ignored."""
+    pos, _ = buf.next_byte(pos)
+    if pos < 0:
+        return
+    prefix = bytes(buf.data[pos : pos + KEEP_PREFIX_BYTES])
+    while buf.refill(len(buf.data)) >= 0:
+        pass
+    reason = "content after the end of the JSON array (a .json input holds one array of records)"
+    yield RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True)

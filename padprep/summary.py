@@ -23,6 +23,13 @@ def print_build_summary(console: Console, manifest: dict, seconds: float) -> Non
     tps = t["real_tokens"] / seconds if seconds > 0 else 0.0
     table.add_row("time", f"{seconds:.1f}s ({tps:,.0f} tokens/s)")
     console.print(table)
+    for inp in manifest.get("inputs", []):
+        if "format" not in inp:
+            continue
+        fmt = inp["format"] or "no known format"
+        counts = ", ".join(f"{inp.get(k, 0):,} {label}" for k, label in
+                           (("records_read", "read"), ("rows_written", "written"), ("rejected", "rejected"), ("dropped", "dropped")))
+        console.print(f"input {inp['path']}: {fmt} ({inp.get('format_origin', '')}): {counts}", markup=False)
     for reason, n in t.get("reasons", {}).items():
         console.print(f"  {n:,} x {reason}", markup=False)
     for hz in manifest.get("hazards", []):
