@@ -133,7 +133,7 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
 
     spec = tokenizer_spec or stats["manifest"]["tokenizer"]["source"]
     try:
-        tok = load_tokenizer(spec).load()
+        tok = load_tokenizer(spec).tokenizer
     except TokenizerError as exc:
         raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
     color = console.is_terminal

@@ -13,7 +13,9 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import multiprocessing
 import os
 import shutil
@@ -24,6 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from . import __version__
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
@@ -212,14 +215,14 @@ def _pass_one(records, processor, bundle, options, cfg, workdir: Path, progress:
             counts.read += result.stats.records
             for reject in result.rejects:
                 _record_reject(reject, counts, rejects_fh, progress)
+            lengths = [len(r.ids) for r in result.rows]
             if result.rows:
-                lengths = [len(r.ids) for r in result.rows]
                 histogram.update(lengths)
                 counts.written += len(result.rows)
                 spill.write_batch(_spill_batch(result))
             counts.per_file.update(r.source for r in result.rows)
             _check_reject_limits(cfg, counts, None, final=False, rejects_path=workdir / REJECTS)
-            progress.advance(result.stats.records, int(sum(len(r.ids) for r in result.rows)))
+            progress.advance(result.stats.records, sum(lengths))
         spill.close()
     return counts, stats, histogram
 
@@ -256,8 +259,6 @@ def _spill_batch(result: ChunkResult) -> pa.RecordBatch:
 
 
 def _record_reject(reject: Reject, counts: Counts, fh, progress: Progress) -> None:
-    import json
-
     if reject.stage == "policy":
         counts.dropped += 1
         counts.per_file_dropped[reject.source] += 1
@@ -367,8 +368,6 @@ def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id:
     flat_labels = labels_col.flatten().to_numpy(zero_copy_only=False, writable=True)
     padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side)
     if cfg.seed is not None:
-        import torch
-
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + serial)
         perm = torch.randperm(rows, generator=g)
         padded = type(padded)(padded.input_ids[perm], padded.attention_mask[perm], padded.labels[perm])
@@ -390,8 +389,6 @@ def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id:
 def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, counts: Counts, stats: ChunkStats,
               histogram: Counter, bounds, shards, hazards, found: dict[str, FileFormat] | None = None) -> dict:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
-    import hashlib
-
     real = sum(s["real_tokens"] for s in shards)
     pad = sum(s["pad_tokens"] for s in shards)
     longest = max(histogram) if histogram else 0

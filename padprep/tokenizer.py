@@ -27,7 +27,6 @@ class TokenizerBundle:
     """Everything padprep needs from a tokenizer, loaded once, picklable for worker processes."""
 
     source: str
-    tokenizer_json: str
     config: dict
     chat_template: str | None
     special: dict[str, str]  # bos_token / eos_token / pad_token / unk_token -> token text, where set
@@ -37,9 +36,6 @@ class TokenizerBundle:
     fingerprint: str
     tokenizer: Tokenizer = field(compare=False, repr=False)  # parsed once (large vocabularies take ~0.5 s)
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-
-    def load(self) -> Tokenizer:
-        return self.tokenizer
 
 
 def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
@@ -67,7 +63,6 @@ def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
     fingerprint = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
     return TokenizerBundle(
         source=spec,
-        tokenizer_json=tokenizer_json,
         config=config,
         chat_template=template,
         special=special,

@@ -151,18 +151,23 @@ def test_quirks_are_accepted_without_complaint(tmp_path):
     assert (m["totals"]["records_read"], m["totals"]["rows_written"]) == (2, 2)
 
 
+def _read_with_peak(path):
+    """All records of ``path`` and the peak Python memory that reading them took."""
+    tracemalloc.start()
+    try:
+        recs = list(read_records(str(path)))
+        return recs, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_long_lines_are_rejected_without_being_read(monkeypatch, tmp_path):
     monkeypatch.setattr(read, "MAX_LINE_BYTES", 64 << 10)
     good = json.dumps(GOOD)
     huge = '{"messages": [{"role": "user", "content": "' + "x" * (24 << 20) + '"}]}'
     src = tmp_path / "long.jsonl"
     src.write_text(good + "\n" + huge + "\n" + good + "\n")
-    tracemalloc.start()
-    try:
-        recs = list(read_records(str(src)))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    recs, peak = _read_with_peak(src)
     assert [r.line for r in recs] == [1, 2, 3] and recs[2].text == good
     assert recs[1].text is None and recs[1].error.startswith("line longer than 65,536 bytes")
     assert recs[1].raw == huge.encode()[:1024] and recs[1].raw_is_prefix
@@ -170,12 +175,7 @@ def test_long_lines_are_rejected_without_being_read(monkeypatch, tmp_path):
     # the same for an element of a JSON array
     arr = tmp_path / "long.json"
     arr.write_text("[" + good + ",\n" + huge + ",\n" + good + "]")
-    tracemalloc.start()
-    try:
-        recs = list(read_records(str(arr)))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    recs, peak = _read_with_peak(arr)
     assert [r.line for r in recs] == [0, 1, 2] and recs[2].text == good and recs[0].text == good
     assert recs[1].error.startswith("array element longer than 65,536 bytes")
     assert peak < 6 << 20, f"reading a 24 MiB array element peaked at {peak:,} bytes"
