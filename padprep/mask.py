@@ -4,6 +4,11 @@ Labels keep the shape of ``input_ids`` and are not shifted: the trainer shifts t
 trained when its characters overlap a trained span, so a token that straddles a prompt/reply
 boundary (a header newline merged with the reply's first newline) is trained: it holds text the
 model must produce. Such tokens are counted so that preflight can report them.
+
+A conversation has a handful of span boundaries and hundreds of tokens, so the tokens overlapping a
+span are found from its two ends (``Encoding.char_to_token``), not by comparing every token's
+offsets. ``labels_by_offsets`` is the definition, used where a boundary character belongs to no
+token (a normalizer removed it) and by the tests as the reference.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .tokenize import Tokens
 
 IGNORE_INDEX = -100
 
@@ -22,8 +29,49 @@ class Mask:
     empty_spans: int  # spans (assistant replies) that got no token at all
 
 
-def labels_from_spans(ids: np.ndarray, offsets: np.ndarray, spans) -> Mask:
-    """Vectorised over tokens; one pass per trained span."""
+def labels_from_spans(tokens: Tokens, spans) -> Mask:
+    """Labels from the tokens overlapping each span, located from the span's two ends."""
+    ids, enc = tokens.ids, tokens.encoding
+    labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
+    straddling = 0
+    for s, e in spans:
+        found = _overlapping(enc, len(ids), s, e)
+        if found is None:
+            return labels_by_offsets(ids, tokens.offsets, spans)
+        first, last = found
+        labels[first : last + 1] = ids[first : last + 1]
+        straddling += _straddling(enc, first, last, s, e)
+    return Mask(labels, straddling, 0)
+
+
+def _overlapping(enc, n: int, s: int, e: int) -> tuple[int, int] | None:
+    """First and last token overlapping characters ``[s, e)``; None when the ends do not map to tokens."""
+    if s >= e:
+        return None
+    first, last = enc.char_to_token(s), enc.char_to_token(e - 1)
+    if first is None or last is None:
+        return None
+    while last + 1 < n and enc.token_to_chars(last + 1)[0] < e:  # later pieces of a split last character
+        last += 1
+    return first, last
+
+
+def _straddling(enc, first: int, last: int, s: int, e: int) -> int:
+    """Tokens in ``[first, last]`` that start before ``s`` or end after ``e``."""
+    crossing = set()
+    i = first
+    while i <= last and enc.token_to_chars(i)[0] < s:
+        crossing.add(i)
+        i += 1
+    i = last
+    while i >= first and enc.token_to_chars(i)[1] > e:
+        crossing.add(i)
+        i -= 1
+    return len(crossing)
+
+
+def labels_by_offsets(ids: np.ndarray, offsets: np.ndarray, spans) -> Mask:
+    """The definition, vectorised over every token's offsets: trained where a token overlaps a span."""
     starts, ends = offsets[:, 0], offsets[:, 1]
     trained = np.zeros(len(ids), dtype=bool)
     straddling = empty = 0

@@ -43,6 +43,12 @@ def pad_shard(
     rows = len(lengths_t)
     input_ids = torch.full((rows, seq_len), pad_id, dtype=torch.int32)
     labels = torch.full((rows, seq_len), IGNORE_INDEX, dtype=torch.int32)
-    input_ids[real] = torch.from_numpy(np.ascontiguousarray(flat_ids, dtype=np.int32))
-    labels[real] = torch.from_numpy(np.ascontiguousarray(flat_labels, dtype=np.int32))
+    input_ids[real] = torch.from_numpy(np.array(flat_ids, dtype=np.int32))  # a copy: inputs may be read-only views
+    labels[real] = torch.from_numpy(np.array(flat_labels, dtype=np.int32))
     return PaddedShard(input_ids, real.to(torch.int32), labels)
+
+
+def shuffle_rows(shard: PaddedShard, seed: int) -> PaddedShard:
+    """The same rows in an order drawn from ``seed`` (one torch generator per shard: reproducible)."""
+    perm = torch.randperm(shard.input_ids.shape[0], generator=torch.Generator().manual_seed(seed))
+    return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm])

@@ -20,13 +20,13 @@ import multiprocessing
 import os
 import shutil
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from . import __version__
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
@@ -34,13 +34,13 @@ from .config import BuildConfig, SpanMethod
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
-from .pad import pad_shard
+from .pad import pad_shard, shuffle_rows
 from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
-from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, init_worker, process_in_worker
+from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, Row, init_worker, process_in_worker
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
-from .write import MANIFEST, REJECTS, AtomicDir, file_sha256, write_json, write_shard
+from .write import MANIFEST, REJECTS, AtomicDir, file_sha256, int32_array, int32_values, write_json, write_shard
 
 SPILL = "spill.arrow"
 _SPILL_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
@@ -219,7 +219,7 @@ def _pass_one(records, processor, bundle, options, cfg, workdir: Path, progress:
             if result.rows:
                 histogram.update(lengths)
                 counts.written += len(result.rows)
-                spill.write_batch(_spill_batch(result))
+                spill.write_batch(_spill_batch(result.rows, lengths))
             counts.per_file.update(r.source for r in result.rows)
             _check_reject_limits(cfg, counts, None, final=False, rejects_path=workdir / REJECTS)
             progress.advance(result.stats.records, sum(lengths))
@@ -231,8 +231,7 @@ def _results(records, processor: Processor, bundle, options, cfg: BuildConfig) -
     """Chunk results in input order, from this process or from a bounded window of worker tasks."""
     chunks = _chunked(records, cfg.chunk_size)
     if cfg.workers <= 1:
-        for chunk in chunks:
-            yield processor.process(chunk)
+        yield from _overlapped(chunks, processor)
         return
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # workers are the parallelism; no 2x2 threads on 2 cores
     ctx = multiprocessing.get_context("spawn")
@@ -246,15 +245,32 @@ def _results(records, processor: Processor, bundle, options, cfg: BuildConfig) -
             yield window.popleft().get()
 
 
+def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[ChunkResult]:
+    """One process: the tokenizer encodes chunk k in a helper thread (Rust, GIL released, its own
+    threads) while this thread finishes chunk k-1 and renders chunk k+1."""
+    with ThreadPoolExecutor(1, thread_name_prefix="padprep-encode") as encoder:
+        encoding = None
+        for chunk in chunks:
+            prepared = processor.prepare(chunk)
+            done = encoding.result() if encoding is not None else None
+            encoding = encoder.submit(processor.encode, prepared)
+            if done is not None:
+                yield processor.finish(done)
+        if encoding is not None:
+            yield processor.finish(encoding.result())
+
+
 def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
     it = iter(records)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
 
 
-def _spill_batch(result: ChunkResult) -> pa.RecordBatch:
-    ids = pa.array([r.ids for r in result.rows], type=pa.list_(pa.int32()))
-    labels = pa.array([r.labels for r in result.rows], type=pa.list_(pa.int32()))
+def _spill_batch(rows: list[Row], lengths: list[int]) -> pa.RecordBatch:
+    """Rows as two list columns, built from one concatenation each (no per-row Arrow conversion)."""
+    offsets = int32_array(np.concatenate(([0], np.cumsum(lengths))))
+    ids = pa.ListArray.from_arrays(offsets, int32_array(np.concatenate([r.ids for r in rows])))
+    labels = pa.ListArray.from_arrays(offsets, int32_array(np.concatenate([r.labels for r in rows])))
     return pa.record_batch([ids, labels], schema=_SPILL_SCHEMA)
 
 
@@ -341,7 +357,7 @@ def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig) -
             which = assign(lengths, bounds)
             for k in np.unique(which):
                 b = bounds[int(k)]
-                pending[b].append(batch.filter(pa.array(which == k)))
+                pending[b].append(batch.take(int32_array(np.flatnonzero(which == k))))
                 pending_rows[b] += int(np.count_nonzero(which == k))
                 while pending_rows[b] >= rows_per_shard[b]:
                     shards.append(_flush(workdir, pending, pending_rows, b, rows_per_shard[b], pad_id, cfg, len(shards)))
@@ -352,7 +368,7 @@ def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig) -
 
 
 def _list_lengths(column: pa.ListArray) -> np.ndarray:
-    offsets = column.offsets.to_numpy()
+    offsets = int32_values(column.offsets)
     return np.diff(offsets)
 
 
@@ -364,13 +380,10 @@ def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id:
     pending_rows[bucket] -= rows
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
     lengths = _list_lengths(ids_col)
-    flat_ids = ids_col.flatten().to_numpy(zero_copy_only=False, writable=True)
-    flat_labels = labels_col.flatten().to_numpy(zero_copy_only=False, writable=True)
+    flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side)
     if cfg.seed is not None:
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + serial)
-        perm = torch.randperm(rows, generator=g)
-        padded = type(padded)(padded.input_ids[perm], padded.attention_mask[perm], padded.labels[perm])
+        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
     name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
     digest = write_shard(workdir / name, padded)
     real = int(lengths.sum())

@@ -18,7 +18,7 @@ from .mask import IGNORE_INDEX, labels_from_spans
 from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
 from .render import RenderError, Renderer
-from .tokenize import tokenize_batch
+from .tokenize import Tokens, tokenize_batch
 from .tokenizer import TokenizerBundle
 
 
@@ -56,6 +56,18 @@ class ChunkResult:
     stats: ChunkStats = field(default_factory=ChunkStats)
 
 
+@dataclass
+class Prepared:
+    """A chunk between stages: rejects in place, chat records with their renders, raw-text records."""
+
+    outcome: list  # per record, in input order: Row | Reject | None (not finished yet)
+    chat: list = field(default_factory=list)  # (index, Conversation, RawRecord, Rendered)
+    raw: list = field(default_factory=list)  # (index, Conversation, RawRecord)
+    stats: ChunkStats = field(default_factory=ChunkStats)
+    chat_tokens: list[Tokens] = field(default_factory=list)
+    raw_tokens: list[Tokens] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ProcessOptions:
     template: str | None  # None: the tokenizer has no chat template and only raw-text records are expected
@@ -83,51 +95,64 @@ class Processor:
 
     def process(self, records: list[RawRecord]) -> ChunkResult:
         """Every record ends as one row or one reject, both kept in input order."""
-        result = ChunkResult()
-        result.stats.records = len(records)
-        outcome: list[Row | Reject | None] = [None] * len(records)
-        chat, rendered, raw = [], [], []
+        return self.finish(self.encode(self.prepare(records)))
+
+    def prepare(self, records: list[RawRecord]) -> Prepared:
+        """Normalize and render (Python work), leaving the texts to tokenize."""
+        prepared = Prepared([None] * len(records))
+        prepared.stats.records = len(records)
         require_assistant = self.options.train_on is not TrainOn.all
         for k, record in enumerate(records):
             conv = normalize(record, require_assistant=require_assistant, options=self.options.formats)
             if isinstance(conv, Reject):
-                outcome[k] = conv
+                prepared.outcome[k] = conv
                 continue
             if conv.is_raw_text:
-                raw.append((k, conv, record))
+                prepared.raw.append((k, conv, record))
                 if self.special_text and self.special_text.search(conv.text):
-                    result.stats.special_text += 1
+                    prepared.stats.special_text += 1
                 continue
             try:
-                rendered.append(self.renderer.render(conv))
+                rendered = self.renderer.render(conv)
             except Exception as exc:  # RenderError, or anything else a template does with hostile data
                 reason = str(exc) if isinstance(exc, RenderError) else f"chat template failed: {type(exc).__name__}: {exc}"
-                outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit)
+                prepared.outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit)
                 continue
-            chat.append((k, conv, record))
+            prepared.chat.append((k, conv, record, rendered))
             if self.special_text and any(self.special_text.search(m["content"]) for m in conv.messages):
-                result.stats.special_text += 1
-        tokens = tokenize_batch(self.tokenizer, [r.text for r in rendered])
-        for (k, conv, record), ren, tok in zip(chat, rendered, tokens):
-            mask = labels_from_spans(tok.ids, tok.offsets, ren.spans)
-            result.stats.straddling += mask.straddling
-            result.stats.empty_replies += mask.empty_spans
-            result.stats.realigned += ren.realigned
-            outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels)
+                prepared.stats.special_text += 1
+        return prepared
+
+    def encode(self, prepared: Prepared) -> Prepared:
+        """Tokenize every text of the chunk in two batch calls; the tokenizer releases the GIL meanwhile."""
+        prepared.chat_tokens = tokenize_batch(self.tokenizer, [ren.text for _, _, _, ren in prepared.chat])
         # raw text has no template, so the tokenizer's own special tokens apply (a BOS post-processor)
-        raw_tokens = tokenize_batch(self.tokenizer, [conv.text for _, conv, _ in raw], add_special_tokens=True)
-        for (k, conv, record), tok in zip(raw, raw_tokens):
-            ids, labels = self._raw_labels(conv, tok.ids, tok.offsets)
+        prepared.raw_tokens = tokenize_batch(self.tokenizer, [conv.text for _, conv, _ in prepared.raw], add_special_tokens=True)
+        return prepared
+
+    def finish(self, prepared: Prepared) -> ChunkResult:
+        """Mask, apply the length policy, and put rows and rejects back in input order."""
+        outcome, stats = prepared.outcome, prepared.stats
+        for (k, conv, record, ren), tok in zip(prepared.chat, prepared.chat_tokens):
+            mask = labels_from_spans(tok, ren.spans)
+            stats.straddling += mask.straddling
+            stats.empty_replies += mask.empty_spans
+            stats.realigned += ren.realigned
+            outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels)
+        for (k, conv, record), tok in zip(prepared.raw, prepared.raw_tokens):
+            ids, labels = self._raw_labels(conv, tok)
             outcome[k] = self._apply_limits(conv, record, ids, labels)
+        result = ChunkResult(stats=stats)
         for row_or_reject in outcome:
             (result.rows if isinstance(row_or_reject, Row) else result.rejects).append(row_or_reject)
             if isinstance(row_or_reject, Row) and row_or_reject.truncated:
-                result.stats.truncated += 1
+                stats.truncated += 1
         return result
 
-    def _raw_labels(self, conv: Conversation, ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _raw_labels(self, conv: Conversation, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
         """Labels of a raw-text row: every token, or only ``spans`` (a completion); one BOS; eos appended."""
-        labels = ids.copy() if conv.spans is None else labels_from_spans(ids, offsets, conv.spans).labels
+        ids = tokens.ids
+        labels = ids.copy() if conv.spans is None else labels_from_spans(tokens, conv.spans).labels
         bos = self.bos_id
         if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:  # the text wrote BOS too
             ids, labels = ids[1:], labels[1:]

@@ -97,10 +97,41 @@ class _Namespace(jinja2.utils.Namespace):
             raise jinja2.exceptions.SecurityError(f"templates cannot set underscore attributes ({name!r})")
 
 
+class _CachedSandbox(ImmutableSandboxedEnvironment):
+    """``ImmutableSandboxedEnvironment``, with the same verdicts reached faster.
+
+    The sandbox judges ``obj.attr`` from ``type(obj)`` and the attribute name alone, yet judges again
+    on every access: on a chat template that was a third of the render time. Verdicts are cached per
+    (type, name). A plain ``dict`` (every message) is read by key when ``dict`` has no attribute of
+    that name, which is where the sandbox's own lookup ends up after a failed ``getattr``.
+    """
+
+    _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._verdicts: dict[tuple[type, str], bool] = {}
+
+    def is_safe_attribute(self, obj, attr, value) -> bool:
+        key = (type(obj), attr)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = super().is_safe_attribute(obj, attr, value)
+        return verdict
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute not in self._DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=8)
 def compile_template(source: str) -> jinja2.Template:
     """Compile once per process; templates are untrusted code, so the environment is sandboxed."""
-    env = ImmutableSandboxedEnvironment(
+    env = _CachedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlocks, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson

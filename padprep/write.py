@@ -14,11 +14,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from .pad import PaddedShard
+if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do not need
+    from .pad import PaddedShard
 
 COLUMNS = ("input_ids", "attention_mask", "labels")
 MANIFEST = "manifest.json"
@@ -30,15 +32,33 @@ class OutputExists(Exception):
     """The output directory exists and ``--overwrite`` was not given."""
 
 
+def int32_array(values: np.ndarray) -> pa.Array:
+    """A numpy integer array as an Arrow int32 array, sharing memory when it already is int32.
+
+    Built from the buffer directly: ``pa.array(ndarray)`` would import pandas (a third of a second
+    of start-up) to check for pandas types.
+    """
+    values = np.ascontiguousarray(values, dtype=np.int32)
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+
+
+def int32_values(array: pa.Array) -> np.ndarray:
+    """An Arrow int32 array (no nulls) as a read-only numpy view (``to_numpy`` would import pandas)."""
+    if array.null_count:
+        raise ValueError("int32_values: the array has nulls")
+    data = np.frombuffer(array.buffers()[1], dtype=np.int32) if len(array) else np.zeros(0, np.int32)
+    return data[array.offset : array.offset + len(array)]
+
+
 def shard_schema(seq_len: int) -> pa.Schema:
     return pa.schema([pa.field(c, pa.list_(pa.int32(), seq_len), nullable=False) for c in COLUMNS])
 
 
-def write_shard(path: Path, shard: PaddedShard) -> str:
+def write_shard(path: Path, shard: "PaddedShard") -> str:
     """Write one shard; returns its sha256."""
     rows, seq_len = shard.input_ids.shape
     arrays = [
-        pa.FixedSizeListArray.from_arrays(pa.array(t.numpy().reshape(-1), type=pa.int32()), seq_len)
+        pa.FixedSizeListArray.from_arrays(int32_array(t.numpy().reshape(-1)), seq_len)
         for t in (shard.input_ids, shard.attention_mask, shard.labels)
     ]
     table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len))
@@ -55,7 +75,7 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
     for name in COLUMNS:
         col = table.column(name).combine_chunks()
         seq_len = col.type.list_size
-        out[name] = col.values.to_numpy(zero_copy_only=False).reshape(-1, seq_len) if len(col) else np.zeros((0, seq_len), np.int32)
+        out[name] = int32_values(col.flatten()).reshape(-1, seq_len)
     return out
 
 

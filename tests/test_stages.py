@@ -12,7 +12,8 @@ import torch
 
 from padprep.bucket import assign, optimal_bounds, padding_of
 from padprep.config import PaddingSide, TrainOn, Truncation
-from padprep.mask import labels_from_spans
+from padprep.mask import labels_by_offsets, labels_from_spans
+from padprep.tokenize import tokenize_batch
 from padprep.pad import pad_shard
 from padprep.render import Renderer, align_end
 from padprep.templates import BUILTIN_TEMPLATES
@@ -75,10 +76,39 @@ def test_padding_by_position_keeps_real_eos_when_pad_is_eos(side):
 def test_mask_trains_straddling_tokens_and_counts_them():
     ids = np.array([10, 11, 12, 13], np.int32)
     offsets = np.array([[0, 3], [3, 6], [6, 9], [9, 12]])
-    m = labels_from_spans(ids, offsets, [(4, 9)])  # starts inside token 1
+    m = labels_by_offsets(ids, offsets, [(4, 9)])  # starts inside token 1
     assert m.labels.tolist() == [-100, 11, 12, -100]
     assert m.straddling == 1 and m.empty_spans == 0
-    assert labels_from_spans(ids, offsets, [(12, 12)]).empty_spans == 1
+    assert labels_by_offsets(ids, offsets, [(12, 12)]).empty_spans == 1
+
+
+_HOSTILE_TEXTS = [
+    "<|im_start|>assistant\n\nHello, world!<|im_end|>\n",
+    "naïve café 😀😀 日本語のテキスト \u200d👩\u200d👩\u200d👧 résumé\n\n\n  tabs\tand   spaces ",
+    "e\u0301 (combining) Å vs Å, ﬁ ligature, Ⅻ roman, 🇫🇷 flag, \r\n windows line",
+    "    leading spaces, trailing spaces    ",
+    "x" * 300 + " " + "😀" * 40,
+]
+
+
+@pytest.mark.parametrize("which", ["sample", "qwen3"])
+def test_mask_from_span_ends_equals_the_offsets_definition(which, request):
+    """The fast mask (tokens found from each span's two ends) equals the definition on every token:
+    multi-byte characters split over tokens, normalizers, trimmed offsets, empty and odd spans."""
+    from tokenizers import Tokenizer
+
+    where = SAMPLE / "tokenizer" if which == "sample" else request.getfixturevalue("qwen_dir")
+    tokenizer = Tokenizer.from_file(str(where / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    for text in _HOSTILE_TEXTS:
+        tokens = tokenize_batch(tokenizer, [text])[0]
+        for _ in range(300):
+            cuts = sorted(rng.integers(0, len(text) + 1, size=2 * int(rng.integers(1, 4))).tolist())
+            spans = list(zip(cuts[::2], cuts[1::2]))
+            fast = labels_from_spans(tokens, spans)
+            definition = labels_by_offsets(tokens.ids, tokens.offsets, spans)
+            assert fast.labels.tolist() == definition.labels.tolist(), (text, spans)
+            assert (fast.straddling, fast.empty_spans) == (definition.straddling, definition.empty_spans), (text, spans)
 
 
 def test_align_end_when_prefix_render_inserts_text():
