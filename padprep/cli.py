@@ -92,8 +92,9 @@ def build(
     padding_side: PaddingSide = typer.Option(PaddingSide.right, help="right for training, left for batched generation."),
     shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most (one bucket per shard)."),
     seed: Optional[int] = typer.Option(None, help="Shuffle rows within each shard with this seed (default: input order)."),
-    workers: int = typer.Option(1, help="Worker processes for render + tokenize."),
+    workers: int = typer.Option(0, help="Worker processes for render + tokenize; 0: one per core (one process for inputs under 4 MiB)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
+    force: bool = typer.Option(False, help="Rebuild even when OUTPUT is up to date (same inputs, tokenizer, template, options and version); replaces it."),
     strict: bool = typer.Option(False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL),
     max_rejects: Optional[int] = typer.Option(None, help="Fail when more than this many records are rejected (default: no count limit).", rich_help_panel=_REJECT_PANEL),
     max_reject_rate: float = typer.Option(DEFAULT_MAX_REJECT_RATE, help="Fail when more than this fraction of the records read is rejected (checked from 1,000 records on, and at the end).", rich_help_panel=_REJECT_PANEL),
@@ -144,6 +145,7 @@ def build(
             shard_tokens=shard_tokens,
             seed=seed,
             overwrite=overwrite,
+            force=force,
             strict=strict,
             workers=workers,
             input_format=input_format,
@@ -167,6 +169,10 @@ def build(
         _fail(err, str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
+    if result.up_to_date:
+        key = result.manifest["build_key"]
+        _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
+        return
     print_build_summary(_console(), result.manifest, time.monotonic() - started)
 
 

@@ -60,7 +60,7 @@ class PaddingSide(str, Enum):
 # Options that change how a build runs but never what it writes: kept out of the manifest so that
 # output is byte-identical whatever their value.
 # The reject limits decide whether a build succeeds, never what a successful one writes.
-_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "workers", "chunk_size", "max_rejects", "max_reject_rate"})
+_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "force", "workers", "chunk_size", "max_rejects", "max_reject_rate"})
 # Options held as (key, value) pairs, recorded in the manifest as objects.
 _PAIRS = frozenset({"role_map", "field_names"})
 # With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
@@ -86,9 +86,10 @@ class BuildConfig:
     shard_tokens: int = 1 << 20
     seed: int | None = None
     overwrite: bool = False
+    force: bool = False  # rebuild even when the output is up to date (replaces it)
     strict: bool = False
-    workers: int = 1
-    chunk_size: int = 256
+    workers: int = 0  # worker processes; 0: automatic (one per core, or this process for a small input)
+    chunk_size: int = 512
     preflight_records: int = 64
     input_format: InputFormat = InputFormat.auto
     role_map: tuple[tuple[str, str], ...] = ()  # speaker/role name -> system|user|assistant|tool|function_call
@@ -107,8 +108,8 @@ class BuildConfig:
                 raise ValueError("--buckets must be positive integers, e.g. 256,512,1024")
             if list(self.buckets) != sorted(set(self.buckets)):
                 raise ValueError("--buckets must be strictly increasing, e.g. 256,512,1024")
-        if self.workers < 1:
-            raise ValueError("--workers must be at least 1")
+        if self.workers < 0:
+            raise ValueError("--workers must be 0 (automatic) or a positive number")
         if self.shard_tokens < 1:
             raise ValueError("--shard-tokens must be positive")
         if self.max_rejects is not None and self.max_rejects < 0:

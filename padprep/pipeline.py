@@ -2,8 +2,8 @@
 
 Two passes keep memory bounded by chunk and shard size, never by the input:
 
-* pass 1 streams records in chunks through ``Processor.process`` (in worker processes when
-  ``workers > 1``, results taken back in input order), appends unpadded rows to a spill file and
+* pass 1 streams records in chunks through ``Processor.process`` (in this process or in workers, as
+  ``parallel.py`` plans, results taken back in input order), appends unpadded rows to a spill file and
   their lengths to a histogram, and writes every reject as it comes;
 * between passes the bucket bounds are chosen from the histogram;
 * pass 2 streams the spill file, routes rows to buckets and pads and writes a shard each time a
@@ -16,11 +16,9 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import shutil
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,18 +27,19 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
+from .buildkey import build_key, input_digests, up_to_date
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
 from .config import BuildConfig, SpanMethod
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
-from .pad import pad_shard, shuffle_rows
 from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
-from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, Row, init_worker, process_in_worker
+from .parallel import ChunkRunner, plan_workers
+from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, Row
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
-from .write import MANIFEST, REJECTS, AtomicDir, file_sha256, int32_array, int32_values, write_json, write_shard
+from .write import MANIFEST, REJECTS, AtomicDir, int32_array, int32_values, write_json, write_shard
 
 SPILL = "spill.arrow"
 _SPILL_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
@@ -84,12 +83,18 @@ class BuildResult:
     output: Path
     manifest: dict
     hazards: list[Hazard] = field(default_factory=list)
+    up_to_date: bool = False  # nothing was built: the output already held this build (same build key)
 
 
 def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     progress = progress or Progress()
-    bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     files = expand_inputs([str(p) for p in cfg.inputs])
+    digests = input_digests(files)
+    key = build_key(cfg, digests)
+    existing = None if cfg.force else up_to_date(cfg.output, key)
+    if existing is not None:
+        return BuildResult(cfg.output, existing, up_to_date=True)
+    bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     formats = cfg.format_options()
     template, template_origin = _template(cfg, bundle, files, formats)
     options = ProcessOptions(
@@ -99,26 +104,28 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
-    out = AtomicDir(cfg.output, cfg.overwrite)
+    plan = plan_workers(cfg.workers, _input_bytes(files))
+    progress.log(f"workers: {plan.describe()}")
+    out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
     try:
-        processor = Processor(bundle, options)
-        records = _records(files, formats, found, progress)
-        sample = list(itertools.islice(records, cfg.preflight_records))
-        hazards = _preflight(bundle, processor, sample, cfg, progress)
-        if processor.renderer.fast_path and not fast_spans_agree(processor, sample):
-            options = dataclasses.replace(options, fast_spans=False)
+        with ChunkRunner(plan, bundle) as runner:  # workers start before this process tokenizes anything
             processor = Processor(bundle, options)
-            hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
-                                  "preflight sample: the template's boundaries are used for the whole run", handled=True))
-        counts, stats, histogram = _pass_one(
-            itertools.chain(sample, records), processor, bundle, options, cfg, out.path, progress
-        )
+            records = _records(files, formats, found, progress)
+            sample = list(itertools.islice(records, cfg.preflight_records))
+            hazards = _preflight(bundle, processor, sample, cfg, progress)
+            if processor.renderer.fast_path and not fast_spans_agree(processor, sample):
+                processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
+                hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
+                                      "preflight sample: the template's boundaries are used for the whole run", handled=True))
+            counts, stats, histogram = _pass_one(
+                runner.results(_chunked(itertools.chain(sample, records), cfg.chunk_size), processor), cfg, out.path, progress
+            )
         bounds = _bounds(cfg, histogram)
         shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
-        manifest = _manifest(cfg, bundle, template, template_origin, files, counts, stats, histogram, bounds, shards, hazards,
-                             found)
+        manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
+                             shards, hazards, found)
         write_json(out.path / MANIFEST, manifest)
         _check_reject_limits(cfg, counts, out, final=True)
         out.commit()
@@ -129,6 +136,13 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
         out.abort()
         raise
     return BuildResult(cfg.output, manifest, hazards)
+
+
+def _input_bytes(files: list[str]) -> int | None:
+    """Total size of the inputs on disk (None with standard input, whose size is unknown)."""
+    if STDIN in files:
+        return None
+    return sum(os.path.getsize(f) for f in files)
 
 
 def _effective_max_length(cfg: BuildConfig) -> int | None:
@@ -206,11 +220,12 @@ class Counts:
         return {"records_read": written + rejected + dropped, "rows_written": written, "rejected": rejected, "dropped": dropped}
 
 
-def _pass_one(records, processor, bundle, options, cfg, workdir: Path, progress: Progress):
+def _pass_one(results: Iterator[ChunkResult], cfg: BuildConfig, workdir: Path, progress: Progress):
+    """Spill every row, write every reject, count everything; lengths go to the histogram."""
     counts, stats, histogram = Counts(), ChunkStats(), Counter()
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
         spill = pa.ipc.new_stream(sink, _SPILL_SCHEMA)
-        for result in _results(records, processor, bundle, options, cfg):
+        for result in results:
             stats.add(result.stats)
             counts.read += result.stats.records
             for reject in result.rejects:
@@ -225,39 +240,6 @@ def _pass_one(records, processor, bundle, options, cfg, workdir: Path, progress:
             progress.advance(result.stats.records, sum(lengths))
         spill.close()
     return counts, stats, histogram
-
-
-def _results(records, processor: Processor, bundle, options, cfg: BuildConfig) -> Iterator[ChunkResult]:
-    """Chunk results in input order, from this process or from a bounded window of worker tasks."""
-    chunks = _chunked(records, cfg.chunk_size)
-    if cfg.workers <= 1:
-        yield from _overlapped(chunks, processor)
-        return
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # workers are the parallelism; no 2x2 threads on 2 cores
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(cfg.workers, initializer=init_worker, initargs=(bundle, options)) as pool:
-        window: deque = deque()
-        for chunk in chunks:
-            window.append(pool.apply_async(process_in_worker, (chunk,)))
-            if len(window) >= 2 * cfg.workers:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
-
-
-def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[ChunkResult]:
-    """One process: the tokenizer encodes chunk k in a helper thread (Rust, GIL released, its own
-    threads) while this thread finishes chunk k-1 and renders chunk k+1."""
-    with ThreadPoolExecutor(1, thread_name_prefix="padprep-encode") as encoder:
-        encoding = None
-        for chunk in chunks:
-            prepared = processor.prepare(chunk)
-            done = encoding.result() if encoding is not None else None
-            encoding = encoder.submit(processor.encode, prepared)
-            if done is not None:
-                yield processor.finish(done)
-        if encoding is not None:
-            yield processor.finish(encoding.result())
 
 
 def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
@@ -374,6 +356,8 @@ def _list_lengths(column: pa.ListArray) -> np.ndarray:
 
 def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id: int, cfg: BuildConfig, serial: int) -> dict:
     """Pad and write the first ``rows`` pending rows of a bucket as one shard."""
+    from .pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
+
     table = pa.Table.from_batches(pending[bucket], schema=_SPILL_SCHEMA).combine_chunks()
     take, rest = table.slice(0, rows), table.slice(rows)
     pending[bucket] = rest.to_batches()
@@ -395,12 +379,13 @@ def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id:
         "real_tokens": real,
         "pad_tokens": rows * bucket - real,
         "trained_tokens": int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
+        "bytes": (workdir / name).stat().st_size,
         "sha256": digest,
     }
 
 
-def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, counts: Counts, stats: ChunkStats,
-              histogram: Counter, bounds, shards, hazards, found: dict[str, FileFormat] | None = None) -> dict:
+def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, digests, key, counts: Counts,
+              stats: ChunkStats, histogram: Counter, bounds, shards, hazards, found: dict[str, FileFormat] | None = None) -> dict:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
     real = sum(s["real_tokens"] for s in shards)
     pad = sum(s["pad_tokens"] for s in shards)
@@ -408,6 +393,7 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, co
     return {
         "padprep_version": __version__,
         "format": "padprep-shards/1",
+        "build_key": key,
         "options": cfg.as_manifest(),
         "tokenizer": {
             "source": bundle.source,
@@ -425,12 +411,12 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, co
         "inputs": [
             {
                 "path": f,
-                "sha256": None if f == STDIN else file_sha256(f),
+                "sha256": digest,
                 "format": (found or {}).get(f, FileFormat(None, "")).format,
                 "format_origin": (found or {}).get(f, FileFormat(None, "not read")).origin,
                 **counts.file_totals(f),
             }
-            for f in files
+            for f, digest in zip(files, digests)
         ],
         "buckets": bounds,
         "shards": shards,

@@ -194,18 +194,3 @@ def _special_token_pattern(tokenizer) -> re.Pattern | None:
     if not specials:
         return None
     return re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-
-
-# -- worker processes ---------------------------------------------------------------------------
-# A worker builds its Processor once, in the pool initializer; this slot is per process, never shared.
-_worker_processor: Processor | None = None
-
-
-def init_worker(bundle: TokenizerBundle, options: ProcessOptions) -> None:
-    global _worker_processor
-    _worker_processor = Processor(bundle, options)
-
-
-def process_in_worker(records: list[RawRecord]) -> ChunkResult:
-    assert _worker_processor is not None, "init_worker was not called"
-    return _worker_processor.process(records)

@@ -38,6 +38,17 @@ class TokenizerBundle:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
 
 
+def tokenizer_fingerprint(spec: str) -> str:
+    """The content fingerprint of ``spec``'s files, without parsing the tokenizer (cheap)."""
+    raw = {name: Path(p).read_bytes() for name, p in _resolve(spec).items()}
+    return _fingerprint(raw)[1]
+
+
+def _fingerprint(raw: dict[str, bytes]) -> tuple[dict[str, str], str]:
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(raw.items())}
+    return digests, hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
 def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
     """Resolve ``spec`` (tokenizer.json path, directory, or hub id) and read its files."""
     files = _resolve(spec)
@@ -59,8 +70,7 @@ def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
     pad_id = tok.token_to_id(pad)
     if pad_id is None:
         raise TokenizerError(f"pad token {pad!r} ({origin}) is not in the tokenizer's vocabulary")
-    digests = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(raw.items())}
-    fingerprint = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    digests, fingerprint = _fingerprint(raw)
     return TokenizerBundle(
         source=spec,
         config=config,

@@ -50,10 +50,59 @@ def test_two_builds_are_byte_identical(tmp_path):
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
     assert build_sample(out).returncode == 0
-    res = build_sample(out)
+    res = build_sample(out, "--max-length", "300")  # a different build into the same directory
     assert res.returncode == 2
     assert "--overwrite" in res.stderr
+    assert build_sample(out, "--max-length", "300", "--overwrite").returncode == 0
+
+
+def test_repeated_build_is_up_to_date_and_force_rebuilds(tmp_path):
+    out = tmp_path / "out"
+    assert build_sample(out).returncode == 0
+    before = tree_bytes(out)
+    res = build_sample(out)
+    assert res.returncode == 0 and "is up to date" in res.stdout and "records read" not in res.stdout
+    assert tree_bytes(out) == before
+    (out / "manifest.json").touch()
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    res = build_sample(out, "--force")
+    assert res.returncode == 0 and "records read" in res.stdout  # built again, without --overwrite
+    assert (out / "manifest.json").stat().st_mtime_ns != stamp
+    assert tree_bytes(out) == before  # and the same bytes
+
+
+def test_build_key_hashes_content_not_paths(tmp_path):
+    """Same bytes under other names: up to date. One changed byte in an input, a tokenizer file or an
+    option, or a shard gone: built again."""
+    import shutil
+
+    out = tmp_path / "out"
+    assert build_sample(out).returncode == 0
+    key = json.loads((out / "manifest.json").read_text())["build_key"]
+    data, tok = tmp_path / "elsewhere.jsonl", tmp_path / "tok-copy"
+    shutil.copyfile(CHAT, data)
+    shutil.copytree(TOK, tok)
+    same = padprep_cli("build", str(data), "--tokenizer", str(tok), "--output", str(out))
+    assert same.returncode == 0 and "is up to date" in same.stdout
+
+    def rebuilt(*args: str, same_key: bool = False) -> bool:
+        res = padprep_cli("build", *args, "--output", str(out), "--overwrite")
+        assert res.returncode == 0, res.stderr
+        fresh = json.loads((out / "manifest.json").read_text())["build_key"]
+        return "is up to date" not in res.stdout and (fresh == key) == same_key
+
+    data.write_bytes(data.read_bytes().replace(b"Paris", b"Lyon", 1))
+    assert b"Lyon" in data.read_bytes() and rebuilt(str(data), "--tokenizer", TOK)
+    assert build_sample(out, "--overwrite").returncode == 0  # back to the original
+    config = tok / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 7}))
+    assert rebuilt(CHAT, "--tokenizer", str(tok))
     assert build_sample(out, "--overwrite").returncode == 0
+    assert rebuilt(CHAT, "--tokenizer", TOK, "--train-on", "last")
+    assert build_sample(out, "--overwrite").returncode == 0
+    gone = next(out.glob("bucket-*.arrow"))
+    gone.unlink()
+    assert rebuilt(CHAT, "--tokenizer", TOK, same_key=True) and gone.is_file()
 
 
 def test_malformed_record_names_file_and_line(tmp_path):

@@ -1,0 +1,155 @@
+"""How pass 1 uses the cores: this process with the tokenizer's own threads, or worker processes.
+
+Pass 1 is CPU-bound (the tokenizer, in Rust, is most of it; rendering the chat template in Python is
+the rest), so what counts is keeping every core busy without oversubscribing it:
+
+* one process: the tokenizer encodes chunk k in a helper thread, with its own Rust threads on every
+  core (the GIL is released meanwhile), while this thread renders chunk k+1 and masks chunk k-1;
+* ``N`` worker processes: each does whole chunks (render, tokenize, mask) with ``cores // N`` Rust
+  threads, so that 2 workers on 2 cores do not start 2 x 2 tokenizer threads.
+
+Results always come back in input order, so the output does not depend on the plan. Small inputs
+run in one process: starting workers costs more than it saves there.
+
+On Linux workers are forked: they start in milliseconds, holding the already-parsed tokenizer. They
+are forked before this process tokenizes anything, because ``tokenizers`` switches its threads off in
+a child forked after its thread pool started. Elsewhere they are spawned and parse it themselves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+from .process import ChunkResult, ProcessOptions, Processor
+from .read import RawRecord
+from .tokenizer import TokenizerBundle
+
+# Below this much input, one process finishes before worker processes would have paid for themselves.
+SMALL_INPUT_BYTES = 4 << 20
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """``processes`` == 1: in this process. ``tokenizer_threads``: Rust threads per worker process."""
+
+    processes: int
+    tokenizer_threads: int
+    reason: str
+
+    def describe(self) -> str:
+        if self.processes == 1:
+            return f"1 process, tokenizer threads on every core ({self.reason})"
+        return f"{self.processes} worker processes x {self.tokenizer_threads} tokenizer thread(s) ({self.reason})"
+
+
+def plan_workers(requested: int, input_bytes: int | None, cores: int | None = None) -> WorkerPlan:
+    """``requested`` 0 means automatic: one worker per core, or one process for a small input.
+
+    ``input_bytes`` is None when it cannot be known in advance (standard input).
+    """
+    cores = cores or available_cores()
+    if requested == 0:
+        if cores == 1:
+            return WorkerPlan(1, 1, "one core")
+        if input_bytes is not None and input_bytes < SMALL_INPUT_BYTES:
+            return WorkerPlan(1, cores, f"input under {SMALL_INPUT_BYTES >> 20} MiB")
+        return WorkerPlan(cores, 1, f"{cores} cores")
+    if requested == 1:
+        return WorkerPlan(1, cores, "--workers 1")
+    return WorkerPlan(requested, max(1, cores // requested), f"--workers {requested}, {cores} cores")
+
+
+class ChunkRunner:
+    """Runs ``Processor.process`` over chunks as planned; a context manager that owns the workers.
+
+    Enter it before this process tokenizes anything (see the module docstring).
+    """
+
+    def __init__(self, plan: WorkerPlan, bundle: TokenizerBundle):
+        self.plan = plan
+        self._bundle = bundle
+        self._pool = None
+
+    def __enter__(self) -> "ChunkRunner":
+        if self.plan.processes > 1:
+            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            self._pool = ctx.Pool(
+                self.plan.processes, initializer=_init_worker, initargs=(self._bundle, self.plan.tokenizer_threads)
+            )
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is not None:
+            if exc_type is None:
+                self._pool.close()
+            else:
+                self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def results(self, chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[ChunkResult]:
+        """Chunk results in input order."""
+        if self._pool is None:
+            return _overlapped(chunks, processor)
+        return _from_pool(self._pool, chunks, processor.options, window=2 * self.plan.processes)
+
+
+def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[ChunkResult]:
+    """One process: encode chunk k in a helper thread while this one finishes k-1 and renders k+1."""
+    with ThreadPoolExecutor(1, thread_name_prefix="padprep-encode") as encoder:
+        encoding = None
+        for chunk in chunks:
+            prepared = processor.prepare(chunk)
+            done = encoding.result() if encoding is not None else None
+            encoding = encoder.submit(processor.encode, prepared)
+            if done is not None:
+                yield processor.finish(done)
+        if encoding is not None:
+            yield processor.finish(encoding.result())
+
+
+def _from_pool(pool, chunks: Iterator[list[RawRecord]], options: ProcessOptions, window: int) -> Iterator[ChunkResult]:
+    """A bounded window of chunks in flight (memory stays flat), taken back in submission order."""
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(pool.apply_async(_process_in_worker, (chunk, options)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+# -- inside a worker process ----------------------------------------------------------------------
+# Per-process state, set by the pool initializer and never shared: the tokenizer, and one Processor
+# per options value (options travel with each chunk, so preflight may change them after the fork).
+_worker_bundle: TokenizerBundle | None = None
+_worker_processors: dict[ProcessOptions, Processor] = {}
+
+
+def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int) -> None:
+    global _worker_bundle
+    # Read by the tokenizer's thread pool when it starts, at this worker's first encode.
+    os.environ["RAYON_NUM_THREADS"] = str(tokenizer_threads)
+    _worker_bundle = bundle
+
+
+def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> ChunkResult:
+    processor = _worker_processors.get(options)
+    if processor is None:
+        assert _worker_bundle is not None, "_init_worker was not called"
+        processor = _worker_processors[options] = Processor(_worker_bundle, options)
+    return processor.process(records)

@@ -1,0 +1,77 @@
+"""How pass 1 uses the cores: the plan, and output that is byte-identical whatever it is."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from padprep.parallel import SMALL_INPUT_BYTES, plan_workers
+from tests.conftest import SAMPLE, padprep_cli, run_build
+
+TOK = SAMPLE / "tokenizer"
+CHAT = SAMPLE / "chat.jsonl"
+
+
+def tree_bytes(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def shape(*args, **kwargs) -> tuple[int, int]:
+    plan = plan_workers(*args, **kwargs)
+    return plan.processes, plan.tokenizer_threads
+
+
+def test_plan_uses_every_core_without_oversubscribing_tokenizer_threads():
+    big = SMALL_INPUT_BYTES * 10
+    assert shape(0, big, cores=2) == (2, 1)  # one worker per core, one tokenizer thread each
+    assert shape(0, big, cores=8) == (8, 1)
+    assert shape(2, big, cores=8) == (2, 4)  # fewer workers: the tokenizer's threads fill the cores
+    assert shape(3, big, cores=8) == (3, 2)
+    assert shape(4, big, cores=2) == (4, 1)  # asked for more than the cores: never zero threads
+    assert shape(1, big, cores=8) == (1, 8)  # one process: the tokenizer's threads on every core
+    assert shape(0, 1000, cores=8) == (1, 8)  # small input: workers would cost more than they save
+    assert shape(0, None, cores=8) == (8, 1)  # standard input: size unknown, assume large
+    assert shape(0, big, cores=1) == (1, 1)
+
+
+def _mixed_input(tmp_path):
+    """The sample chat, some bad lines and an over-long record, so rows, rejects and drops interleave."""
+    lines = CHAT.read_text(encoding="utf-8").splitlines()
+    long = json.dumps({"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": "word " * 400}]})
+    mixed = []
+    for i, line in enumerate(lines):
+        mixed.append(line)
+        if i % 7 == 3:
+            mixed.append('{"messages": [{"role": "user", "content": "unterminated')
+        if i % 11 == 5:
+            mixed.append(long)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(mixed) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
+    src = _mixed_input(tmp_path)
+    trees = {}
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}"
+        manifest = run_build([src], TOK, out, workers=workers, chunk_size=5, max_length=256, seed=seed,
+                             max_reject_rate=0.5)
+        assert manifest["totals"]["rejected"] > 0 and manifest["totals"]["dropped"] > 0
+        trees[workers] = tree_bytes(out)
+    assert trees[1] == trees[2] == trees[3]
+
+
+def test_cli_workers_option_and_its_report(tmp_path):
+    out = tmp_path / "o"
+    res = padprep_cli("build", str(CHAT), "--tokenizer", str(TOK), "--output", str(out), "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    assert "2 worker processes" in res.stderr
+    auto = padprep_cli("build", str(CHAT), "--tokenizer", str(TOK), "--output", str(tmp_path / "auto"))
+    assert auto.returncode == 0 and "1 process" in auto.stderr and "under 4 MiB" in auto.stderr
+    assert tree_bytes(out) == tree_bytes(tmp_path / "auto")
+    bad = padprep_cli("build", str(CHAT), "--tokenizer", str(TOK), "--output", str(tmp_path / "x"), "--workers", "-1")
+    assert bad.returncode == 2 and "--workers" in bad.stderr
