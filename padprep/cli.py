@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
 from . import __version__
+from .progress import Throughput, format_duration
 from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, InputFormat, PaddingSide, SpanMethod, TrainOn, Truncation
 
 app = typer.Typer(
@@ -232,46 +233,47 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _ProgressView(Throughput):
+    """Draws a build's progress: a Rich bar on a terminal, else a plain line at most every few seconds."""
+
+    PLAIN_EVERY = 5.0
+
+    def __init__(self, console: Console, bar: RichProgress | None):
+        super().__init__()
+        self.console, self.bar = console, bar
+        self.task = bar.add_task("build", total=None, info="") if bar is not None else None
+        self.last_line = time.monotonic()
+
+    def log(self, message: str) -> None:
+        (self.bar.console if self.bar is not None else self.console).print(message, markup=False)
+
+    def advance(self, records: int, tokens: int) -> None:
+        super().advance(records, tokens)
+        snap = self.snapshot()
+        if self.bar is not None:
+            done = f" · {snap.fraction:.0%} · ETA {format_duration(snap.eta_seconds)}" if snap.eta_seconds is not None else ""
+            info = (f"{snap.records:,} records ({snap.records_per_second:,.0f}/s) · {snap.tokens:,} tokens "
+                    f"({snap.tokens_per_second:,.0f}/s){done}")
+            total = 1.0 if snap.fraction is not None else None
+            self.bar.update(self.task, completed=snap.fraction or 0.0, total=total, info=info)
+            self.bar.refresh()
+        elif time.monotonic() - self.last_line >= self.PLAIN_EVERY:
+            self.last_line = time.monotonic()
+            self.console.print(snap.line(), markup=False)
+
+
 @contextmanager
-def _progress(console: Console):
-    """A Rich progress display on a terminal; plain log lines, at most every few seconds, otherwise."""
-    from .pipeline import Progress
-
-    if console.is_terminal:
-        bar = RichProgress(
-            TextColumn("[bold]build"),
-            BarColumn(bar_width=None),
-            TextColumn("{task.completed:,} records"),
-            TextColumn("{task.fields[tokens]:,} tokens"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        with bar:
-            task = bar.add_task("build", total=None, tokens=0, rate="")
-            start = time.monotonic()
-            tokens = [0]
-
-            def advance(records: int, new_tokens: int) -> None:
-                tokens[0] += new_tokens
-                rate = tokens[0] / max(time.monotonic() - start, 1e-9)
-                bar.update(task, advance=records, tokens=tokens[0], rate=f"{rate:,.0f} tok/s")
-
-            yield Progress(log=lambda m: bar.console.print(m, markup=False), advance=advance)
+def _progress(console: Console) -> Iterator[_ProgressView]:
+    """A Rich progress display on a terminal (redrawn by the build, no thread); plain lines otherwise."""
+    if not console.is_terminal:
+        yield _ProgressView(console, None)
         return
-    state = {"records": 0, "tokens": 0, "last": time.monotonic(), "start": time.monotonic()}
-
-    def plain_advance(records: int, new_tokens: int) -> None:
-        state["records"] += records
-        state["tokens"] += new_tokens
-        now = time.monotonic()
-        if now - state["last"] >= 5:
-            state["last"] = now
-            rate = state["tokens"] / max(now - state["start"], 1e-9)
-            console.print(f"build: {state['records']:,} records, {state['tokens']:,} tokens, {rate:,.0f} tok/s", markup=False)
-
-    yield Progress(log=lambda m: console.print(m, markup=False), advance=plain_advance)
+    bar = RichProgress(
+        TextColumn("[bold]build"), BarColumn(bar_width=30), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        console=console, transient=True, auto_refresh=False,
+    )
+    with bar:
+        yield _ProgressView(console, bar)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -33,6 +34,7 @@ from .config import BuildConfig, SpanMethod
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
+from .progress import Progress
 from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
 from .parallel import ChunkRunner, plan_workers
 from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, Row
@@ -71,14 +73,6 @@ MIN_RECORDS_FOR_RATE = 1000
 
 
 @dataclass
-class Progress:
-    """Callbacks the pipeline reports through; the CLI draws them (Rich bar or plain lines)."""
-
-    log: Callable[[str], None] = lambda msg: None
-    advance: Callable[[int, int], None] = lambda records, tokens: None
-
-
-@dataclass
 class BuildResult:
     output: Path
     manifest: dict
@@ -104,7 +98,8 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
-    plan = plan_workers(cfg.workers, _input_bytes(files))
+    total_bytes = _input_bytes(files)
+    plan = plan_workers(cfg.workers, total_bytes)
     progress.log(f"workers: {plan.describe()}")
     out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
     try:
@@ -113,6 +108,7 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
             records = _records(files, formats, found, progress)
             sample = list(itertools.islice(records, cfg.preflight_records))
             hazards = _preflight(bundle, processor, sample, cfg, progress)
+            progress.start(total_bytes)
             if processor.renderer.fast_path and not fast_spans_agree(processor, sample):
                 processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
                 hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
@@ -180,8 +176,11 @@ def _needs_template(path: str, formats: FormatOptions) -> bool:
 
 
 def _records(files: list[str], formats: FormatOptions, found: dict[str, FileFormat], progress: Progress) -> Iterator[RawRecord]:
+    offset = 0
     for path in files:
-        yield from with_formats(path, read_records(path), formats, found, progress.log)
+        on_open = functools.partial(progress.reading, offset)
+        yield from with_formats(path, read_records(path, on_open), formats, found, progress.log)
+        offset += 0 if path == STDIN else os.path.getsize(path)
 
 
 def _preflight(bundle, processor: Processor, sample, cfg: BuildConfig, progress: Progress) -> list[Hazard]:

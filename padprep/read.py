@@ -26,7 +26,7 @@ import re
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 STDIN = "-"
 # A record longer than this is not read into memory: it is reported as a record too long to process.
@@ -75,17 +75,32 @@ def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[str]:
     return files
 
 
-def open_binary(path: str) -> BinaryIO:
-    """Open a file for reading, decompressing .gz and .zst by extension."""
+def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
+    """Open a file for reading, decompressing .gz and .zst by extension.
+
+    Returns the reader and the file on disk under it (the same object for plain files), whose
+    position says how much of the file was read (for progress).
+    """
     if path == STDIN:
-        return sys.stdin.buffer
+        return sys.stdin.buffer, sys.stdin.buffer
+    disk = open(path, "rb")
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=disk, mode="rb"), disk  # type: ignore[return-value]
     if path.endswith(".zst"):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # type: ignore[return-value]
-    return open(path, "rb")
+        return zstandard.ZstdDecompressor().stream_reader(disk, closefd=False), disk  # type: ignore[return-value]
+    return disk, disk
+
+
+def _disk_position(disk: BinaryIO) -> Callable[[], int]:
+    def tell() -> int:
+        try:
+            return disk.tell()
+        except (OSError, ValueError):  # closed, or not seekable
+            return 0
+
+    return tell
 
 
 def is_json_array_file(path: str) -> bool:
@@ -94,12 +109,18 @@ def is_json_array_file(path: str) -> bool:
     return name.endswith(".json")
 
 
-def read_records(path: str) -> Iterator[RawRecord]:
-    """Stream the records of one file. A file that breaks off mid-way (corrupt archive) is an InputError."""
+def read_records(path: str, on_open: Callable[[Callable[[], int]], None] | None = None) -> Iterator[RawRecord]:
+    """Stream the records of one file. A file that breaks off mid-way (corrupt archive) is an InputError.
+
+    ``on_open`` receives a function that tells how many bytes of the file on disk were read so far
+    (compressed bytes for .gz / .zst): progress asks it when it redraws, not once per record.
+    """
     try:
-        fh = open_binary(path)
+        fh, disk = open_binary(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    if on_open is not None and path != STDIN:
+        on_open(_disk_position(disk))
     progress = [0]  # the last record position handed out, for the error message
     try:
         buffered = fh if isinstance(fh, io.BufferedReader) else io.BufferedReader(fh)  # type: ignore[arg-type]
@@ -119,6 +140,7 @@ def read_records(path: str) -> Iterator[RawRecord]:
     finally:
         if path != STDIN:
             fh.close()
+            disk.close()
 
 
 def _starts_with_array(fh: io.BufferedReader) -> bool:

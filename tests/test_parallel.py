@@ -75,3 +75,26 @@ def test_cli_workers_option_and_its_report(tmp_path):
     assert tree_bytes(out) == tree_bytes(tmp_path / "auto")
     bad = padprep_cli("build", str(CHAT), "--tokenizer", str(TOK), "--output", str(tmp_path / "x"), "--workers", "-1")
     assert bad.returncode == 2 and "--workers" in bad.stderr
+
+
+def test_progress_rates_share_and_eta():
+    from padprep.progress import Throughput, format_duration
+
+    now = [100.0]
+    position = [0]
+    progress = Throughput(clock=lambda: now[0])
+    progress.start(total_bytes=1000)
+    progress.reading(0, lambda: position[0])
+    now[0], position[0] = 110.0, 250
+    progress.advance(records=500, tokens=20_000)
+    snap = progress.snapshot()
+    assert (snap.records_per_second, snap.tokens_per_second) == (50.0, 2000.0)
+    assert snap.fraction == 0.25 and snap.eta_seconds == 30.0  # a quarter in 10 s: 30 s to go
+    progress.reading(600, lambda: position[0])  # the second file starts 600 bytes into the inputs
+    position[0] = 300
+    assert progress.snapshot().fraction == 0.9
+    assert "90% of input" in progress.snapshot().line() and "ETA 0:01" in progress.snapshot().line()
+    assert format_duration(3725) == "1:02:05" and format_duration(None) == "?"
+    unknown = Throughput(clock=lambda: now[0])
+    unknown.start(None)  # standard input: rates, no ETA
+    assert unknown.snapshot().eta_seconds is None and "ETA" not in unknown.snapshot().line()
