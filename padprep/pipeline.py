@@ -12,6 +12,7 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -326,26 +327,52 @@ def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
 
 
 def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig) -> list[dict]:
-    """Route spilled rows to buckets in input order; write a shard whenever a bucket fills one."""
-    spill_path = workdir / SPILL
-    pending: dict[int, list[pa.RecordBatch]] = {b: [] for b in bounds}
-    pending_rows = Counter()
+    """Route the spilled rows into one file per bucket (input order kept), then pad and write each
+    bucket's shards from its file. Memory holds one batch or one shard, whatever the input size."""
     shards: list[dict] = []
-    rows_per_shard = {b: max(1, cfg.shard_tokens // b) for b in bounds}
-    with pa.memory_map(str(spill_path), "r") as source:
-        for batch in pa.ipc.open_stream(source):
-            lengths = _list_lengths(batch.column(0))
-            which = assign(lengths, bounds)
-            for k in np.unique(which):
-                b = bounds[int(k)]
-                pending[b].append(batch.take(int32_array(np.flatnonzero(which == k))))
-                pending_rows[b] += int(np.count_nonzero(which == k))
-                while pending_rows[b] >= rows_per_shard[b]:
-                    shards.append(_flush(workdir, pending, pending_rows, b, rows_per_shard[b], pad_id, cfg, len(shards)))
-    for b in bounds:
-        while pending_rows[b]:
-            shards.append(_flush(workdir, pending, pending_rows, b, pending_rows[b], pad_id, cfg, len(shards)))
+    for bucket, path in _route(workdir, bounds).items():
+        shards += _write_bucket(workdir, path, bucket, pad_id, cfg, first_serial=len(shards))
+        path.unlink()
     return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
+
+
+def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
+    """One stream file per bucket that received rows, read back in bucket order."""
+    paths: dict[int, Path] = {}
+    with contextlib.ExitStack() as stack:
+        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        source = stack.enter_context(pa.OSFile(str(workdir / SPILL), "rb"))  # read, not mapped: RSS stays flat
+        for batch in pa.ipc.open_stream(source):
+            which = assign(_list_lengths(batch.column(0)), bounds)
+            for k in np.unique(which):
+                bucket = bounds[int(k)]
+                if bucket not in writers:
+                    paths[bucket] = workdir / f"route-{bucket:06d}.arrow"
+                    sink = stack.enter_context(pa.OSFile(str(paths[bucket]), "wb"))
+                    writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, _SPILL_SCHEMA))
+                writers[bucket].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
+    return dict(sorted(paths.items()))
+
+
+def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: BuildConfig, first_serial: int) -> list[dict]:
+    """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
+    per_shard = max(1, cfg.shard_tokens // bucket)
+    shards: list[dict] = []
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= per_shard:
+                table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
+                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards)))
+                rest = table.slice(per_shard)
+                pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
+        shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards)))
+    return shards
 
 
 def _list_lengths(column: pa.ListArray) -> np.ndarray:
@@ -353,14 +380,11 @@ def _list_lengths(column: pa.ListArray) -> np.ndarray:
     return np.diff(offsets)
 
 
-def _flush(workdir: Path, pending, pending_rows, bucket: int, rows: int, pad_id: int, cfg: BuildConfig, serial: int) -> dict:
-    """Pad and write the first ``rows`` pending rows of a bucket as one shard."""
+def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildConfig, serial: int) -> dict:
+    """Pad and write these rows of a bucket as one shard."""
     from .pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
 
-    table = pa.Table.from_batches(pending[bucket], schema=_SPILL_SCHEMA).combine_chunks()
-    take, rest = table.slice(0, rows), table.slice(rows)
-    pending[bucket] = rest.to_batches()
-    pending_rows[bucket] -= rows
+    rows = take.num_rows
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
     lengths = _list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
