@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
@@ -190,7 +190,7 @@ def with_formats(
     gave_up = False
     for rec in records:
         if fmt is not None:
-            yield replace(rec, format=fmt)
+            yield rec.with_format(fmt)
             continue
         if gave_up:
             yield rec
@@ -204,7 +204,7 @@ def with_formats(
             found[path] = FileFormat(fmt, f"detected from {where}")
             log(f"{path}: format {fmt} (detected from {where})")
             for p in pending:
-                yield replace(p, format=fmt)
+                yield p.with_format(fmt)
             pending = []
         elif len(pending) >= DETECT_MAX_RECORDS or chars > DETECT_MAX_CHARS:
             gave_up = True

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-from .process import ChunkResult, ProcessOptions, Processor
+from .process import PackedResult, ProcessOptions, Processor
 from .read import RawRecord
 from .tokenizer import TokenizerBundle
 
@@ -101,14 +101,14 @@ class ChunkRunner:
             self._pool.join()
             self._pool = None
 
-    def results(self, chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[ChunkResult]:
+    def results(self, chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[PackedResult]:
         """Chunk results in input order."""
         if self._pool is None:
             return _overlapped(chunks, processor)
         return _from_pool(self._pool, chunks, processor.options, window=2 * self.plan.processes)
 
 
-def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[ChunkResult]:
+def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[PackedResult]:
     """One process: encode chunk k in a helper thread while this one finishes k-1 and renders k+1."""
     with ThreadPoolExecutor(1, thread_name_prefix="padprep-encode") as encoder:
         encoding = None
@@ -117,12 +117,12 @@ def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iter
             done = encoding.result() if encoding is not None else None
             encoding = encoder.submit(processor.encode, prepared)
             if done is not None:
-                yield processor.finish(done)
+                yield processor.finish(done).packed()
         if encoding is not None:
-            yield processor.finish(encoding.result())
+            yield processor.finish(encoding.result()).packed()
 
 
-def _from_pool(pool, chunks: Iterator[list[RawRecord]], options: ProcessOptions, window: int) -> Iterator[ChunkResult]:
+def _from_pool(pool, chunks: Iterator[list[RawRecord]], options: ProcessOptions, window: int) -> Iterator[PackedResult]:
     """A bounded window of chunks in flight (memory stays flat), taken back in submission order."""
     pending: deque = deque()
     for chunk in chunks:
@@ -147,9 +147,9 @@ def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int) -> None:
     _worker_bundle = bundle
 
 
-def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> ChunkResult:
+def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> PackedResult:
     processor = _worker_processors.get(options)
     if processor is None:
         assert _worker_bundle is not None, "_init_worker was not called"
         processor = _worker_processors[options] = Processor(_worker_bundle, options)
-    return processor.process(records)
+    return processor.process_packed(records)

@@ -38,7 +38,7 @@ from .normalize import Reject
 from .progress import Progress
 from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
 from .parallel import ChunkRunner, plan_workers
-from .process import ChunkResult, ChunkStats, ProcessOptions, Processor, Row
+from .process import ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
@@ -220,7 +220,7 @@ class Counts:
         return {"records_read": written + rejected + dropped, "rows_written": written, "rejected": rejected, "dropped": dropped}
 
 
-def _pass_one(results: Iterator[ChunkResult], cfg: BuildConfig, workdir: Path, progress: Progress):
+def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, progress: Progress):
     """Spill every row, write every reject, count everything; lengths go to the histogram."""
     counts, stats, histogram = Counts(), ChunkStats(), Counter()
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
@@ -230,14 +230,14 @@ def _pass_one(results: Iterator[ChunkResult], cfg: BuildConfig, workdir: Path, p
             counts.read += result.stats.records
             for reject in result.rejects:
                 _record_reject(reject, counts, rejects_fh, progress)
-            lengths = [len(r.ids) for r in result.rows]
-            if result.rows:
-                histogram.update(lengths)
-                counts.written += len(result.rows)
-                spill.write_batch(_spill_batch(result.rows, lengths))
-            counts.per_file.update(r.source for r in result.rows)
+            rows = result.rows
+            if len(rows.lengths):
+                histogram.update(rows.lengths.tolist())
+                counts.written += len(rows.lengths)
+                spill.write_batch(_spill_batch(rows))
+            counts.per_file.update(rows.per_file)
             _check_reject_limits(cfg, counts, None, final=False, rejects_path=workdir / REJECTS)
-            progress.advance(result.stats.records, sum(lengths))
+            progress.advance(result.stats.records, int(rows.lengths.sum()))
         spill.close()
     return counts, stats, histogram
 
@@ -248,11 +248,11 @@ def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord
         yield chunk
 
 
-def _spill_batch(rows: list[Row], lengths: list[int]) -> pa.RecordBatch:
-    """Rows as two list columns, built from one concatenation each (no per-row Arrow conversion)."""
-    offsets = int32_array(np.concatenate(([0], np.cumsum(lengths))))
-    ids = pa.ListArray.from_arrays(offsets, int32_array(np.concatenate([r.ids for r in rows])))
-    labels = pa.ListArray.from_arrays(offsets, int32_array(np.concatenate([r.labels for r in rows])))
+def _spill_batch(rows: PackedRows) -> pa.RecordBatch:
+    """Packed rows as two list columns sharing one offsets array (no per-row conversion)."""
+    offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
+    ids = pa.ListArray.from_arrays(offsets, int32_array(rows.ids))
+    labels = pa.ListArray.from_arrays(offsets, int32_array(rows.labels))
     return pa.record_batch([ids, labels], schema=_SPILL_SCHEMA)
 
 

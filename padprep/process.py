@@ -55,6 +55,39 @@ class ChunkResult:
     rejects: list[Reject] = field(default_factory=list)  # bad records and rows dropped by policy
     stats: ChunkStats = field(default_factory=ChunkStats)
 
+    def packed(self) -> "PackedResult":
+        return PackedResult(PackedRows.of(self.rows), self.rejects, self.stats)
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """A chunk's rows as flat arrays: one pickle and one spill write each, not two numpy arrays per row."""
+
+    ids: np.ndarray  # int32: every row's ids, one row after another
+    labels: np.ndarray  # int32, likewise
+    lengths: np.ndarray  # int64, one per row
+    per_file: dict[str, int]  # rows per input file
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> "PackedRows":
+        lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            empty = np.zeros(0, np.int32)
+            return cls(empty, empty, lengths, {})
+        per_file: dict[str, int] = {}
+        for r in rows:
+            per_file[r.source] = per_file.get(r.source, 0) + 1
+        return cls(np.concatenate([r.ids for r in rows]), np.concatenate([r.labels for r in rows]), lengths, per_file)
+
+
+@dataclass
+class PackedResult:
+    """What pass 1 consumes from each chunk (``ChunkResult`` with its rows packed)."""
+
+    rows: PackedRows
+    rejects: list[Reject]
+    stats: ChunkStats
+
 
 @dataclass
 class Prepared:
@@ -96,6 +129,9 @@ class Processor:
     def process(self, records: list[RawRecord]) -> ChunkResult:
         """Every record ends as one row or one reject, both kept in input order."""
         return self.finish(self.encode(self.prepare(records)))
+
+    def process_packed(self, records: list[RawRecord]) -> PackedResult:
+        return self.process(records).packed()
 
     def prepare(self, records: list[RawRecord]) -> Prepared:
         """Normalize and render (Python work), leaving the texts to tokenize."""

@@ -51,6 +51,10 @@ class RawRecord:
     format: str | None = None  # the format of the record's file, once detected (formats.with_formats)
     raw_is_prefix: bool = False  # ``raw`` holds only the first KEEP_PREFIX_BYTES of the record
 
+    def with_format(self, fmt: str) -> "RawRecord":
+        """This record tagged with its file's format (a direct copy: ``dataclasses.replace`` is 10x slower)."""
+        return RawRecord(self.source, self.line, self.text, self.error, self.raw, self.unit, fmt, self.raw_is_prefix)
+
 
 class InputError(Exception):
     """An input file that cannot be read at all (missing, unreadable, not a supported container)."""

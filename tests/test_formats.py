@@ -429,3 +429,15 @@ def test_sample_formats_are_regenerable(tmp_path):
     assert written == ["alpaca.json", "broken.jsonl", "messages.jsonl", "prompt_completion.jsonl", "sharegpt.json", "text.jsonl"]
     for name in written:
         assert (tmp_path / name).read_bytes() == (FORMATS_DIR / name).read_bytes(), name
+
+
+def test_with_format_keeps_every_field_of_the_record():
+    import dataclasses
+
+    from padprep.read import RawRecord
+
+    values = {"source": "f.jsonl", "line": 7, "text": None, "error": "bad", "raw": b"\xff", "unit": "index",
+              "format": None, "raw_is_prefix": True}
+    assert set(values) == {f.name for f in dataclasses.fields(RawRecord)}, "a new RawRecord field: copy it in with_format"
+    tagged = RawRecord(**values).with_format("alpaca")
+    assert dataclasses.asdict(tagged) == {**values, "format": "alpaca"}
