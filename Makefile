@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PADPREP := $(VENV)/bin/padprep
 DEMO_OUT ?= out/demo
 
-.PHONY: install install-test demo test bench sample-data clean
+.PHONY: install install-test demo test bench bench-memory sample-data clean
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -34,8 +34,13 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
+## padprep vs the datasets pipeline vs the raw encode_batch ceiling, one input, one run (~10 min).
 bench: install-test
 	$(PY) benchmarks/run.py
+
+## Peak memory at 20k and at 2M conversations (long: writes a 2.4 GB input).
+bench-memory: install-test
+	$(PY) benchmarks/run.py --memory
 
 ## Regenerate sample_data/ (tokenizers + conversations) from scripts/make_sample_data.py.
 sample-data: install
