@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +143,10 @@ _worker_processors: dict[ProcessOptions, Processor] = {}
 
 def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int) -> None:
     global _worker_bundle
+    # Ctrl-C and SIGTERM are the main process's to handle: it terminates the pool and cleans up. A
+    # forked worker would otherwise inherit the CLI's SIGTERM handler and die with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Read by the tokenizer's thread pool when it starts, at this worker's first encode.
     os.environ["RAYON_NUM_THREADS"] = str(tokenizer_threads)
     _worker_bundle = bundle

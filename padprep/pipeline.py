@@ -23,7 +23,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -35,10 +35,10 @@ from .config import BuildConfig, SpanMethod
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
-from .progress import Progress
-from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
 from .parallel import ChunkRunner, plan_workers
+from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
 from .process import ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
+from .progress import Progress
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer

@@ -299,6 +299,24 @@ def _wait_for_spill(out: Path, proc: subprocess.Popen, timeout: float = 60) -> N
     raise AssertionError("the build never started spilling rows")
 
 
+def _processes_mentioning(text: str, grace: float = 10.0) -> list[int]:
+    """Live processes whose command line holds ``text`` (forked workers share their parent's), after a grace period."""
+    if not Path("/proc").is_dir():
+        return []  # not Linux: nothing to look at
+    deadline = time.monotonic() + grace
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, sig):
     src = _big_input(tmp_path / "big.jsonl")
@@ -308,6 +326,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, sig):
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert not out.exists()
+    assert _processes_mentioning(str(out)) == [], "worker processes outlived the interrupted build"
     temps = list(tmp_path.glob(".out.padprep-tmp-*"))
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL  # nothing can clean up: the hidden temp dir stays...
