@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import lru_cache
+from types import BuiltinMethodType
 from pathlib import Path
 
 import jinja2
@@ -126,6 +127,19 @@ class _CachedSandbox(ImmutableSandboxedEnvironment):
             except (TypeError, LookupError):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - jinja's own signature
+        # A bound built-in method (``content.split``...) carries no attributes, so it is never marked
+        # unsafe nor asks for the context: jinja's checks would all pass; call it as they would.
+        # (Mutating ones, ``list.append``..., were already refused when the template looked them up.)
+        if type(__obj) is BuiltinMethodType:
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __context.environment.undefined("value was undefined because a callable raised a StopIteration exception")
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 @lru_cache(maxsize=8)
