@@ -62,9 +62,32 @@ def write_shard(path: Path, shard: "PaddedShard") -> str:
         for t in (shard.input_ids, shard.attention_mask, shard.labels)
     ]
     table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len))
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return file_sha256(path)
+    with open(path, "wb") as fh:
+        hashing = _HashingWriter(fh)
+        with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return hashing.sha256.hexdigest()
+
+
+class _HashingWriter:
+    """A file that hashes what goes through it: the shard's sha256 without reading the file back."""
+
+    def __init__(self, fh):
+        self.fh, self.sha256 = fh, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self.fh.closed
+
+    def close(self) -> None:  # the caller's ``with open(...)`` closes the file
+        self.fh.flush()
 
 
 def read_shard(path: Path) -> dict[str, np.ndarray]:
