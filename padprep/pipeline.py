@@ -369,6 +369,7 @@ def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: Buil
                 shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards)))
                 rest = table.slice(per_shard)
                 pending, count = rest.to_batches(), rest.num_rows
+                pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
     if count:
         table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
         shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards)))
