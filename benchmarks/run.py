@@ -6,9 +6,11 @@ What is measured (all on the SAME generated JSONL, in the same invocation):
                     pre-rendered with transformers ``apply_chat_template(tokenize=False)``. Rendering is
                     done beforehand and NOT timed; only the encode call is timed. Runs in its own
                     subprocess so its peak RSS is its own.
-  b. padprep     -- ``python -m padprep.cli build INPUT --tokenizer DIR --output OUT --overwrite
-                    --max-length 4096 --workers W`` for W = 1 and W = 2, timed end to end as a
-                    subprocess (wall clock, interpreter start-up and imports included).
+  b. padprep     -- ``python -m padprep.cli build INPUT --tokenizer DIR --output OUT --force
+                    --max-length 4096 --workers W`` for W = 0 (the default: one worker per core) and
+                    W = 1, timed end to end as a subprocess (wall clock, interpreter start-up and
+                    imports included). The ceiling and padprep run --repeat times, interleaved; the
+                    best run of each counts.
                     Tokens = manifest.json ``totals.real_tokens``.
   c. datasets    -- "what users write today": ``datasets.load_dataset("json")`` -> ``.map(fn, num_proc=2)``
                     where fn runs ``apply_chat_template(tokenize=True)`` and builds labels by per-turn
@@ -35,8 +37,8 @@ replicated round-robin to N conversations. Every conversation is made unique by 
 user message with ``"[#<index>] "`` so no cache of repeated text can help.
 
 Usage:
-  python benchmarks/run.py [--conversations N]          # throughput table + ratios
-  python benchmarks/run.py --memory [--big N]           # padprep peak RSS at N vs at --big
+  python benchmarks/run.py [--conversations N] [--repeat R]   # throughput table + ratios (100k, best of 2)
+  python benchmarks/run.py --memory [--conversations N] [--big N]  # peak memory at 20k vs at 2M
 """
 
 from __future__ import annotations
@@ -455,8 +457,9 @@ def memory(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conversations", type=int, default=50_000, help="conversations in the input (default 50000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the ceiling and of padprep; the best counts (default 3)")
+    parser.add_argument("--conversations", type=int, default=None,
+                        help="conversations in the input (default 100000; 20000 with --memory, as the small size)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of the ceiling and of padprep; the best counts (default 2)")
     parser.add_argument("--memory", action="store_true", help="padprep peak RSS at --conversations vs at --big")
     parser.add_argument("--big", type=int, default=2_000_000, help="larger size for --memory (default 2000000)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (inputs, logs)")
@@ -476,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.input_worker:
         return input_worker(*args.input_worker, datasets=not args.padprep_input_only)
 
+    if args.conversations is None:
+        args.conversations = 20_000 if args.memory else 100_000
     tokdir = qwen_tokenizer_dir()
     workdir = Path(tempfile.mkdtemp(prefix="padprep-bench-"))
     try:
