@@ -12,8 +12,10 @@ Results always come back in input order, so the output does not depend on the pl
 run in one process: starting workers costs more than it saves there.
 
 On Linux workers are forked: they start in milliseconds, holding the already-parsed tokenizer. They
-are forked before this process tokenizes anything, because ``tokenizers`` switches its threads off in
-a child forked after its thread pool started. Elsewhere they are spawned and parse it themselves.
+are forked before this process tokenizes anything, because a child forked after the tokenizer's
+thread pool started runs single-threaded (``tokenizers`` sees to that) or, with
+``TOKENIZERS_PARALLELISM`` set to true, hangs: with that setting, and on other platforms, workers are
+spawned instead and parse the tokenizer themselves (see ``start_method``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,26 @@ def plan_workers(requested: int, input_bytes: int | None, cores: int | None = No
     return WorkerPlan(requested, max(1, cores // requested), f"--workers {requested}, {cores} cores")
 
 
+def start_method() -> str:
+    """``fork`` on Linux, unless ``TOKENIZERS_PARALLELISM`` is set to a true value; else ``spawn``.
+
+    A forked child inherits the tokenizer thread pool's bookkeeping but not its threads. ``tokenizers``
+    guards that by running such a child single-threaded, except when ``TOKENIZERS_PARALLELISM`` says
+    otherwise: then a child forked after the pool started hangs on its first encode. Whether the pool
+    started cannot be asked, so with that setting workers are spawned (slower to start, always safe).
+    """
+    if not sys.platform.startswith("linux"):
+        return "spawn"
+    setting = os.environ.get("TOKENIZERS_PARALLELISM")
+    if setting is not None and setting.strip().lower() not in _FALSE_SETTINGS:
+        return "spawn"
+    return "fork"
+
+
+# What ``tokenizers`` reads as "off" in TOKENIZERS_PARALLELISM.
+_FALSE_SETTINGS = frozenset({"", "off", "false", "f", "no", "n", "0"})
+
+
 class ChunkRunner:
     """Runs ``Processor.process`` over chunks as planned; a context manager that owns the workers.
 
@@ -87,7 +109,7 @@ class ChunkRunner:
 
     def __enter__(self) -> "ChunkRunner":
         if self.plan.processes > 1:
-            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            ctx = multiprocessing.get_context(start_method())
             self._pool = ctx.Pool(
                 self.plan.processes, initializer=_init_worker, initargs=(self._bundle, self.plan.tokenizer_threads)
             )

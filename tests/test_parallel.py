@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
+import subprocess
+import sys
 
 import pytest
 
 from padprep.parallel import SMALL_INPUT_BYTES, plan_workers
-from tests.conftest import SAMPLE, padprep_cli, run_build
+from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
@@ -98,3 +99,37 @@ def test_progress_rates_share_and_eta():
     unknown = Throughput(clock=lambda: now[0])
     unknown.start(None)  # standard input: rates, no ETA
     assert unknown.snapshot().eta_seconds is None and "ETA" not in unknown.snapshot().line()
+
+
+def test_workers_after_the_tokenizer_pool_started_do_not_hang(tmp_path):
+    """A second build in one process, with TOKENIZERS_PARALLELISM set: forking now would give workers
+    the tokenizer pool's bookkeeping without its threads (a hang); padprep spawns them instead."""
+    script = tmp_path / "twice.py"
+    script.write_text(f"""
+import os, sys
+os.environ["TOKENIZERS_PARALLELISM"] = "true"
+from pathlib import Path
+from tokenizers import Tokenizer
+from padprep.config import BuildConfig
+from padprep.parallel import start_method
+from padprep.pipeline import build
+if __name__ == "__main__":  # spawned workers import this module again
+    tok = Tokenizer.from_file({str(TOK / "tokenizer.json")!r})
+    tok.encode_batch(["hello there, general kenobi"] * 64)  # the tokenizer's thread pool now runs
+    assert start_method() == "spawn", start_method()
+    cfg = BuildConfig(inputs=(Path({str(CHAT)!r}),), tokenizer={str(TOK)!r}, output=Path(sys.argv[1]), workers=2, chunk_size=4)
+    print(build(cfg).manifest["totals"]["rows_written"])
+""")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "48"
+    run_build([CHAT], TOK, tmp_path / "w1", workers=1, chunk_size=4)
+    assert tree_bytes(tmp_path / "o") == tree_bytes(tmp_path / "w1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_a_fresh_process_forks_its_workers():
+    done = subprocess.run([sys.executable, "-c", "from padprep.parallel import start_method; print(start_method())"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.strip() == "fork", done.stderr
