@@ -115,7 +115,7 @@ def build(
     text_field: str = typer.Option("text", help="Key of the text (text format).", rich_help_panel=_FORMAT_PANEL),
 ) -> None:
     """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
-    from .pipeline import BuildFailed, Progress, build as run_build
+    from .pipeline import BuildFailed, build as run_build
     from .read import InputError
     from .render import RenderError
     from .summary import print_build_summary
