@@ -284,7 +284,10 @@ def _big_input(path: Path, n: int = 40_000) -> Path:
 
 def _start_build(src: Path, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(out)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A job started in the background inherits SIGINT ignored (and then rightly ignores Ctrl-C); the
+    # test is about what padprep does with the signal, so the build gets the default disposition.
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_spill(out: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
