@@ -72,6 +72,11 @@ def run_build(inputs, tokenizer, output: Path, **options) -> dict:
     return build(cfg).manifest
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes: two builds compare equal only if byte-identical."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def unpadded_rows(output: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every row of a build, padding removed (by attention_mask), as (input_ids, labels)."""
     manifest = json.loads((output / "manifest.json").read_text())

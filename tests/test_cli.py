@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tests.conftest import SAMPLE, padprep_cli, write_jsonl
+from tests.conftest import SAMPLE, padprep_cli, tree_bytes, write_jsonl
 
 TOK = str(SAMPLE / "tokenizer")
 CHAT = str(SAMPLE / "chat.jsonl")
@@ -16,10 +16,6 @@ CHAT = str(SAMPLE / "chat.jsonl")
 
 def build_sample(out: Path, *extra: str):
     return padprep_cli("build", CHAT, "--tokenizer", TOK, "--output", str(out), *extra)
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_build_then_inspect_verify(tmp_path):

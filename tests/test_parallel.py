@@ -9,14 +9,10 @@ import sys
 import pytest
 
 from padprep.parallel import SMALL_INPUT_BYTES, plan_workers
-from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build
+from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, tree_bytes
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
-
-
-def tree_bytes(root) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def shape(*args, **kwargs) -> tuple[int, int]:
