@@ -17,6 +17,7 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
 from . import __version__
@@ -99,6 +100,7 @@ def build(
     strict: bool = typer.Option(False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL),
     max_rejects: Optional[int] = typer.Option(None, help="Fail when more than this many records are rejected (default: no count limit).", rich_help_panel=_REJECT_PANEL),
     max_reject_rate: float = typer.Option(DEFAULT_MAX_REJECT_RATE, help="Fail when more than this fraction of the records read is rejected (checked from 1,000 records on, and at the end).", rich_help_panel=_REJECT_PANEL),
+    allow_empty: bool = typer.Option(False, help="Succeed with an empty output when no row is written (no records, or all rejected or dropped); by default that fails.", rich_help_panel=_REJECT_PANEL),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--format", help="Record format; auto: detected per file from its first record.", rich_help_panel=_FORMAT_PANEL),
     role_map: Optional[str] = typer.Option(None, help="Rename roles / ShareGPT speakers, e.g. bot=assistant,char=user (targets: system, user, assistant, tool, function_call).", rich_help_panel=_FORMAT_PANEL),
     append_eos: bool = typer.Option(True, help="End raw-text rows (text, string prompt-completion) with the tokenizer's eos token.", rich_help_panel=_FORMAT_PANEL),
@@ -155,6 +157,7 @@ def build(
             append_eos=append_eos,
             max_rejects=max_rejects,
             max_reject_rate=max_reject_rate,
+            allow_empty=allow_empty,
         )
     except ValueError as exc:
         _fail(err, str(exc), EXIT_USAGE)
@@ -168,6 +171,8 @@ def build(
         _fail(err, str(exc), exc.exit_code)
     except RenderError as exc:
         _fail(err, str(exc), EXIT_FAILED)
+    except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
+        _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
     except KeyboardInterrupt:
         _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
     if result.up_to_date:
@@ -189,11 +194,17 @@ def inspect(
     from .inspection import InspectError, load_stats, print_stats, show_examples, verify_shards
 
     err = _console(stderr=True)
+    problems: list[str] = []
     try:
-        stats = load_stats(output)
+        stats = load_stats(output, problems if verify else None)
+        if verify:
+            problems += verify_shards(output, stats)
     except InspectError as exc:
-        _fail(err, str(exc), EXIT_USAGE)
-    problems = verify_shards(output, stats) if verify else []
+        if verify and exc.damaged:  # a damaged manifest: the one breach there is to report
+            _report_breaches(_console(), [str(exc)], as_json)
+        _fail(err, str(exc), EXIT_FAILED if exc.damaged else EXIT_USAGE)
+    except OSError as exc:
+        _fail(err, _os_error(exc), EXIT_FAILED)
     if as_json:
         typer.echo(json.dumps({**stats, "verify": {"ran": verify, "problems": problems}}, indent=2))
     else:
@@ -203,15 +214,29 @@ def inspect(
             try:
                 show_examples(out, output, stats, show, tokenizer)
             except InspectError as exc:
-                _fail(err, str(exc), EXIT_USAGE)
+                _fail(err, str(exc), EXIT_FAILED if exc.damaged else EXIT_USAGE)
         if verify:
             if problems:
                 for p in problems:
-                    out.print(f"[red]verify:[/red] {p}")
+                    out.print(f"[red]verify:[/red] {escape(p)}")
             else:
                 out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels)")
     if problems:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _report_breaches(console: Console, problems: list[str], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"verify": {"ran": True, "problems": problems}}, indent=2))
+    else:
+        for p in problems:
+            console.print(f"verify: {p}", markup=False)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a filesystem error a user can cause (permissions, a full disk, a vanished file)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def _fail(console: Console, message: str, code: int):

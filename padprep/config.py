@@ -60,7 +60,7 @@ class PaddingSide(str, Enum):
 # Options that change how a build runs but never what it writes: kept out of the manifest so that
 # output is byte-identical whatever their value.
 # The reject limits decide whether a build succeeds, never what a successful one writes.
-_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "force", "workers", "chunk_size", "max_rejects", "max_reject_rate"})
+_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "force", "workers", "chunk_size", "max_rejects", "max_reject_rate", "allow_empty"})
 # Options held as (key, value) pairs, recorded in the manifest as objects.
 _PAIRS = frozenset({"role_map", "field_names"})
 # With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
@@ -97,6 +97,7 @@ class BuildConfig:
     append_eos: bool = True  # raw-text rows (text, string prompt-completion) end with eos
     max_rejects: int | None = None  # fail when more bad records than this (None: no count limit)
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE  # fail when a larger fraction of records is bad
+    allow_empty: bool = False  # succeed even when no row is written (no records, all rejected or dropped)
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 1:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -21,25 +22,75 @@ _HIST_BINS = 12
 
 
 class InspectError(Exception):
-    """Not a padprep output, or the tokenizer needed for --show cannot be loaded."""
+    """Not a padprep output (exit 2), a damaged one (``damaged``: exit 1), or no tokenizer for --show."""
+
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message)
+        self.damaged = damaged
+
+
+_SHARD_KEYS = {"file": str, "rows": int, "seq_len": int, "sha256": str, "real_tokens": int, "pad_tokens": int, "trained_tokens": int}
 
 
 def load_manifest(output: Path) -> dict:
-    path = Path(output) / MANIFEST
+    """The build's manifest, checked for the fields inspect relies on (a damaged one is an ``InspectError``)."""
+    output = Path(output)
+    if not output.is_dir():
+        raise InspectError(f"{output}: no such directory")
+    path = output / MANIFEST
     if not path.is_file():
         raise InspectError(f"{output}: no {MANIFEST} here; is this a padprep build output?")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InspectError(f"{path}: invalid JSON ({exc.msg})") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InspectError(f"{path}: damaged, not JSON ({getattr(exc, 'msg', exc)}); rebuild the output", damaged=True) from None
+    except OSError as exc:
+        raise InspectError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(
+        isinstance(sh, dict) and all(isinstance(sh.get(k), t) for k, t in _SHARD_KEYS.items()) for sh in shards
+    ):
+        raise InspectError(f"{path}: damaged, its shard list is missing or malformed; rebuild the output", damaged=True)
+    if any(Path(sh["file"]).name != sh["file"] for sh in shards):
+        raise InspectError(f"{path}: damaged, a shard name points outside the output directory", damaged=True)
+    return manifest
 
 
-def load_stats(output: Path) -> dict:
-    """Totals, per-bucket figures and the length histogram, from the shards on disk."""
+def read_listed_shard(output: Path, shard: dict) -> dict[str, np.ndarray]:
+    """A shard named by the manifest, or an ``InspectError`` naming the file and what is wrong with it."""
+    path = Path(output) / shard["file"]
+    try:
+        cols = read_shard(path)
+    except FileNotFoundError:
+        raise InspectError(f"{path}: missing (listed in {MANIFEST})", damaged=True) from None
+    except OSError as exc:
+        raise InspectError(f"{path}: cannot read ({exc.strerror or exc})", damaged=True) from None
+    except (pa.ArrowException, KeyError, ValueError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InspectError(f"{path}: not a readable shard, truncated or overwritten? ({detail})", damaged=True) from None
+    if not (cols["input_ids"].shape == cols["attention_mask"].shape == cols["labels"].shape):
+        raise InspectError(f"{path}: columns of different shapes", damaged=True)
+    return cols
+
+
+def load_stats(output: Path, problems: list[str] | None = None) -> dict:
+    """Totals, per-bucket figures and the length histogram, from the shards on disk.
+
+    A shard that cannot be read raises ``InspectError``, or, when ``problems`` is given, is
+    reported there (one line naming the file), left out of the figures and listed in
+    ``stats["unreadable"]``.
+    """
     manifest = load_manifest(output)
-    lengths, buckets = [], {}
+    lengths, buckets, unreadable = [], {}, []
     for shard in manifest["shards"]:
-        cols = read_shard(Path(output) / shard["file"])
+        try:
+            cols = read_listed_shard(output, shard)
+        except InspectError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            unreadable.append(shard["file"])
+            continue
         row_lengths = cols["attention_mask"].sum(axis=1)
         lengths.append(row_lengths)
         b = buckets.setdefault(shard["seq_len"], {"seq_len": shard["seq_len"], "shards": 0, "rows": 0, "real": 0, "pad": 0, "trained": 0})
@@ -74,6 +125,7 @@ def load_stats(output: Path) -> dict:
         ],
         "length_histogram": _histogram(all_lengths),
         "shards": manifest["shards"],
+        "unreadable": unreadable,
     }
 
 
@@ -145,7 +197,9 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
     console.print(legend, markup=color)
     shown = 0
     for shard in stats["shards"]:
-        cols = read_shard(Path(output) / shard["file"])
+        if shard["file"] in stats["unreadable"]:
+            continue
+        cols = read_listed_shard(output, shard)
         for r in range(cols["input_ids"].shape[0]):
             if shown >= n:
                 return
@@ -178,13 +232,12 @@ def verify_shards(output: Path, stats: dict) -> list[str]:
     problems: list[str] = []
     side = (stats["manifest"].get("options") or {}).get("padding_side", "right")
     for shard in stats["shards"]:
-        path = Path(output) / shard["file"]
-        if not path.is_file():
-            problems.append(f"{shard['file']}: missing")
+        if shard["file"] in stats["unreadable"]:  # already reported by load_stats
             continue
+        path = Path(output) / shard["file"]
         if file_sha256(path) != shard["sha256"]:
             problems.append(f"{shard['file']}: sha256 differs from the manifest")
-        problems += [f"{shard['file']}: {p}" for p in _shard_problems(read_shard(path), shard, side)]
+        problems += [f"{shard['file']}: {p}" for p in _shard_problems(read_listed_shard(output, shard), shard, side)]
     return problems
 
 

@@ -56,8 +56,8 @@ class BuildFailed(Exception):
         self.exit_code = exit_code
 
 
-class TooManyRejects(BuildFailed):
-    """Bad records beyond --max-rejects / --max-reject-rate (or any, with --strict).
+class RejectsKept(BuildFailed):
+    """A build that failed because of what happened to its records.
 
     No output directory is left, but the rejects are copied beside it (``rejects_copy``) so the
     user can see why.
@@ -66,6 +66,17 @@ class TooManyRejects(BuildFailed):
     def __init__(self, message: str, rejects_copy: Path):
         super().__init__(message, 1)
         self.rejects_copy = rejects_copy
+
+
+class TooManyRejects(RejectsKept):
+    """Bad records beyond --max-rejects / --max-reject-rate (or any, with --strict)."""
+
+
+class EmptyOutput(RejectsKept):
+    """No row to write: the inputs held no record, or every record was rejected or dropped.
+
+    A CI step must not mistake that for success; ``--allow-empty`` writes the empty output instead.
+    """
 
 
 # The reject rate is checked while the build runs only once this many records were read (a few bad
@@ -83,7 +94,7 @@ class BuildResult:
 
 def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     progress = progress or Progress()
-    files = expand_inputs([str(p) for p in cfg.inputs])
+    files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output))
     digests = input_digests(files)
     key = build_key(cfg, digests)
     existing = None if cfg.force else up_to_date(cfg.output, key)
@@ -117,6 +128,8 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
             counts, stats, histogram = _pass_one(
                 runner.results(_chunked(itertools.chain(sample, records), cfg.chunk_size), processor), cfg, out.path, progress
             )
+        _check_reject_limits(cfg, counts, out, final=True)
+        _check_not_empty(cfg, counts, files)
         bounds = _bounds(cfg, histogram)
         shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
         (out.path / SPILL).unlink()
@@ -124,11 +137,10 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
                              shards, hazards, found)
         write_json(out.path / MANIFEST, manifest)
-        _check_reject_limits(cfg, counts, out, final=True)
         out.commit()
         _failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
     except BaseException as exc:
-        if isinstance(exc, TooManyRejects):
+        if isinstance(exc, RejectsKept):
             _keep_rejects(out.path / REJECTS, exc.rejects_copy)
         out.abort()
         raise
@@ -213,6 +225,7 @@ class Counts:
     per_file_rejected: Counter = field(default_factory=Counter)
     per_file_dropped: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
+    dropped_reasons: Counter = field(default_factory=Counter)  # the policy drops among ``reasons``
     first_reject: str | None = None  # "file:line: reason" of the first bad record
 
     def file_totals(self, path: str) -> dict:
@@ -267,7 +280,10 @@ def _record_reject(reject: Reject, counts: Counts, fh, progress: Progress) -> No
             counts.first_reject = reject.describe()
         if counts.rejected <= 20:
             progress.log(f"rejected {reject.describe()}")
-    counts.reasons[_reason_key(reject.reason)] += 1
+    key = _reason_key(reject.reason)
+    counts.reasons[key] += 1
+    if reject.stage == "policy":
+        counts.dropped_reasons[key] += 1
     line = json.dumps(reject.as_json(), ensure_ascii=False)
     try:
         line.encode("utf-8")
@@ -305,6 +321,30 @@ def _check_reject_limits(cfg: BuildConfig, counts: Counts, out, final: bool, rej
             f"(first: {counts.first_reject}){tail}; raise --max-reject-rate or --max-rejects to accept them",
             copy,
         )
+
+
+def _check_not_empty(cfg: BuildConfig, counts: Counts, files: list[str]) -> None:
+    """Fail a build that would write no row (unless ``--allow-empty``): a CI step must not take it for success."""
+    if counts.written or cfg.allow_empty:
+        return
+    hint = "; pass --allow-empty to write an empty output anyway"
+    if not counts.read:
+        where = files[0] if len(files) == 1 else f"{len(files)} inputs"
+        raise EmptyOutput(f"0 rows written: no records in {where} (empty input){hint}", _failed_rejects_path(cfg))
+    dropped = counts.dropped_reasons
+    parts = [_tally(counts.reasons - dropped, "rejected"), _tally(dropped, "dropped")]
+    copy = _failed_rejects_path(cfg)
+    raise EmptyOutput(f"0 rows written: {', '.join(p for p in parts if p)}; every record is in {copy}{hint}", copy)
+
+
+def _tally(reasons: Counter, kind: str) -> str:
+    """``48 dropped (longer than --max-length)``, or ``3 rejected (2 × why; 1 × why)``: '' when none."""
+    total = sum(reasons.values())
+    if not total:
+        return ""
+    if len(reasons) == 1:
+        return f"{total:,} {kind} ({next(iter(reasons))})"
+    return f"{total:,} {kind} (" + "; ".join(f"{n:,} × {why}" for why, n in reasons.most_common()) + ")"
 
 
 def _failed_rejects_path(cfg: BuildConfig) -> Path:

@@ -60,8 +60,18 @@ class InputError(Exception):
     """An input file that cannot be read at all (missing, unreadable, not a supported container)."""
 
 
-def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[str]:
-    """Expand globs and check existence, keeping the user's order; each file appears once."""
+DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
+
+
+def expand_inputs(
+    patterns: list[str] | tuple[str, ...], log: Callable[[str], None] | None = None, exclude: str | None = None
+) -> list[str]:
+    """Expand globs and directories and check existence, keeping the user's order; each file appears once.
+
+    A directory stands for the data files below it (``DATA_SUFFIXES``), recursively, in sorted
+    order; the other files there, hidden ones and anything under ``exclude`` (the build's own
+    output) are skipped, and named through ``log``.
+    """
     files: list[str] = []
     for pattern in patterns:
         pattern = str(pattern)
@@ -72,11 +82,39 @@ def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[str]:
         if not matches:
             raise InputError(f"{pattern}: no file matches this pattern")
         for m in matches:
-            if not os.path.isfile(m):
-                raise InputError(f"{m}: no such file")
-            if m not in files:
-                files.append(m)
+            found = _directory_files(m, log, exclude) if os.path.isdir(m) else [m]
+            for f in found:
+                if not os.path.isfile(f):
+                    raise InputError(f"{f}: no such file")
+                if f not in files:
+                    files.append(f)
     return files
+
+
+def _directory_files(directory: str, log: Callable[[str], None] | None, exclude: str | None) -> list[str]:
+    """The data files below ``directory`` in a stable order (sorted paths); others are skipped and reported."""
+    data, skipped = [], []
+    own = os.path.realpath(exclude) if exclude else None
+    for root, dirs, names in os.walk(directory, onerror=_walk_error):
+        for d in sorted(dirs):
+            path = os.path.join(root, d)
+            if d.startswith(".") or os.path.realpath(path) == own:
+                dirs.remove(d)
+                skipped.append(path + os.sep)
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            (data if name.endswith(DATA_SUFFIXES) and not name.startswith(".") else skipped).append(path)
+    if skipped and log is not None:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        log(f"{directory}: skipped {len(skipped)} file(s) that are not data ({', '.join(DATA_SUFFIXES)}): {shown}")
+    if not data:
+        raise InputError(f"{directory}: directory holds no data files ({', '.join(DATA_SUFFIXES)})")
+    return sorted(data)
+
+
+def _walk_error(exc: OSError) -> None:
+    raise InputError(f"{exc.filename}: cannot list this directory ({exc.strerror or exc})")
 
 
 def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:

@@ -40,8 +40,22 @@ class TokenizerBundle:
 
 def tokenizer_fingerprint(spec: str) -> str:
     """The content fingerprint of ``spec``'s files, without parsing the tokenizer (cheap)."""
-    raw = {name: Path(p).read_bytes() for name, p in _resolve(spec).items()}
-    return _fingerprint(raw)[1]
+    return _fingerprint(_read_files(_resolve(spec)))[1]
+
+
+def _read_files(files: dict[str, str]) -> dict[str, bytes]:
+    out = {}
+    for name, path in files.items():
+        try:
+            out[name] = Path(path).read_bytes()
+        except OSError as exc:
+            raise TokenizerError(f"{path}: cannot read the tokenizer file ({exc.strerror or exc})") from None
+    return out
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _fingerprint(raw: dict[str, bytes]) -> tuple[dict[str, str], str]:
@@ -52,12 +66,11 @@ def _fingerprint(raw: dict[str, bytes]) -> tuple[dict[str, str], str]:
 def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
     """Resolve ``spec`` (tokenizer.json path, directory, or hub id) and read its files."""
     files = _resolve(spec)
-    raw = {name: Path(p).read_bytes() for name, p in files.items()}
-    tokenizer_json = raw["tokenizer.json"].decode("utf-8")
+    raw = _read_files(files)
     try:
-        tok = Tokenizer.from_str(tokenizer_json)
-    except Exception as exc:  # tokenizers raises a plain Exception on parse errors
-        raise TokenizerError(f"{files['tokenizer.json']}: not a valid tokenizer.json ({exc})") from None
+        tok = Tokenizer.from_str(raw["tokenizer.json"].decode("utf-8"))
+    except Exception as exc:  # tokenizers raises a plain Exception on parse errors; bytes may not be UTF-8
+        raise TokenizerError(f"{files['tokenizer.json']}: not a valid tokenizer.json ({_first_line(exc)})") from None
     config = _json_file(raw, files, "tokenizer_config.json")
     special_map = _json_file(raw, files, "special_tokens_map.json")
     special = {}
@@ -65,7 +78,7 @@ def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
         value = _token_text(config.get(key)) or _token_text(special_map.get(key))
         if value is not None:
             special[key] = value
-    template = raw["chat_template.jinja"].decode("utf-8") if "chat_template.jinja" in raw else _config_template(config)
+    template = _text(raw, files, "chat_template.jinja") if "chat_template.jinja" in raw else _config_template(config)
     pad, origin = _choose_pad(special, pad_token)
     pad_id = tok.token_to_id(pad)
     if pad_id is None:
@@ -127,11 +140,18 @@ def _from_hub(repo_id: str) -> dict[str, str]:
     )
 
 
+def _text(raw: dict[str, bytes], files: dict[str, str], name: str) -> str:
+    try:
+        return raw[name].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(f"{files[name]}: not UTF-8 text (byte {exc.start})") from None
+
+
 def _json_file(raw: dict[str, bytes], files: dict[str, str], name: str) -> dict:
     if name not in raw:
         return {}
     try:
-        value = json.loads(raw[name])
+        value = json.loads(_text(raw, files, name))
     except json.JSONDecodeError as exc:
         raise TokenizerError(f"{files[name]}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
     return value if isinstance(value, dict) else {}
