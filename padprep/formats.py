@@ -391,23 +391,37 @@ def message(m: Any, where: str, roles: dict[str, str] | None = None) -> dict:
         role = roles[role]
     if role not in ROLES:
         raise RecordError(_unknown_role(role), f"{where}.role")
-    out = {k: v for k, v in m.items() if v is not None}
+    out = dict(m)  # every key as given, null stays null: the template sees what apply_chat_template passes
     out["role"] = role
-    content = out.get("content", "")
+    content = out.get("content")
     if isinstance(content, list):
-        content = text_of_parts(content, f"{where}.content")
-    if not isinstance(content, str):
+        content = out["content"] = text_of_parts(content, f"{where}.content")
+    if content is not None and not isinstance(content, str):
         raise RecordError(f"content must be a string, got {json_kind(content)}", f"{where}.content")
-    out["content"] = content
     tool_calls = out.get("tool_calls")
     if tool_calls is not None and not (isinstance(tool_calls, list) and all(isinstance(t, dict) for t in tool_calls)):
         raise RecordError("`tool_calls` must be a list of objects", f"{where}.tool_calls")
-    reasoning = out.get("reasoning_content")
-    if reasoning is not None and not isinstance(reasoning, str):
-        raise RecordError(f"reasoning_content must be a string, got {json_kind(reasoning)}", f"{where}.reasoning_content")
-    if role == "assistant" and not content.strip() and not tool_calls and not (reasoning or "").strip():
+    for key in REASONING_FIELDS:
+        if out.get(key) is not None and not isinstance(out[key], str):
+            raise RecordError(f"{key} must be a string, got {json_kind(out[key])}", f"{where}.{key}")
+    if role == "assistant" and not (content or "").strip() and not tool_calls and not reasoning_of(out).strip():
         raise RecordError("empty assistant reply", f"{where}.content")
     return out
+
+
+# Where records keep a reply's reasoning (OpenAI-compatible servers, TRL, some exports).
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+
+
+def content_of(m: dict) -> str:
+    """A message's text content ('' where it is null or absent)."""
+    content = m.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def reasoning_of(m: dict) -> str:
+    """A message's reasoning text, under whichever name the record uses ('' where none)."""
+    return next((m[k] for k in REASONING_FIELDS if isinstance(m.get(k), str) and m[k]), "")
 
 
 def text_of_parts(parts: list, where: str) -> str:

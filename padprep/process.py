@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import Truncation, TrainOn
-from .formats import FormatOptions
+from .formats import FormatOptions, content_of
 from .mask import IGNORE_INDEX, labels_from_spans
 from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
@@ -155,7 +155,7 @@ class Processor:
                 prepared.outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit)
                 continue
             prepared.chat.append((k, conv, record, rendered))
-            if self.special_text and any(self.special_text.search(m["content"]) for m in conv.messages):
+            if self.special_text and any(self.special_text.search(content_of(m)) for m in conv.messages):
                 prepared.stats.special_text += 1
         return prepared
 

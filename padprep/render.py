@@ -3,28 +3,35 @@
 Spans come from the template's own word on where each reply starts and ends, mapped into the one
 full render (which is the only text that gets tokenized):
 
-* a reply starts where ``render(messages[:i], add_generation_prompt=True)`` stops agreeing with the
-  full render (normally: its end, right after the generation header);
-* it ends where ``render(messages[:i+1])`` ends, found in the full render by aligning the tail, then
-  trimmed of the whitespace the template writes after the end-of-turn marker.
+* a reply starts where ``render(messages[:i], add_generation_prompt=True)`` ends. When that prompt
+  is a prefix of the full render, that is its length. When it is not (the template rewrote an
+  earlier turn: Qwen3 keeps a ``<think>`` block on a reply that is last only in the prefix), the
+  prompt's tail (the messages since the previous reply, without the generation header) is aligned
+  into the full render *after the previous reply's end*, and the reply starts after as much of the
+  generation header as the full render repeats there. Never at the first point where the two
+  renders differ: that point can lie in any earlier turn.
+* it ends where ``render(messages[:i+1])`` ends, found the same way (its tail aligned after the
+  reply's start), then trimmed of the whitespace the template writes after the end-of-turn marker.
 
-Templates that rewrite earlier turns (Qwen3 drops old ``<think>`` blocks) make the prefix renders
-differ from the full render; aligning instead of taking lengths keeps the labels right there, which
-the usual token-level prefix-diff does not.
+Every conversation's spans are then checked (``check_spans``): strictly increasing and disjoint,
+each reply's own text (content, tool-call names and arguments, reasoning where the template keeps
+it) inside its own span. A conversation that fails is rejected, never written with a wrong mask.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import jinja2
 
 from .config import TrainOn
+from .formats import content_of, reasoning_of
 from .normalize import Conversation
 from .templates import compile_template
 
-_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 _PROBE = "PADPREP_PROBE_REPLY"
 
 
@@ -50,19 +57,17 @@ class Renderer:
         self.template = compile_template(template)
         self.variables = dict(special)
         self.train_on = train_on
+        self._tools_probe: str | None = None
+        self._reasoning_probe: dict[str, bool] = {}
         self.end_marker = self._probe_end_marker()
         self.header = self._probe_generation_header()
         self.fast_path = fast_path and bool(self.header and self.end_marker)
 
     def render_text(self, messages: list[dict] | tuple[dict, ...], tools: list | None, generation: bool) -> str:
-        """Render like ``apply_chat_template(..., tokenize=False)``."""
+        """Render like ``apply_chat_template(..., tokenize=False)``: messages exactly as the record gives them."""
         try:
             return self.template.render(
-                messages=[_template_message(m) for m in messages],
-                tools=tools,
-                documents=None,
-                add_generation_prompt=generation,
-                **self.variables,
+                messages=list(messages), tools=tools, documents=None, add_generation_prompt=generation, **self.variables
             )
         except jinja2.TemplateError as exc:
             raise RenderError(f"chat template raised an error: {exc}") from None
@@ -76,19 +81,23 @@ class Renderer:
         turns = conv.assistant_indices
         fast = self.header_spans(conv, full) if self.fast_path else None
         if fast is not None:
-            return Rendered(full, tuple(fast[-1:] if self.train_on is TrainOn.last else fast))
+            spans, realigned = tuple(fast), 0
+        else:
+            spans, realigned = self.template_spans(conv, full, turns)
+        self.check_spans(conv, full, turns, spans)
         if self.train_on is TrainOn.last:
-            turns = turns[-1:]
-        return Rendered(full, *self.template_spans(conv, full, turns))
+            spans = spans[-1:]
+        return Rendered(full, spans, realigned)
 
     def template_spans(self, conv: Conversation, full: str, turns: list[int]) -> tuple[tuple, int]:
-        """Spans from the template's own prefix renders (one or two extra renders per reply)."""
-        spans, realigned = [], 0
+        """Spans from the template's own prefix renders (two extra renders per reply), each found after the last."""
+        spans, realigned, floor = [], 0, 0
         for i in turns:
-            start, moved_start = self._reply_start(conv, i, full)
+            start, moved_start = self._reply_start(conv, i, full, floor)
             end, moved_end = self._reply_end(conv, i, full, start)
             spans.append((start, max(start, end)))
             realigned += moved_start + moved_end
+            floor = max(start, end)
         return tuple(spans), realigned
 
     def header_spans(self, conv: Conversation, full: str) -> list[tuple[int, int]] | None:
@@ -111,28 +120,71 @@ class Renderer:
             if end < 0 or end + len(marker) > limit:
                 return None
             end += len(marker)
-            content = conv.messages[i].get("content", "").strip()
+            content = content_of(conv.messages[i]).strip()
             if content and content not in full[start:end]:
                 return None
             spans.append((start, end))
         return spans
 
-    def _reply_start(self, conv: Conversation, i: int, full: str) -> tuple[int, int]:
+    def check_spans(self, conv: Conversation, full: str, turns: list[int], spans) -> None:
+        """Raise ``RenderError`` unless every reply's span is in order, disjoint and holds the reply's own text."""
+        floor = 0
+        for k, (i, (start, end)) in enumerate(zip(turns, spans)):
+            problem = None
+            if not floor <= start < end <= len(full):
+                problem = "its span is empty, out of order or overlaps the previous reply's"
+            else:
+                problem = self._missing_text(conv.messages[i], full, floor, start, end)
+            if problem:
+                raise RenderError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
+            floor = end
+
+    def _missing_text(self, message: dict, full: str, floor: int, start: int, end: int) -> str | None:
+        """What of the reply's own text is not inside ``full[start:end]`` (None: all of it is)."""
+        span = full[start:end]
+        content = content_of(message).strip()
+        if content and content not in span and content[-_TAIL:].strip() not in span:
+            return "its content is not inside its span"
+        if self.renders_tool_calls:
+            for name, pieces in _tool_call_pieces(message):
+                if name not in span:
+                    return f"tool call `{name}` is not inside its span"
+                if not all(any(form in span for form in forms) for forms in pieces):
+                    return f"the arguments of tool call `{name}` are not inside its span"
+        reasoning = reasoning_of(message).strip()
+        if reasoning and reasoning in full[floor:end] and reasoning not in span:
+            return "its reasoning is rendered before the span starts"
+        return None
+
+    def _reply_start(self, conv: Conversation, i: int, full: str, floor: int) -> tuple[int, int]:
         try:
             prompt = self.render_text(conv.messages[:i], conv.tools, generation=True)
         except RenderError:
             if i == 0:  # some templates cannot render an empty prefix; the reply then starts the text
                 return 0, 1
             raise
-        start = common_prefix_length(prompt, full)
-        return start, int(start != len(prompt))
+        if floor <= len(prompt) and full.startswith(prompt):
+            return len(prompt), 0
+        header = self._generation_header_of(conv, i, prompt)
+        at = align_tail(prompt[: len(prompt) - len(header)], full, floor)
+        if at is None:
+            raise RenderError(f"could not locate the prompt of reply at message {i} in the full render")
+        return at + common_prefix_length(header, full[at : at + len(header)]), 1
+
+    def _generation_header_of(self, conv: Conversation, i: int, prompt: str) -> str:
+        """What ``add_generation_prompt`` appended to this prompt (the probed header, or rendered once more)."""
+        if self.header and prompt.endswith(self.header):
+            return self.header
+        bare = self.render_text(conv.messages[:i], conv.tools, generation=False)
+        return prompt[len(bare) :] if prompt.startswith(bare) else ""
 
     def _reply_end(self, conv: Conversation, i: int, full: str, start: int) -> tuple[int, int]:
         upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
-        if full.startswith(upto):
+        if len(upto) > start and full.startswith(upto):
             end, moved = len(upto), 0
         else:
-            end, moved = align_end(upto, full), 1
+            found = align_tail(upto, full, start)
+            end, moved = (found if found is not None else start), 1
         end = start + len(full[start:end].rstrip())
         marker = self.end_marker
         if marker and not full.startswith(marker, end - len(marker)):
@@ -151,7 +203,6 @@ class Renderer:
         at = text.rfind(_PROBE)
         return text[at + len(_PROBE) :].strip() if at >= 0 else ""
 
-
     def _probe_generation_header(self) -> str:
         """The text ``add_generation_prompt`` appends (``<|im_start|>assistant\\n``...)."""
         probe = [{"role": "user", "content": "hi"}]
@@ -162,6 +213,97 @@ class Renderer:
             return ""
         return prompted[len(bare) :] if prompted.startswith(bare) else ""
 
+    # -- which message fields the template writes at all (probed once, for the checks and the hazard) --
+
+    @cached_property
+    def renders_tool_calls(self) -> bool:
+        return _PROBE_FUNCTION in self._probe_tools_render()
+
+    @cached_property
+    def renders_tools(self) -> bool:
+        return _PROBE_TOOL in self._probe_tools_render()
+
+    def _probe_tools_render(self) -> str:
+        """A tool round trip rendered with a few common shapes (templates differ on null content, string arguments)."""
+        if self._tools_probe is None:
+            self._tools_probe = ""
+            for content, arguments in ((None, {"city": "Paris"}), ("", {"city": "Paris"}), ("", '{"city": "Paris"}')):
+                call = {"type": "function", "function": {"name": _PROBE_FUNCTION, "arguments": arguments}}
+                messages = [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": content, "tool_calls": [call]},
+                    {"role": "tool", "content": "20 degrees", "name": _PROBE_FUNCTION},
+                    {"role": "assistant", "content": "It is 20 degrees."},
+                ]
+                try:
+                    self._tools_probe = self.render_text(messages, [_PROBE_TOOL_SCHEMA], generation=False)
+                    break
+                except RenderError:
+                    continue
+        return self._tools_probe
+
+    def renders_reasoning(self, field: str) -> bool:
+        """Whether the template writes a final reply's reasoning given under ``field`` (cached per field)."""
+        if field not in self._reasoning_probe:
+            messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "A.", field: _PROBE_REASONING}]
+            try:
+                self._reasoning_probe[field] = _PROBE_REASONING in self.render_text(messages, None, generation=False)
+            except RenderError:
+                self._reasoning_probe[field] = False
+        return self._reasoning_probe[field]
+
+
+# Distinctive names for probing what a template renders.
+_PROBE_FUNCTION = "padprep_probe_function"
+_PROBE_TOOL = "padprep_probe_tool"
+_PROBE_REASONING = "PADPREP_PROBE_REASONING"
+_PROBE_TOOL_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_TOOL, "description": "probe",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+# A reply whose full content is not in its span must at least end in it (templates drop a leading
+# ``<think>`` block from earlier replies, as Qwen3 does with reasoning written inside content).
+_TAIL = 64
+
+
+def _tool_call_pieces(message: dict) -> list[tuple[str, list[tuple[str, ...]]]]:
+    """(name, [forms of each string in the arguments]) per tool call: a template writes them raw or JSON-escaped."""
+    out = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                arguments = None  # written as the record gives it: nothing to check beyond the name
+        out.append((name, [_forms(s) for s in _strings(arguments)]))
+    return out
+
+
+def _strings(value, depth: int = 0) -> list[str]:
+    """Keys and string values inside a JSON value (a few levels deep)."""
+    if depth > 4:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, dict):
+        return [k for k in value if isinstance(k, str) and k.strip()] + [s for v in value.values() for s in _strings(v, depth + 1)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v, depth + 1)]
+    return []
+
+
+def _forms(text: str) -> tuple[str, ...]:
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    return (text.strip(), escaped, json.dumps(text)[1:-1])
+
 
 def _find_all(text: str, needle: str) -> list[int]:
     out, at = [], text.find(needle)
@@ -171,14 +313,6 @@ def _find_all(text: str, needle: str) -> list[int]:
     return out
 
 
-def _template_message(message: dict) -> dict:
-    """The message as transformers hands it to the template (reasoning also under its other names)."""
-    reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
-    if reasoning is None:
-        return dict(message)
-    return {"thinking": reasoning, **message, "reasoning_content": reasoning}
-
-
 def common_prefix_length(a: str, b: str) -> int:
     """Length of the longest common prefix, in C speed for the common case where ``a`` is a prefix of ``b``."""
     if b.startswith(a):
@@ -186,16 +320,20 @@ def common_prefix_length(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
-def align_end(upto: str, full: str) -> int:
-    """Where the end of ``upto`` lies in ``full`` when ``upto`` is not a prefix of it.
+def align_tail(text: str, full: str, floor: int) -> int | None:
+    """Where ``text``'s tail ends in ``full``: the end of the first occurrence, at or after ``floor``, of
+    the longest suffix of ``text`` that occurs there (None when not even its last character does).
 
-    After the common prefix, the template wrote something in ``upto`` that the full render lacks
-    (Qwen3's ``<think></think>`` on a turn that is last only in the prefix). The longest suffix of
-    ``upto``'s tail that continues the full render at that point is the rest of the reply.
+    Occurring at or after ``floor`` is monotone in the suffix length (a suffix found at ``q`` has its
+    own suffixes at ``q + 1``...), so the longest one is found by bisection.
     """
-    p = common_prefix_length(upto, full)
-    tail = upto[p:]
-    for j in range(len(tail) + 1):
-        if full.startswith(tail[j:], p):
-            return p + len(tail) - j
-    return p
+    lo, hi = 0, len(text)  # the longest suffix found has length in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if full.find(text[len(text) - mid :], floor) >= 0:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return None
+    return full.find(text[len(text) - lo :], floor) + lo

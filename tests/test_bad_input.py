@@ -67,7 +67,7 @@ def rejects_of(path: Path) -> list[dict]:
 
 
 def test_broken_sample_accounts_for_every_record(tmp_path):
-    m = run_build([BROKEN], TOK, tmp_path / "o", max_length=128, max_reject_rate=1.0)
+    m = run_build([BROKEN], TOK, tmp_path / "o", max_length=128, max_reject_rate=1.0, allow_empty=True)
     t = m["totals"]
     assert (t["records_read"], t["rows_written"], t["rejected"], t["dropped"]) == (14, 3, 10, 1)
     assert t["records_read"] == t["rows_written"] + t["rejected"] + t["dropped"]
@@ -102,15 +102,15 @@ def test_default_limits_fail_a_mostly_broken_file_and_keep_the_rejects(tmp_path)
     assert str(kept) in res.stderr and f"{BROKEN}:4: invalid JSON" in res.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]
     assert sorted(r["line"] for r in rejects_of(kept)) == [n for n in BROKEN_EXPECTED if n != 14]
-    m = run_build([BROKEN], TOK, out, max_reject_rate=1.0)
+    m = run_build([BROKEN], TOK, out, max_reject_rate=1.0, allow_empty=True)
     assert out.is_dir() and not kept.exists()  # the failed run's copy is gone once a build succeeds
     assert (m["totals"]["records_read"], m["totals"]["rows_written"], m["totals"]["rejected"]) == (14, 4, 10)
 
 
 def test_max_rejects(tmp_path):
-    run_build([BROKEN], TOK, tmp_path / "a", max_rejects=10, max_reject_rate=1.0)
+    run_build([BROKEN], TOK, tmp_path / "a", max_rejects=10, max_reject_rate=1.0, allow_empty=True)
     with pytest.raises(TooManyRejects, match=r"10 records rejected, more than --max-rejects 9") as err:
-        run_build([BROKEN], TOK, tmp_path / "b", max_rejects=9, max_reject_rate=1.0)
+        run_build([BROKEN], TOK, tmp_path / "b", max_rejects=9, max_reject_rate=1.0, allow_empty=True)
     assert err.value.rejects_copy == tmp_path / "b.rejects.jsonl" and err.value.rejects_copy.is_file()
     assert not (tmp_path / "b").exists()
 
@@ -180,7 +180,7 @@ def test_long_lines_are_rejected_without_being_read(monkeypatch, tmp_path):
     assert recs[1].error.startswith("array element longer than 65,536 bytes")
     assert peak < 6 << 20, f"reading a 24 MiB array element peaked at {peak:,} bytes"
     # through a build: one reject with the reason and the record's first bytes
-    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0, allow_empty=True)
     assert (m["totals"]["rows_written"], m["totals"]["rejected"]) == (2, 1)
     r = rejects_of(tmp_path / "o" / "rejects.jsonl")[0]
     assert r["line"] == 2 and r["record_truncated"] is True and len(r["record"]) == 1024
@@ -203,7 +203,7 @@ def test_json_array_bad_elements_are_single_rejects(tmp_path):
     src.write_bytes(b"[" + good + b', {"messages": [1,}, "\xff\xfe", 42, ' + good + b", " + good[:30])
     recs = list(read_records(str(src)))
     assert [r.line for r in recs] == [0, 1, 2, 3, 4, 5]
-    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0, allow_empty=True)
     assert (m["totals"]["records_read"], m["totals"]["rows_written"], m["totals"]["rejected"]) == (6, 2, 4)
     reasons = {r["index"]: r["reason"] for r in rejects_of(tmp_path / "o" / "rejects.jsonl")}
     assert reasons[1] == "invalid JSON at byte 16: Expecting value"
@@ -229,7 +229,7 @@ def test_hostile_records_stay_harmless(tmp_path):
     src = tmp_path / "hostile.jsonl"
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(out), "--max-reject-rate", "1"]
+    cmd = [sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(out), "--max-reject-rate", "1", "--allow-empty"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     totals = json.loads((out / "manifest.json").read_text())["totals"]
@@ -254,7 +254,7 @@ def test_template_error_is_the_records_reason(tmp_path):
     )
     sys_rec = {"messages": [{"role": "system", "content": "s"}, *GOOD["messages"]]}
     src = write_jsonl(tmp_path / "in.jsonl", [GOOD, sys_rec, GOOD])
-    m = run_build([src], TOK, tmp_path / "o", chat_template=str(template), max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", chat_template=str(template), max_reject_rate=1.0, allow_empty=True)
     assert (m["totals"]["rows_written"], m["totals"]["rejected"]) == (2, 1)
     r = rejects_of(tmp_path / "o" / "rejects.jsonl")[0]
     assert (r["line"], r["stage"]) == (2, "render")
@@ -266,7 +266,7 @@ def test_a_hostile_template_is_sandboxed(tmp_path):
     template = tmp_path / "evil.jinja"
     template.write_text("{{ messages.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m.content }}{% endfor %}")
     src = write_jsonl(tmp_path / "in.jsonl", [GOOD, GOOD])
-    m = run_build([src], TOK, tmp_path / "o", chat_template=str(template), max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", chat_template=str(template), max_reject_rate=1.0, allow_empty=True)
     assert (m["totals"]["rows_written"], m["totals"]["rejected"]) == (0, 2)
     reasons = {r["reason"] for r in rejects_of(tmp_path / "o" / "rejects.jsonl")}
     assert len(reasons) == 1 and reasons.pop().startswith("chat template raised an error")
@@ -423,7 +423,7 @@ def test_random_and_corrupted_records_never_crash_and_always_reconcile(lines, co
         src = tmp / f"in.{container}"
         src.write_bytes(b"\n".join(lines) + b"\n" if container == "jsonl" else b"[" + b",\n".join(lines) + b"]")
         cfg = BuildConfig(inputs=(src,), tokenizer=str(TOK), output=tmp / "o", chunk_size=chunk_size, preflight_records=2,
-                          train_on=train_on, max_length=max_length, truncation=truncation, max_reject_rate=1.0)
+                          train_on=train_on, max_length=max_length, truncation=truncation, max_reject_rate=1.0, allow_empty=True)
         m = build(cfg).manifest
         t = m["totals"]
         assert t["records_read"] == t["rows_written"] + t["rejected"] + t["dropped"]

@@ -326,7 +326,7 @@ def test_detection_and_forced_format():
 def test_a_record_of_another_shape_in_a_file_is_rejected(tmp_path):
     good = json.loads((FORMATS_DIR / "messages.jsonl").read_text().splitlines()[0])
     src = write_jsonl(tmp_path / "mixed.jsonl", [good, {"instruction": "hi", "output": "there"}, good])
-    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0, allow_empty=True)
     assert (m["totals"]["rows_written"], m["totals"]["rejected"]) == (2, 1)
     reject = json.loads((tmp_path / "o" / "rejects.jsonl").read_text())
     assert reject["line"] == 2
@@ -342,14 +342,14 @@ def test_broken_first_line_is_judged_by_the_files_format(tmp_path):
     good = json.loads((FORMATS_DIR / "text.jsonl").read_text().splitlines()[0])
     src = tmp_path / "t.jsonl"
     src.write_text('{"txt": "typo"}\n' + json.dumps(good) + "\n")
-    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0, allow_empty=True)
     assert m["inputs"][0]["format"] == "text" and m["inputs"][0]["format_origin"] == "detected from line 2"
     assert json.loads((tmp_path / "o" / "rejects.jsonl").read_text())["reason"] == "missing field `text`"
 
 
 def test_file_of_no_known_shape(tmp_path):
     src = write_jsonl(tmp_path / "x.jsonl", [{"question": "a", "answer": "b"}] * 3)
-    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0)
+    m = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0, allow_empty=True)
     assert m["inputs"][0]["format"] is None and m["totals"]["rejected"] == 3
     reason = json.loads((tmp_path / "o" / "rejects.jsonl").read_text().splitlines()[0])["reason"]
     assert reason.startswith("no known format: keys `question`, `answer`") and "--format" in reason

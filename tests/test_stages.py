@@ -15,7 +15,7 @@ from padprep.config import PaddingSide, TrainOn, Truncation
 from padprep.mask import labels_by_offsets, labels_from_spans
 from padprep.tokenize import tokenize_batch
 from padprep.pad import pad_shard
-from padprep.render import Renderer, align_end
+from padprep.render import Renderer, align_tail
 from padprep.templates import BUILTIN_TEMPLATES
 from tests.conftest import SAMPLE, run_build, unpadded_rows, write_jsonl
 
@@ -111,10 +111,15 @@ def test_mask_from_span_ends_equals_the_offsets_definition(which, request):
             assert (fast.straddling, fast.empty_spans) == (definition.straddling, definition.empty_spans), (text, spans)
 
 
-def test_align_end_when_prefix_render_inserts_text():
+def test_align_tail_when_prefix_render_inserts_text():
     full = "<u>hi</u><a>Hello!<e>\n<u>bye</u><a><t></t>Bye<e>\n"
     upto = "<u>hi</u><a><t></t>Hello!<e>\n"  # the turn was last in the prefix render: template added <t></t>
-    assert full[: align_end(upto, full)] == "<u>hi</u><a>Hello!<e>\n"
+    assert full[: align_tail(upto, full, 12)] == "<u>hi</u><a>Hello!<e>\n"
+    # found after the floor only: the same tail later in the text is the later turn's
+    full2 = "<u>x</u><a>ok<e>\n<u>x</u><a>ok<e>\n"
+    assert align_tail("<u>x</u><a><t></t>ok<e>\n", full2, 0) == len("<u>x</u><a>ok<e>\n")
+    assert align_tail("<u>x</u><a><t></t>ok<e>\n", full2, 17) == len(full2)
+    assert align_tail("zzz", full2, 0) is None
 
 
 def test_renderer_probes_end_marker_and_spans():
@@ -143,7 +148,7 @@ def test_truncation_policies(tmp_path, policy):
     src = write_jsonl(tmp_path / "in.jsonl", [_long_record()])
     full = run_build([src], SAMPLE / "tokenizer", tmp_path / "full")
     n = full["totals"]["real_tokens"]
-    m = run_build([src], SAMPLE / "tokenizer", tmp_path / "cut", max_length=60, truncation=policy)
+    m = run_build([src], SAMPLE / "tokenizer", tmp_path / "cut", max_length=60, truncation=policy, allow_empty=True)
     if policy is Truncation.drop:
         assert (m["totals"]["rows_written"], m["totals"]["dropped"]) == (0, 1)
         return
@@ -156,7 +161,7 @@ def test_truncation_policies(tmp_path, policy):
 
 def test_right_truncation_that_loses_the_answer_is_dropped(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [_long_record()])
-    m = run_build([src], SAMPLE / "tokenizer", tmp_path / "o", max_length=8, truncation=Truncation.right)
+    m = run_build([src], SAMPLE / "tokenizer", tmp_path / "o", max_length=8, truncation=Truncation.right, allow_empty=True)
     assert (m["totals"]["rows_written"], m["totals"]["dropped"]) == (0, 1)
     reject = json.loads((tmp_path / "o" / "rejects.jsonl").read_text())
     assert reject["reason"] == "no trained token left after truncation"
