@@ -391,7 +391,7 @@ def message(m: Any, where: str, roles: dict[str, str] | None = None) -> dict:
         role = roles[role]
     if role not in ROLES:
         raise RecordError(_unknown_role(role), f"{where}.role")
-    out = dict(m)  # every key as given, null stays null: the template sees what apply_chat_template passes
+    out = template_view(m)
     out["role"] = role
     content = out.get("content")
     if isinstance(content, list):
@@ -402,15 +402,30 @@ def message(m: Any, where: str, roles: dict[str, str] | None = None) -> dict:
     if tool_calls is not None and not (isinstance(tool_calls, list) and all(isinstance(t, dict) for t in tool_calls)):
         raise RecordError("`tool_calls` must be a list of objects", f"{where}.tool_calls")
     for key in REASONING_FIELDS:
-        if out.get(key) is not None and not isinstance(out[key], str):
-            raise RecordError(f"{key} must be a string, got {json_kind(out[key])}", f"{where}.{key}")
+        if m.get(key) is not None and not isinstance(m[key], str):
+            raise RecordError(f"{key} must be a string, got {json_kind(m[key])}", f"{where}.{key}")
     if role == "assistant" and not (content or "").strip() and not tool_calls and not reasoning_of(out).strip():
         raise RecordError("empty assistant reply", f"{where}.content")
     return out
 
 
-# Where records keep a reply's reasoning (OpenAI-compatible servers, TRL, some exports).
-REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+# Where records keep a reply's reasoning (OpenAI-compatible servers, TRL, gpt-oss, some exports).
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def template_view(m: dict) -> dict:
+    """A message exactly as ``apply_chat_template`` hands it to the template (transformers 5).
+
+    Every key is kept, unknown ones too, except those whose value is null: transformers drops them
+    (templates test ``message.content is defined``), it does not turn them into "". Reasoning given
+    under any of its names is also offered as ``reasoning_content`` and ``thinking``, the names
+    templates read.
+    """
+    out = {k: v for k, v in m.items() if v is not None}
+    reasoning = next((out[k] for k in REASONING_FIELDS if k in out), None)
+    if reasoning is not None:
+        out = {"thinking": reasoning, **out, "reasoning_content": reasoning}
+    return out
 
 
 def content_of(m: dict) -> str:

@@ -36,7 +36,7 @@ from .formats import FileFormat, FormatOptions, needs_chat_template, with_format
 from .mask import IGNORE_INDEX
 from .normalize import Reject
 from .parallel import ChunkRunner, plan_workers
-from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards
+from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards, unrendered_field_hazards
 from .process import ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
 from .progress import Progress
 from .read import STDIN, RawRecord, expand_inputs, read_records
@@ -119,9 +119,9 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
             processor = Processor(bundle, options)
             records = _records(files, formats, found, progress)
             sample = list(itertools.islice(records, cfg.preflight_records))
-            hazards = _preflight(bundle, processor, sample, cfg, progress)
+            hazards = _preflight(bundle, processor, sample, cfg, progress, template_origin)
             progress.start(total_bytes)
-            if processor.renderer.fast_path and not fast_spans_agree(processor, sample):
+            if processor.renderer.fast_path and not fast_spans_agree(processor, sample).agree:
                 processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
                 hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
                                       "preflight sample: the template's boundaries are used for the whole run", handled=True))
@@ -196,9 +196,10 @@ def _records(files: list[str], formats: FormatOptions, found: dict[str, FileForm
         offset += 0 if path == STDIN else os.path.getsize(path)
 
 
-def _preflight(bundle, processor: Processor, sample, cfg: BuildConfig, progress: Progress) -> list[Hazard]:
+def _preflight(bundle, processor: Processor, sample, cfg: BuildConfig, progress: Progress, template_origin) -> list[Hazard]:
     result = processor.process(sample)
     hazards = tokenizer_hazards(bundle, processor, result) + stats_hazards(result.stats)
+    hazards += unrendered_field_hazards(processor, sample, template_origin)
     for h in hazards:
         progress.log(f"preflight: {h.code}: {h.message}" + (f" [{h.count}]" if h.count else ""))
     if cfg.strict and hazards:

@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .normalize import Reject, normalize
+from .config import TrainOn
+from .formats import reasoning_of
+from .normalize import Conversation, normalize
 from .read import RawRecord
-from .render import RenderError
+from .render import RenderError, Renderer
 from .process import ChunkResult, ChunkStats, Processor
 from .tokenizer import TokenizerBundle
 
@@ -111,13 +113,28 @@ def _end_of_turn_hazards(processor: Processor, sample: ChunkResult) -> list[Haza
     return []
 
 
-def fast_spans_agree(processor: Processor, sample: list[RawRecord]) -> bool:
+def sample_conversations(processor: Processor, sample: list[RawRecord]) -> list[Conversation]:
+    """The sample's chat records, normalized with the build's own format options (as the build will)."""
+    options = processor.options
+    require = options.train_on is not TrainOn.all
+    convs = (normalize(r, require_assistant=require, options=options.formats) for r in sample)
+    return [c for c in convs if isinstance(c, Conversation) and not c.is_raw_text]
+
+
+@dataclass(frozen=True)
+class SpanCheck:
+    """The header-scan fast path against the template's own spans on the preflight sample."""
+
+    agree: bool
+    compared: int  # conversations both methods placed
+    skipped: int  # records that are not chat conversations, fail to render, or the fast path declines
+
+
+def fast_spans_agree(processor: Processor, sample: list[RawRecord]) -> SpanCheck:
     """The header-scan fast path may be used only if it gives the template's own spans on the sample."""
     renderer = processor.renderer
-    for record in sample:
-        conv = normalize(record)
-        if isinstance(conv, Reject):
-            continue
+    compared = 0
+    for conv in sample_conversations(processor, sample):
         try:
             full = renderer.render_text(conv.messages, conv.tools, generation=False)
             fast = renderer.header_spans(conv, full)
@@ -127,5 +144,46 @@ def fast_spans_agree(processor: Processor, sample: list[RawRecord]) -> bool:
         except RenderError:
             continue
         if tuple(fast) != slow:
-            return False
-    return True
+            return SpanCheck(False, compared + 1, len(sample) - compared - 1)
+        compared += 1
+    return SpanCheck(True, compared, len(sample) - compared)
+
+
+# Message fields (and the record's ``tools``) a template may leave out of the text entirely.
+_TOOL_FIELDS = ("tool_calls", "tools")
+
+
+def unrendered_field_hazards(processor: Processor, sample: list[RawRecord], origin: str | None) -> list[Hazard]:
+    """Fields the data carries that the template never writes: their tokens are silently not in the rows.
+
+    What the template writes is probed once with distinctive values (a tool call, a tool schema,
+    a final reply's reasoning under every name templates read); a field counts when the sample
+    carries it and the probe finds no trace of it.
+    """
+    renderer = processor.renderer
+    if not isinstance(renderer, Renderer):
+        return []
+    carried: dict[str, int] = {}
+    for conv in sample_conversations(processor, sample):
+        fields = {"tools"} if conv.tools else set()
+        for m in conv.messages:
+            fields |= {k for k in _TOOL_FIELDS if m.get(k)}
+            if reasoning_of(m):
+                fields.add("reasoning_content")
+        for f in fields:
+            carried[f] = carried.get(f, 0) + 1
+    dropped = {
+        f: n for f, n in carried.items()
+        if (f == "tools" and not renderer.renders_tools)
+        or (f == "tool_calls" and not renderer.renders_tool_calls)
+        or (f == "reasoning_content" and not renderer.renders_reasoning)
+    }
+    if not dropped:
+        return []
+    names = ", ".join(f"`{f}` ({n} records)" for f, n in sorted(dropped.items()))
+    return [Hazard(
+        "unrendered_field",
+        f"the chat template ({origin or 'given'}) never writes {names} of the preflight sample: that text is not in the "
+        "rows and nothing of it is trained; use a template that renders these fields (or drop them from the data)",
+        max(dropped.values()),
+    )]

@@ -28,7 +28,7 @@ from functools import cached_property
 import jinja2
 
 from .config import TrainOn
-from .formats import content_of, reasoning_of
+from .formats import content_of, reasoning_of, template_view
 from .normalize import Conversation
 from .templates import compile_template
 
@@ -58,7 +58,6 @@ class Renderer:
         self.variables = dict(special)
         self.train_on = train_on
         self._tools_probe: str | None = None
-        self._reasoning_probe: dict[str, bool] = {}
         self.end_marker = self._probe_end_marker()
         self.header = self._probe_generation_header()
         self.fast_path = fast_path and bool(self.header and self.end_marker)
@@ -93,8 +92,9 @@ class Renderer:
         """Spans from the template's own prefix renders (two extra renders per reply), each found after the last."""
         spans, realigned, floor = [], 0, 0
         for i in turns:
-            start, moved_start = self._reply_start(conv, i, full, floor)
-            end, moved_end = self._reply_end(conv, i, full, start)
+            prompt, header = self._prompt(conv, i)
+            start, moved_start = self._reply_start(i, prompt, header, full, floor)
+            end, moved_end = self._reply_end(conv, i, prompt, header, full, start)
             spans.append((start, max(start, end)))
             realigned += moved_start + moved_end
             floor = max(start, end)
@@ -127,64 +127,85 @@ class Renderer:
         return spans
 
     def check_spans(self, conv: Conversation, full: str, turns: list[int], spans) -> None:
-        """Raise ``RenderError`` unless every reply's span is in order, disjoint and holds the reply's own text."""
+        """Raise ``RenderError`` unless every reply's span is in order, disjoint and holds the reply's own text.
+
+        A reply's text counts where the template wrote it between the previous reply's span and the
+        next one's (its *region*): there it must lie inside the span. Text a template does not write
+        at all (Llama 3.1 drops the content beside a tool call) is not asked for; tool calls, which
+        the template is probed to write, always are.
+        """
         floor = 0
         for k, (i, (start, end)) in enumerate(zip(turns, spans)):
-            problem = None
-            if not floor <= start < end <= len(full):
-                problem = "its span is empty, out of order or overlaps the previous reply's"
+            ceiling = spans[k + 1][0] if k + 1 < len(spans) else len(full)
+            if not floor <= start < end <= min(ceiling, len(full)):
+                problem = "its span is empty, out of order or overlaps another reply's"
             else:
-                problem = self._missing_text(conv.messages[i], full, floor, start, end)
+                problem = self._missing_text(conv.messages[i], full[start:end], full[floor:ceiling])
             if problem:
                 raise RenderError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
             floor = end
 
-    def _missing_text(self, message: dict, full: str, floor: int, start: int, end: int) -> str | None:
-        """What of the reply's own text is not inside ``full[start:end]`` (None: all of it is)."""
-        span = full[start:end]
+    def _missing_text(self, message: dict, span: str, region: str) -> str | None:
+        """What of the reply's own text lies outside its span (None: nothing)."""
         content = content_of(message).strip()
-        if content and content not in span and content[-_TAIL:].strip() not in span:
-            return "its content is not inside its span"
+        for piece in (content, content[-_TAIL:].strip()):
+            if piece and piece in region and piece not in span:
+                return "its content is outside its span"
+        reasoning = reasoning_of(message).strip()
+        if reasoning and reasoning in region and reasoning not in span:
+            return "its reasoning is outside its span"
         if self.renders_tool_calls:
             for name, pieces in _tool_call_pieces(message):
                 if name not in span:
                     return f"tool call `{name}` is not inside its span"
                 if not all(any(form in span for form in forms) for forms in pieces):
                     return f"the arguments of tool call `{name}` are not inside its span"
-        reasoning = reasoning_of(message).strip()
-        if reasoning and reasoning in full[floor:end] and reasoning not in span:
-            return "its reasoning is rendered before the span starts"
         return None
 
-    def _reply_start(self, conv: Conversation, i: int, full: str, floor: int) -> tuple[int, int]:
+    def _prompt(self, conv: Conversation, i: int) -> tuple[str | None, str]:
+        """``render(messages[:i], add_generation_prompt=True)`` and the generation header that ends it.
+
+        None for a reply that opens the conversation where the template cannot render no messages.
+        """
         try:
             prompt = self.render_text(conv.messages[:i], conv.tools, generation=True)
         except RenderError:
-            if i == 0:  # some templates cannot render an empty prefix; the reply then starts the text
-                return 0, 1
+            if i == 0:
+                return None, ""
             raise
+        if self.header and prompt.endswith(self.header):
+            return prompt, self.header
+        bare = self.render_text(conv.messages[:i], conv.tools, generation=False)
+        return prompt, prompt[len(bare) :] if prompt.startswith(bare) else ""
+
+    def _reply_start(self, i: int, prompt: str | None, header: str, full: str, floor: int) -> tuple[int, int]:
+        """Where reply ``i`` starts in ``full``: after its prompt, found after the previous reply (``floor``)."""
+        if prompt is None:
+            return 0, 1  # the reply starts the text
         if floor <= len(prompt) and full.startswith(prompt):
             return len(prompt), 0
-        header = self._generation_header_of(conv, i, prompt)
-        at = align_tail(prompt[: len(prompt) - len(header)], full, floor)
+        # The template rewrote an earlier turn. What lies between the previous reply and this one is the
+        # same text in both renders: the prompt ends with it, the full render has it at ``floor``, and a
+        # generation header (or as much of it as the full render repeats) comes right after it.
+        body = prompt[: len(prompt) - len(header)]
+        at = _after_same_text(body, header, full, floor)
         if at is None:
             raise RenderError(f"could not locate the prompt of reply at message {i} in the full render")
         return at + common_prefix_length(header, full[at : at + len(header)]), 1
 
-    def _generation_header_of(self, conv: Conversation, i: int, prompt: str) -> str:
-        """What ``add_generation_prompt`` appended to this prompt (the probed header, or rendered once more)."""
-        if self.header and prompt.endswith(self.header):
-            return self.header
-        bare = self.render_text(conv.messages[:i], conv.tools, generation=False)
-        return prompt[len(bare) :] if prompt.startswith(bare) else ""
-
-    def _reply_end(self, conv: Conversation, i: int, full: str, start: int) -> tuple[int, int]:
+    def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:
+        """Where reply ``i`` ends in ``full``: its render as the last message, re-synchronised after ``start``."""
         upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
         if len(upto) > start and full.startswith(upto):
             end, moved = len(upto), 0
         else:
-            found = align_tail(upto, full, start)
-            end, moved = (found if found is not None else start), 1
+            begins = _reply_offset(upto, prompt, header)
+            if begins is None:
+                found = align_tail(upto, full, start)
+                end = found if found is not None else start
+            else:
+                end = resynchronise(upto[begins:], full, start)
+            moved = 1
         end = start + len(full[start:end].rstrip())
         marker = self.end_marker
         if marker and not full.startswith(marker, end - len(marker)):
@@ -227,11 +248,12 @@ class Renderer:
         """A tool round trip rendered with a few common shapes (templates differ on null content, string arguments)."""
         if self._tools_probe is None:
             self._tools_probe = ""
-            for content, arguments in ((None, {"city": "Paris"}), ("", {"city": "Paris"}), ("", '{"city": "Paris"}')):
+            for content, arguments in (("", {"city": "Paris"}), ("", '{"city": "Paris"}'), (None, {"city": "Paris"})):
                 call = {"type": "function", "function": {"name": _PROBE_FUNCTION, "arguments": arguments}}
+                reply = {"role": "assistant", "tool_calls": [call], **({"content": content} if content is not None else {})}
                 messages = [
                     {"role": "user", "content": "hi"},
-                    {"role": "assistant", "content": content, "tool_calls": [call]},
+                    reply,
                     {"role": "tool", "content": "20 degrees", "name": _PROBE_FUNCTION},
                     {"role": "assistant", "content": "It is 20 degrees."},
                 ]
@@ -242,15 +264,14 @@ class Renderer:
                     continue
         return self._tools_probe
 
-    def renders_reasoning(self, field: str) -> bool:
-        """Whether the template writes a final reply's reasoning given under ``field`` (cached per field)."""
-        if field not in self._reasoning_probe:
-            messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "A.", field: _PROBE_REASONING}]
-            try:
-                self._reasoning_probe[field] = _PROBE_REASONING in self.render_text(messages, None, generation=False)
-            except RenderError:
-                self._reasoning_probe[field] = False
-        return self._reasoning_probe[field]
+    @cached_property
+    def renders_reasoning(self) -> bool:
+        """Whether the template writes a final reply's reasoning (given under all the names templates read)."""
+        reply = template_view({"role": "assistant", "content": "A.", "reasoning_content": _PROBE_REASONING})
+        try:
+            return _PROBE_REASONING in self.render_text([{"role": "user", "content": "hi"}, reply], None, generation=False)
+        except RenderError:
+            return False
 
 
 # Distinctive names for probing what a template renders.
@@ -264,8 +285,8 @@ _PROBE_TOOL_SCHEMA = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-# A reply whose full content is not in its span must at least end in it (templates drop a leading
-# ``<think>`` block from earlier replies, as Qwen3 does with reasoning written inside content).
+# The end of a reply's content is checked on its own too: templates drop a leading ``<think>`` block
+# written inside content from earlier replies (Qwen3), so the whole content is not in the text.
 _TAIL = 64
 
 
@@ -303,6 +324,52 @@ def _strings(value, depth: int = 0) -> list[str]:
 def _forms(text: str) -> tuple[str, ...]:
     escaped = json.dumps(text, ensure_ascii=False)[1:-1]
     return (text.strip(), escaped, json.dumps(text)[1:-1])
+
+
+def _after_same_text(body: str, header: str, full: str, floor: int) -> int | None:
+    """The first place at or after ``floor`` where ``full`` holds the generation header's first line and
+    the text from ``floor`` up to it is how ``body`` ends (None: nowhere; then the longest tail of
+    ``body`` found after ``floor`` is used)."""
+    head = header[: header.index("\n") + 1] if "\n" in header else header
+    if not head:
+        return align_tail(body, full, floor)
+    at = full.find(head, floor)
+    while at >= 0:
+        if body.endswith(full[floor:at]):
+            return at
+        at = full.find(head, at + 1)
+    return None
+
+
+def _reply_offset(upto: str, prompt: str | None, header: str) -> int | None:
+    """Where the reply begins in ``upto`` (the render that ends with it), from its prompt render."""
+    if prompt is None:
+        return 0
+    if upto.startswith(prompt):
+        return len(prompt)
+    body = prompt[: len(prompt) - len(header)]
+    if upto.startswith(body):
+        return len(body) + common_prefix_length(header, upto[len(body) : len(body) + len(header)])
+    return None
+
+
+def resynchronise(reply: str, full: str, start: int) -> int:
+    """The end in ``full`` of ``reply`` (a reply as rendered when last) where ``full`` has it from ``start``.
+
+    The two agree up to a point, then the last-turn render holds something the full render lacks
+    (Qwen3's ``<think>...</think>`` on the last reply); the longest rest of ``reply`` that ``full``
+    continues with at that point is the rest of the reply.
+    """
+    agree = common_prefix_length(reply, full[start : start + len(reply)])
+    at, rest = start + agree, reply[agree:]
+    if not rest or at >= len(full):
+        return at
+    j = rest.find(full[at])
+    while 0 <= j:
+        if full.startswith(rest[j:], at):
+            return at + len(rest) - j
+        j = rest.find(full[at], j + 1)
+    return at
 
 
 def _find_all(text: str, needle: str) -> list[int]:

@@ -23,11 +23,41 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
         "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     ),
-    # Exactly Meta-Llama-3-8B-Instruct's template.
+    # Meta-Llama-3-8B-Instruct's template, extended with tools the way Llama 3.1+'s template writes them:
+    # a chat without tools renders exactly as Llama 3's; with ``tools`` the system turn says
+    # "Environment: ipython" and the schemas go in the first user turn; a tool call is written as JSON
+    # {"name", "parameters"} (one per turn, as Meta's raises otherwise); results go in ``ipython`` turns.
     "llama3": (
-        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-        "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
-        "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+        "{% set loop_messages = messages %}"
+        "{% if tools %}"
+        "{% if messages[0]['role'] == 'system' %}{% set system_message = messages[0]['content'] | trim %}"
+        "{% set loop_messages = messages[1:] %}{% else %}{% set system_message = '' %}{% endif %}"
+        "{{ bos_token + '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython\\n\\n' + system_message + '<|eot_id|>' }}"
+        "{% if not loop_messages or loop_messages[0]['role'] != 'user' %}"
+        "{{ raise_exception('Cannot put tools in the first user message when there is no first user message') }}{% endif %}"
+        "{{ '<|start_header_id|>user<|end_header_id|>\\n\\n' }}"
+        "{{ 'Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\\n\\n' }}"
+        "{{ 'Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\\n\\n' }}"
+        "{% for t in tools %}{{ t | tojson(indent=4) }}{{ '\\n\\n' }}{% endfor %}"
+        "{{ loop_messages[0]['content'] | trim + '<|eot_id|>' }}"
+        "{% set loop_messages = loop_messages[1:] %}"
+        "{% endif %}"
+        "{% for message in loop_messages %}"
+        "{% if message['role'] == 'tool' or message['role'] == 'ipython' %}"
+        "{{ '<|start_header_id|>ipython<|end_header_id|>\\n\\n' }}"
+        "{% if message.content is mapping or message.content is iterable %}{{ message.content | tojson }}"
+        "{% else %}{{ message.content }}{% endif %}{{ '<|eot_id|>' }}"
+        "{% elif message.tool_calls %}"
+        "{% if message.tool_calls | length != 1 %}{{ raise_exception('This model only supports single tool-calls at once!') }}{% endif %}"
+        "{% set tool_call = message.tool_calls[0].function if message.tool_calls[0].function is defined else message.tool_calls[0] %}"
+        "{% if loop.index0 == 0 and not tools %}{{ bos_token }}{% endif %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + tool_call.name + '\", \"parameters\": ' }}"
+        "{% if tool_call.arguments is string %}{{ tool_call.arguments }}{% else %}{{ tool_call.arguments | tojson }}{% endif %}"
+        "{{ '}<|eot_id|>' }}"
+        "{% else %}"
+        "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+        "'<|eot_id|>' %}{% if loop.index0 == 0 and not tools %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+        "{% endif %}"
         "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
     ),
 }

@@ -59,12 +59,23 @@ def qwen3_generation_template(template: str) -> str:
     return out
 
 
-LLAMA3_GENERATION = (
-    "{% for message in messages %}{% if loop.index0 == 0 %}{{ bos_token }}{% endif %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}{% endgeneration %}"
-    "{% else %}{{ message['content'] | trim + '<|eot_id|>' }}{% endif %}{% endfor %}"
-)
+def llama3_generation_template(template: str) -> str:
+    """The built-in llama3 template with each assistant reply (text or tool call) inside a generation block."""
+    call = "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + tool_call.name"
+    call_end = "{{ '}<|eot_id|>' }}"
+    plain = "{{ content }}"
+    for piece in (call, call_end, plain):
+        assert template.count(piece) == 1, piece
+    out = template.replace(call, "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% generation %}{{ '{\"name\": \"' + tool_call.name")
+    out = out.replace(call_end, call_end + "{% endgeneration %}")
+    return out.replace(plain, (
+        "{% if message['role'] == 'assistant' %}{% if loop.index0 == 0 and not tools %}{{ bos_token }}{% endif %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}"
+        "{% endgeneration %}{% else %}{{ content }}{% endif %}"
+    ))
+
+
+LLAMA3_GENERATION = llama3_generation_template(BUILTIN_TEMPLATES["llama3"])
 
 
 def reference_rows(tokenizer, records: list[dict], template: str, generation_template: str) -> list[tuple[list, list]]:
