@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 
 from . import __version__
 from .progress import Throughput, format_duration
-from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, InputFormat, PaddingSide, SpanMethod, TrainOn, Truncation
+from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, InputFormat, PaddingSide, Reasoning, SpanMethod, TrainOn, Truncation
 
 app = typer.Typer(
     add_completion=False,
@@ -86,6 +86,7 @@ def build(
     chat_template: Optional[str] = typer.Option(None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."),
     pad_token: Optional[str] = typer.Option(None, help="Pad token text (default: the tokenizer's pad token, else eos, reported)."),
     train_on: TrainOn = typer.Option(TrainOn.assistant, help="assistant: every reply; last: the final reply; all: every token."),
+    reasoning: Reasoning = typer.Option(Reasoning.train, help="Think blocks the template writes into replies: train them; mask-empty: mask empty ones (<think>\\n\\n</think>); mask: mask them all. Ids never change."),
     span_method: SpanMethod = typer.Option(SpanMethod.auto, help="auto: header scan where preflight proves it equals the template's boundaries; template: always the template's prefix renders."),
     max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens."),
     truncation: Truncation = typer.Option(Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."),
@@ -158,6 +159,7 @@ def build(
             max_rejects=max_rejects,
             max_reject_rate=max_reject_rate,
             allow_empty=allow_empty,
+            reasoning=reasoning,
         )
     except ValueError as exc:
         _fail(err, str(exc), EXIT_USAGE)

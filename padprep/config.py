@@ -50,6 +50,19 @@ class InputFormat(str, Enum):
     text = "text"
 
 
+class Reasoning(str, Enum):
+    """What to do with the think blocks (``<think>...</think>``) a template writes into replies.
+
+    ``train`` (default): train them, as the model writes them. ``mask-empty``: mask a block with nothing
+    inside (Qwen3 writes ``<think>\n\n</think>\n\n`` into replies without reasoning). ``mask``: mask every
+    think block. The reply after the block and its end-of-turn token stay trained; ids never change.
+    """
+
+    train = "train"
+    mask_empty = "mask-empty"
+    mask = "mask"
+
+
 class PaddingSide(str, Enum):
     """Right padding for training, left padding for batched generation."""
 
@@ -98,6 +111,7 @@ class BuildConfig:
     max_rejects: int | None = None  # fail when more bad records than this (None: no count limit)
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE  # fail when a larger fraction of records is bad
     allow_empty: bool = False  # succeed even when no row is written (no records, all rejected or dropped)
+    reasoning: Reasoning = Reasoning.train  # think blocks in replies: train, mask the empty ones, or mask all
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 1:

@@ -3,8 +3,10 @@
 Five shapes are understood (field names are the defaults; each can be renamed, see ``FieldNames``):
 
 * ``messages``: ``{"messages": [{"role", "content"}...], "tools"?}`` (OpenAI / TRL conversational),
-  content as a string or a list of text parts, assistant ``tool_calls``, ``tool`` results,
-  per-message ``reasoning_content``;
+  content as a string or a list of parts, assistant ``tool_calls``, ``tool`` results, per-message
+  ``reasoning_content``; LLaMA-Factory v1's shape too (parts ``{"type": "text"|"reasoning"|"tool_call",
+  "value"}``, ``loss_weight`` per message, ``tools`` as a JSON string). Per-message training flags:
+  ``loss_weight`` (LLaMA-Factory) and ``train`` / ``training`` (axolotl), see ``message_weight``;
 * ``sharegpt``: ``{"conversations": [{"from", "value"}...], "system"?, "tools"?}`` with
   ``human``/``gpt``/``system``/``function_call``/``observation`` turns (renamable with ``--role-map``);
 * ``alpaca``: ``{"instruction", "input"?, "output", "system"?, "history"?}``;
@@ -133,6 +135,7 @@ class Converted:
     train_from: int = 0
     text: str | None = None
     spans: tuple[tuple[int, int], ...] | None = None
+    weights: tuple[float | None, ...] | None = None  # per message: its training flag (None: the default)
 
 
 # -- detection ------------------------------------------------------------------------------------
@@ -269,7 +272,10 @@ def _messages(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
         key = names.conversations  # role/content turns under the ShareGPT key
     raw = _turn_list(obj, key)
     messages = [message(m, f"{key}[{i}]", roles) for i, m in enumerate(raw)]
-    return Converted(tuple(messages), tools_field(obj.get(names.tools), names.tools))
+    tools = tools_field(obj.get(names.tools), names.tools)
+    if tools and any(_is_v1(m) for m in raw):  # LLaMA-Factory v1 keeps bare schemas: the OpenAI shape, as templates expect
+        tools = [_openai_tool(t, f"{names.tools}[{j}]") for j, t in enumerate(tools)]
+    return Converted(tuple(messages), tools, weights=weights_of(raw, key))
 
 
 def _sharegpt(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
@@ -366,7 +372,8 @@ def _prompt_completion(obj: dict, names: FieldNames, roles: dict[str, str]) -> C
     msgs += [message(m, f"{names.completion}[{i}]", roles) for i, m in enumerate(c)]
     if not any(m["role"] == "assistant" for m in msgs[len(p):]):
         raise RecordError(f"`{names.completion}` holds no assistant message (nothing to train)", names.completion)
-    return Converted(tuple(msgs), tools_field(obj.get(names.tools), names.tools), train_from=len(p))
+    weights = weights_of(list(p) + list(c), names.prompt)
+    return Converted(tuple(msgs), tools_field(obj.get(names.tools), names.tools), train_from=len(p), weights=weights)
 
 
 def _text(obj: dict, names: FieldNames) -> Converted:
@@ -395,7 +402,8 @@ def message(m: Any, where: str, roles: dict[str, str] | None = None) -> dict:
     out["role"] = role
     content = out.get("content")
     if isinstance(content, list):
-        content = out["content"] = text_of_parts(content, f"{where}.content")
+        out = _with_parts(out, content, f"{where}.content")
+        content = out["content"]
     if content is not None and not isinstance(content, str):
         raise RecordError(f"content must be a string, got {json_kind(content)}", f"{where}.content")
     tool_calls = out.get("tool_calls")
@@ -439,18 +447,125 @@ def reasoning_of(m: dict) -> str:
     return next((m[k] for k in REASONING_FIELDS if isinstance(m.get(k), str) and m[k]), "")
 
 
-def text_of_parts(parts: list, where: str) -> str:
-    """Content given as a list of parts (``[{"type": "text", "text": ...}]``) becomes its joined text."""
-    texts = []
+@dataclass(frozen=True)
+class Parts:
+    """A content list split by kind: text (joined as LLaMA-Factory joins it, with nothing between), reasoning, tool calls."""
+
+    text: str
+    reasoning: str | None
+    tool_calls: list
+
+
+PART_TYPES = ("text", "reasoning", "tool_call")
+
+
+def content_parts(parts: list, where: str) -> Parts:
+    """Split content parts: ``{"type": "text", "text"|"value": ...}`` (OpenAI / LLaMA-Factory v1), v1's
+    ``reasoning`` parts and ``tool_call`` parts (a JSON string ``{"name", "arguments"}``); a bare string is text."""
+    texts, reasoning, calls = [], [], []
     for j, part in enumerate(parts):
+        at = f"{where}[{j}]"
         if isinstance(part, str):
             texts.append(part)
-        elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
+            continue
+        if not isinstance(part, dict):
+            raise RecordError(f"content part must be an object or a string, got {json_kind(part)}", at)
+        kind = part.get("type", "text")
+        key = "text" if "text" in part else "value"
+        value = part.get(key)
+        if kind not in PART_TYPES:
+            raise RecordError(
+                f"unsupported content part type `{kind}` (padprep reads {', '.join(PART_TYPES)} parts)", f"{at}.type"
+            )
+        if kind == "tool_call":
+            calls.append(_tool_call_part(value, f"{at}.{key}"))
+        elif not isinstance(value, str):
+            raise RecordError(f"a `{kind}` part needs a string under `text` or `value`, got {json_kind(value)}", f"{at}.{key}")
         else:
-            kind = part.get("type") if isinstance(part, dict) else json_kind(part)
-            raise RecordError(f"only text content parts are supported, got a `{kind}` part", f"{where}[{j}]")
-    return "".join(texts)
+            (texts if kind == "text" else reasoning).append(value)
+    return Parts("".join(texts), "".join(reasoning) if reasoning else None, calls)
+
+
+def _tool_call_part(value: Any, where: str) -> dict:
+    """A v1 ``tool_call`` part: JSON ``{"name", "arguments"}`` (a string, or already an object) -> OpenAI's shape."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"tool_call part is not valid JSON: {exc.msg} at character {exc.pos}", where) from None
+    if not (isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]):
+        raise RecordError('tool_call part must be a {"name", "arguments"} object', where)
+    return {"type": "function", "function": {"name": value["name"], "arguments": value.get("arguments", {})}}
+
+
+def _with_parts(out: dict, parts: list, where: str) -> dict:
+    """A message whose content is a list of parts, with text, reasoning and tool calls in their own fields."""
+    split = content_parts(parts, where)
+    out["content"] = split.text
+    if split.tool_calls:
+        if out.get("tool_calls"):
+            raise RecordError("tool calls given both as `tool_call` parts and as `tool_calls`", where)
+        out["tool_calls"] = split.tool_calls
+    if split.reasoning is not None:
+        if reasoning_of(out):
+            raise RecordError("reasoning given both as `reasoning` parts and as a reasoning field", where)
+        out = template_view({**out, "reasoning_content": split.reasoning})
+    return out
+
+
+def _is_v1(m: Any) -> bool:
+    """LLaMA-Factory v1 messages: parts keyed ``value``, or a ``loss_weight``."""
+    if not isinstance(m, dict):
+        return False
+    content = m.get("content")
+    return "loss_weight" in m or (
+        isinstance(content, list) and any(isinstance(p, dict) and "value" in p and "text" not in p for p in content)
+    )
+
+
+def _openai_tool(tool: dict, where: str) -> dict:
+    """A tool schema in OpenAI's shape ``{"type": "function", "function": {...}}``."""
+    if isinstance(tool.get("function"), dict):
+        return {"type": "function", **tool}
+    if isinstance(tool.get("name"), str):
+        return {"type": "function", "function": tool}
+    raise RecordError("tool schema must hold a `name` (or a `function` object)", where)
+
+
+# -- per-message training flags ---------------------------------------------------------------------
+
+WEIGHT_KEYS = ("loss_weight", "train", "training")
+
+
+def message_weight(m: dict, where: str) -> float | None:
+    """A message's training flag: ``loss_weight`` (a number >= 0; LLaMA-Factory) or ``train`` /
+    ``training`` (true/false; axolotl). None when it carries none (the default applies: replies are
+    trained, everything else is not). 0 masks the message, 1 trains it; other weights are kept."""
+    found: list[tuple[str, float]] = []
+    for key in WEIGHT_KEYS:
+        value = m.get(key)
+        if value is None:
+            continue
+        if key == "loss_weight":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
+                raise RecordError(f"`loss_weight` must be a number >= 0, got {json.dumps(value)}", f"{where}.{key}")
+            found.append((key, float(value)))
+        else:
+            if not isinstance(value, bool):
+                raise RecordError(f"`{key}` must be true or false, got {json.dumps(value)}", f"{where}.{key}")
+            found.append((key, 1.0 if value else 0.0))
+    if not found:
+        return None
+    if len({w > 0 for _, w in found}) > 1:
+        keys = " and ".join(f"`{k}`" for k, _ in found)
+        raise RecordError(f"{keys} disagree on whether this message is trained", where)
+    return next(w for k, w in found if k == "loss_weight") if any(k == "loss_weight" for k, _ in found) else found[0][1]
+
+
+def weights_of(raw: list, key: str) -> tuple[float | None, ...] | None:
+    """Each message's training flag, or None when no message carries one."""
+    weights = tuple(message_weight(m, f"{key}[{i}]") if isinstance(m, dict) else None for i, m in enumerate(raw))
+    return weights if any(w is not None for w in weights) else None
 
 
 def tools_field(tools: Any, key: str = "tools") -> list | None:

@@ -44,6 +44,21 @@ def labels_from_spans(tokens: Tokens, spans) -> Mask:
     return Mask(labels, straddling, 0)
 
 
+def weights_from_spans(tokens: Tokens, spans, weights, labels: np.ndarray) -> np.ndarray:
+    """Per-token loss weights (float32): each span's weight on the tokens it trains, 0 wherever ``labels`` is -100."""
+    ids, enc = tokens.ids, tokens.encoding
+    out = np.zeros(len(ids), dtype=np.float32)
+    for (s, e), w in zip(spans, weights):
+        found = _overlapping(enc, len(ids), s, e)
+        if found is None:
+            offsets = tokens.offsets
+            out[(offsets[:, 0] < e) & (offsets[:, 1] > s)] = w
+        else:
+            out[found[0] : found[1] + 1] = w
+    out[labels == IGNORE_INDEX] = 0.0
+    return out
+
+
 def _overlapping(enc, n: int, s: int, e: int) -> tuple[int, int] | None:
     """First and last token overlapping characters ``[s, e)``; None when the ends do not map to tokens."""
     if s >= e:

@@ -26,7 +26,6 @@ from .formats import (  # noqa: F401  (re-exported: the message-level checks liv
     json_kind,
     may_hold_lone_surrogate,
     message,
-    text_of_parts,
     tools_field,
 )
 from .read import RawRecord
@@ -54,6 +53,7 @@ class Conversation:
     train_from: int = 0
     text: str | None = None
     spans: tuple[tuple[int, int], ...] | None = None
+    weights: tuple[float | None, ...] | None = None  # per message: its training flag (formats.message_weight)
 
     @property
     def assistant_indices(self) -> list[int]:
@@ -126,7 +126,8 @@ def normalize(record: RawRecord, require_assistant: bool = True, options: Format
         reason = f"internal error while converting the record: {type(exc).__name__}: {exc}"
         return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit)
     return Conversation(
-        out.messages, out.tools, record.source, record.line, record.unit, fmt, out.train_from, out.text, out.spans
+        out.messages, out.tools, record.source, record.line, record.unit, fmt, out.train_from, out.text, out.spans,
+        out.weights,
     )
 
 

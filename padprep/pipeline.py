@@ -31,7 +31,7 @@ import pyarrow as pa
 from . import __version__
 from .buildkey import build_key, input_digests, up_to_date
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
-from .config import BuildConfig, SpanMethod
+from .config import BuildConfig, Reasoning, SpanMethod
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
@@ -105,7 +105,7 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     template, template_origin = _template(cfg, bundle, files, formats)
     options = ProcessOptions(
         template, cfg.train_on, _effective_max_length(cfg), cfg.truncation, cfg.span_method is SpanMethod.auto,
-        formats, cfg.append_eos,
+        formats, cfg.append_eos, cfg.reasoning,
     )
     found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
@@ -117,6 +117,7 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     try:
         with ChunkRunner(plan, bundle) as runner:  # workers start before this process tokenizes anything
             processor = Processor(bundle, options)
+            _report_reasoning_option(cfg, processor, progress)
             records = _records(files, formats, found, progress)
             sample = list(itertools.islice(records, cfg.preflight_records))
             hazards = _preflight(bundle, processor, sample, cfg, progress, template_origin)
@@ -145,6 +146,17 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
         out.abort()
         raise
     return BuildResult(cfg.output, manifest, hazards)
+
+
+def _report_reasoning_option(cfg: BuildConfig, processor: Processor, progress: Progress) -> None:
+    """``--reasoning mask|mask-empty`` with a template that writes no think block changes nothing: say so, once."""
+    if cfg.reasoning is Reasoning.train:
+        return
+    markers = getattr(processor.renderer, "think_markers", None)
+    if markers is None:
+        progress.log(f"--reasoning {cfg.reasoning.value}: the chat template writes no think block; nothing to mask")
+    else:
+        progress.log(f"--reasoning {cfg.reasoning.value}: think blocks are {markers[0]} ... {markers[1]} (probed from the template)")
 
 
 def _input_bytes(files: list[str]) -> int | None:
@@ -192,7 +204,7 @@ def _records(files: list[str], formats: FormatOptions, found: dict[str, FileForm
     offset = 0
     for path in files:
         on_open = functools.partial(progress.reading, offset)
-        yield from with_formats(path, read_records(path, on_open), formats, found, progress.log)
+        yield from with_formats(path, read_records(path, on_open, progress.log), formats, found, progress.log)
         offset += 0 if path == STDIN else os.path.getsize(path)
 
 
@@ -498,6 +510,10 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, di
             "padding_fraction": pad / (real + pad) if real + pad else 0.0,
             "unbucketed_padding_fraction": padding_of(histogram, [longest]) / (longest * counts.written) if counts.written else 0.0,
             "realigned_boundaries": stats.realigned,
+            "replies_masked_by_flag": stats.masked_by_flag,
+            "messages_trained_by_flag": stats.trained_by_flag,
+            "rows_with_fractional_weights": stats.weighted_rows,
+            "think_blocks_masked": stats.think_masked,
         },
         "hazards": [h.as_json() for h in hazards],
     }

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Truncation, TrainOn
+from .config import Reasoning, Truncation, TrainOn
 from .formats import FormatOptions, content_of
-from .mask import IGNORE_INDEX, labels_from_spans
+from .mask import IGNORE_INDEX, labels_from_spans, weights_from_spans
 from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
 from .render import RenderError, Renderer
@@ -31,6 +31,7 @@ class Row:
     source: str
     line: int
     truncated: bool = False
+    weights: np.ndarray | None = None  # float32 loss weight per token (0 where labels are -100); None: all 1
 
 
 @dataclass
@@ -43,6 +44,10 @@ class ChunkStats:
     empty_replies: int = 0
     realigned: int = 0
     special_text: int = 0  # conversations whose content holds special-token text
+    masked_by_flag: int = 0  # replies masked by their loss_weight 0 / train false
+    trained_by_flag: int = 0  # non-reply messages trained because their flag asks
+    weighted_rows: int = 0  # rows with a loss weight other than 0 and 1
+    think_masked: int = 0  # think blocks masked by --reasoning
 
     def add(self, other: "ChunkStats") -> None:
         for name in self.__dataclass_fields__:
@@ -110,6 +115,7 @@ class ProcessOptions:
     fast_spans: bool = True
     formats: FormatOptions = field(default_factory=FormatOptions)
     append_eos: bool = True  # raw-text rows (text, string prompt-completion) end with the eos token
+    reasoning: Reasoning = Reasoning.train
 
 
 class Processor:
@@ -120,7 +126,9 @@ class Processor:
         if options.template is None:
             self.renderer: Renderer | _NoTemplate = _NoTemplate()
         else:
-            self.renderer = Renderer(options.template, bundle.special, options.train_on, options.fast_spans)
+            self.renderer = Renderer(
+                options.template, bundle.special, options.train_on, options.fast_spans, options.reasoning
+            )
         self.options = options
         self.special_text = _special_token_pattern(self.tokenizer)
         self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
@@ -174,7 +182,12 @@ class Processor:
             stats.straddling += mask.straddling
             stats.empty_replies += mask.empty_spans
             stats.realigned += ren.realigned
-            outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels)
+            stats.masked_by_flag += ren.masked_by_flag
+            stats.trained_by_flag += ren.trained_by_flag
+            stats.think_masked += ren.think_masked
+            weights = None if ren.weights is None else weights_from_spans(tok, ren.spans, ren.weights, mask.labels)
+            stats.weighted_rows += weights is not None
+            outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels, weights)
         for (k, conv, record), tok in zip(prepared.raw, prepared.raw_tokens):
             ids, labels = self._raw_labels(conv, tok)
             outcome[k] = self._apply_limits(conv, record, ids, labels)
@@ -198,7 +211,8 @@ class Processor:
             labels = np.append(labels, eos).astype(np.int32)
         return ids, labels
 
-    def _apply_limits(self, conv: Conversation, record: RawRecord, ids: np.ndarray, labels: np.ndarray):
+    def _apply_limits(self, conv: Conversation, record: RawRecord, ids: np.ndarray, labels: np.ndarray,
+                      weights: np.ndarray | None = None):
         """Truncation policy, then the rule that a row must train at least one token."""
         limit, policy = self.options.max_length, self.options.truncation
         truncated = False
@@ -208,10 +222,13 @@ class Processor:
                 return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
             keep = slice(0, limit) if policy is Truncation.right else slice(len(ids) - limit, None)
             ids, labels, truncated = ids[keep], labels[keep], True
+            weights = None if weights is None else weights[keep]
         if not np.any(labels != IGNORE_INDEX):
             reason = "no trained token left after truncation" if truncated else "no trained token"
+            if conv.weights and not truncated:
+                reason = "no trained token (every reply masked by its loss_weight / train flag)"
             return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
-        return Row(ids, labels, conv.source, conv.line, truncated)
+        return Row(ids, labels, conv.source, conv.line, truncated, weights)
 
 
 class _NoTemplate:

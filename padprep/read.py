@@ -8,10 +8,12 @@ Containers:
 * JSON Lines (``.jsonl`` and anything not named ``.json``): one record per line; blank lines are
   not records; a byte-order mark, CRLF endings and surrounding whitespace are accepted. A line
   longer than ``MAX_LINE_BYTES`` is never held in memory: it becomes a record with an error.
-* ``.json``: one top-level array of records, streamed element by element (never loaded whole);
-  elements are found by a byte scanner that tracks strings and brackets, so a malformed element
-  is one bad record, not a failed file. A ``.json`` file that does not start with ``[`` is read as
-  JSON Lines (``datasets``' ``to_json`` writes JSON Lines under that name).
+* ``.json``: decided from the first non-space byte, and reported: ``[`` one top-level array of
+  records, streamed element by element (never loaded whole; elements are found by a byte scanner
+  that tracks strings and brackets, so a malformed element is one bad record, not a failed file);
+  ``{`` one object, pretty-printed or not, that is one record, unless it is only the first of
+  several objects: then, and for anything else, JSON Lines (``datasets``' ``to_json`` writes JSON
+  Lines under that name).
 * ``-``: standard input, JSON Lines, or one array when it starts with ``[``.
 * ``.gz`` / ``.zst`` suffixes on any of these are decompressed while streaming.
 """
@@ -19,6 +21,7 @@ Containers:
 from __future__ import annotations
 
 import glob
+import json
 import gzip
 import io
 import os
@@ -151,7 +154,9 @@ def is_json_array_file(path: str) -> bool:
     return name.endswith(".json")
 
 
-def read_records(path: str, on_open: Callable[[Callable[[], int]], None] | None = None) -> Iterator[RawRecord]:
+def read_records(
+    path: str, on_open: Callable[[Callable[[], int]], None] | None = None, log: Callable[[str], None] | None = None
+) -> Iterator[RawRecord]:
     """Stream the records of one file. A file that breaks off mid-way (corrupt archive) is an InputError.
 
     ``on_open`` receives a function that tells how many bytes of the file on disk were read so far
@@ -166,10 +171,16 @@ def read_records(path: str, on_open: Callable[[Callable[[], int]], None] | None 
     progress = [0]  # the last record position handed out, for the error message
     try:
         buffered = fh if isinstance(fh, io.BufferedReader) else io.BufferedReader(fh)  # type: ignore[arg-type]
-        if (path == STDIN or is_json_array_file(path)) and _starts_with_array(buffered):
-            records = _read_json_array(path, buffered)
+        json_file = path == STDIN or is_json_array_file(path)
+        first = _first_byte(buffered) if json_file else b""
+        if first == b"[":
+            records, kind = _read_json_array(path, buffered), "one JSON array"
+        elif first == b"{" and path != STDIN and not _first_line_is_json(buffered):
+            records, kind = _read_json_object(path, buffered), "one JSON object"
         else:
-            records = _read_jsonl(path, buffered)
+            records, kind = _read_jsonl(path, buffered), "JSON Lines"
+        if log is not None and json_file and path != STDIN:
+            log(f"{path}: read as {kind} (its first non-space byte is {first.decode('latin-1') or 'none'!r})")
         for rec in records:
             progress[0] = rec.line
             yield rec
@@ -185,12 +196,44 @@ def read_records(path: str, on_open: Callable[[Callable[[], int]], None] | None 
             disk.close()
 
 
-def _starts_with_array(fh: io.BufferedReader) -> bool:
+def _first_byte(fh: io.BufferedReader) -> bytes:
     head = fh.peek(4096)
     head = head[3:] if head.startswith(_BOM) else head
-    head = head.lstrip(_WS)
-    return head[:1] == b"["
+    return head.lstrip(_WS)[:1]
 
+
+def _first_line_is_json(fh: io.BufferedReader) -> bool:
+    """Whether the file's first line is a whole JSON value (JSON Lines), or starts a pretty-printed one.
+
+    Judged on what is buffered: a first line longer than that is a long JSON Lines record."""
+    head = fh.peek(1 << 16)
+    head = head[3:] if head.startswith(_BOM) else head
+    end = head.find(b"\n")
+    if end < 0:
+        return True
+    try:
+        json.loads(head[:end])
+    except ValueError:
+        return False
+    return True
+
+
+def _read_json_object(path: str, fh: BinaryIO) -> Iterator[RawRecord]:
+    """A ``.json`` file holding one object (pretty-printed): one record, index 0. If another value
+    follows it, the file is JSON Lines after all (a first record spread over lines): it is re-read so."""
+    buf = _Buffer(fh)
+    buf.refill(0)
+    pos, _ = buf.next_byte(3 if buf.data.startswith(_BOM) else 0)
+    record, after = _scan_element(path, buf, pos, 0)
+    if after >= 0 and buf.next_byte(after)[0] >= 0:
+        again, disk = open_binary(path)
+        try:
+            yield from _read_jsonl(path, io.BufferedReader(again))  # type: ignore[arg-type]
+        finally:
+            again.close()
+            disk.close()
+        return
+    yield record
 
 def _decode(source: str, line: int, data: bytes, unit: str = "line") -> RawRecord:
     if data.startswith(_BOM):  # a BOM starts a file, or a file concatenated onto another

@@ -27,7 +27,7 @@ from functools import cached_property
 
 import jinja2
 
-from .config import TrainOn
+from .config import Reasoning, TrainOn
 from .formats import content_of, reasoning_of, template_view
 from .normalize import Conversation
 from .templates import compile_template
@@ -42,6 +42,10 @@ class Rendered:
     text: str
     spans: tuple[tuple[int, int], ...]
     realigned: int = 0  # reply boundaries that were not plain prefix lengths (template rewrote history)
+    weights: tuple[float, ...] | None = None  # per span, where a message's loss_weight is not 1
+    masked_by_flag: int = 0  # replies that a training flag (loss_weight 0, train false) masked
+    trained_by_flag: int = 0  # other messages that a training flag trains
+    think_masked: int = 0  # think blocks masked by --reasoning
 
 
 class RenderError(ValueError):
@@ -52,11 +56,13 @@ class Renderer:
     """Renders conversations with one compiled template and one set of special-token variables."""
 
     def __init__(
-        self, template: str, special: dict[str, str], train_on: TrainOn = TrainOn.assistant, fast_path: bool = True
+        self, template: str, special: dict[str, str], train_on: TrainOn = TrainOn.assistant, fast_path: bool = True,
+        reasoning: Reasoning = Reasoning.train,
     ):
         self.template = compile_template(template)
         self.variables = dict(special)
         self.train_on = train_on
+        self.reasoning = reasoning
         self._tools_probe: str | None = None
         self.end_marker = self._probe_end_marker()
         self.header = self._probe_generation_header()
@@ -84,9 +90,96 @@ class Renderer:
         else:
             spans, realigned = self.template_spans(conv, full, turns)
         self.check_spans(conv, full, turns, spans)
+        chosen = list(zip(turns, spans))
         if self.train_on is TrainOn.last:
-            spans = spans[-1:]
-        return Rendered(full, spans, realigned)
+            chosen = chosen[-1:]
+        weighted, masked, extra = self._apply_flags(conv, full, chosen) if conv.weights else ([(s, 1.0) for _, s in chosen], 0, 0)
+        pieces, think = self._mask_reasoning(full, weighted)
+        weights = tuple(w for _, w in pieces)
+        return Rendered(
+            full, tuple(s for s, _ in pieces), realigned, weights if any(w != 1.0 for w in weights) else None,
+            masked, extra, think,
+        )
+
+    # -- per-message training flags and --reasoning -----------------------------------------------
+
+    def _apply_flags(self, conv: Conversation, full: str, chosen: list) -> tuple[list, int, int]:
+        """Reply spans kept or masked by their message's flag, plus the other messages a flag trains."""
+        weights = conv.weights
+        kept, masked = [], 0
+        for i, span in chosen:
+            w = weights[i] if weights[i] is not None else 1.0
+            if w > 0:
+                kept.append((span, w))
+            else:
+                masked += 1
+        replies = {i for i, _ in chosen}
+        extra = [i for i, w in enumerate(weights) if w and i not in replies and not (self.train_on is TrainOn.last and conv.messages[i]["role"] == "assistant")]
+        kept += [(self.message_span(conv, i, full), weights[i]) for i in extra]
+        kept.sort()
+        if any(a[1] > b[0] for (a, _), (b, _) in zip(kept, kept[1:])):
+            raise RenderError("the spans of the messages to train overlap (a training flag on a message the template merges with another)")
+        return kept, masked, len(extra)
+
+    def message_span(self, conv: Conversation, i: int, full: str) -> tuple[int, int]:
+        """Any message's span, for a training flag that asks for it: its content through the end of its turn."""
+        role = conv.messages[i]["role"]
+        try:
+            before = self.render_text(conv.messages[:i], conv.tools, generation=False) if i else ""
+        except RenderError:
+            before = ""
+        upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
+        if not (full.startswith(upto) and upto.startswith(before)):
+            raise RenderError(f"cannot train message {i} ({role}) as its flag asks: the template renders it differently later on")
+        content = content_of(conv.messages[i]).strip()
+        start = full.find(content, len(before), len(upto)) if content else -1
+        if start < 0:
+            raise RenderError(f"cannot train message {i} ({role}) as its flag asks: its content is not in its render")
+        return start, len(before) + len(full[len(before) : len(upto)].rstrip())
+
+    def _mask_reasoning(self, full: str, weighted: list) -> tuple[list, int]:
+        """Spans with their think blocks cut out (``--reasoning mask``; ``mask-empty``: only empty blocks)."""
+        markers = self.think_markers if self.reasoning is not Reasoning.train else None
+        if not markers:
+            return weighted, 0
+        opening, closing = markers
+        out, masked, floor = [], 0, 0
+        for (s, e), w in weighted:
+            close = full.find(closing, s, e)
+            open_ = full.rfind(opening, floor, close) if close >= 0 else -1
+            inner = full[open_ + len(opening) : close] if open_ >= 0 else ""
+            if open_ < 0 or (self.reasoning is Reasoning.mask_empty and inner.strip()):
+                out.append(((s, e), w))
+            else:
+                after = close + len(closing)
+                after += len(full[after:e]) - len(full[after:e].lstrip())
+                out += [(piece, w) for piece in ((s, max(s, open_)), (after, e)) if piece[0] < piece[1]]
+                masked += 1
+            floor = e
+        return out, masked
+
+    @cached_property
+    def think_markers(self) -> tuple[str, str] | None:
+        """The think block's opening and closing markers (``<think>``, ``</think>``), probed from the template:
+        what it writes right before and right after a reply's reasoning. None: it writes no think block."""
+        reply = template_view({"role": "assistant", "content": "A.", "reasoning_content": _PROBE_REASONING})
+        try:
+            text = self.render_text([{"role": "user", "content": "hi"}, reply], None, generation=False)
+        except RenderError:
+            return None
+        at = text.find(_PROBE_REASONING)
+        answer = text.find("A.", at + len(_PROBE_REASONING)) if at >= 0 else -1
+        if answer < 0:
+            return None
+        lines = [line.strip() for line in text[:at].split("\n") if line.strip()]
+        opening = lines[-1] if lines else ""
+        role = self.header.strip().split("\n")[0].strip() if self.header.strip() else ""
+        if role and role in opening:  # the role header and the marker on one line: keep what follows the header
+            opening = opening.split(role)[-1].strip()
+        closing = text[at + len(_PROBE_REASONING) : answer].strip().split("\n")[0].strip()
+        if not opening or not closing or opening.endswith("hi"):
+            return None
+        return opening, closing
 
     def template_spans(self, conv: Conversation, full: str, turns: list[int]) -> tuple[tuple, int]:
         """Spans from the template's own prefix renders (two extra renders per reply), each found after the last."""

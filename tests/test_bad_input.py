@@ -242,7 +242,7 @@ def test_hostile_records_stay_harmless(tmp_path):
     reasons = sorted(r["reason"] for r in rejects_of(out / "rejects.jsonl"))
     assert any(r.startswith("invalid JSON: nested too deeply") for r in reasons)
     assert any(r.startswith("invalid JSON: Exceeds the limit") for r in reasons)
-    assert any(r.startswith("only text content parts are supported, got a `image` part") for r in reasons)
+    assert any(r.startswith("unsupported content part type `image`") for r in reasons)
 
 
 def test_template_error_is_the_records_reason(tmp_path):

@@ -406,7 +406,7 @@ def test_renamed_fields_and_role_map(tmp_path, hf_tok):
         ({"text": ""}, "text", "empty `text`"),
         ({"text": 5}, "text", "`text` must be a string, got a number"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "url": "/etc/passwd"}]},
-                       {"role": "assistant", "content": "x"}]}, "messages", "only text content parts are supported"),
+                       {"role": "assistant", "content": "x"}]}, "messages", "unsupported content part type `image`"),
         ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "tool_calls": "x"}]},
          "messages", "`tool_calls` must be a list of objects"),
         ({"messages": []}, "messages", "`messages` must be a non-empty list"),
