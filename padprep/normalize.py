@@ -77,6 +77,7 @@ class Reject:
     unit: str = "line"  # "line" (1-based line of a JSON Lines file) or "index" (0-based element of a JSON array)
     raw_bytes: bytes | None = None  # the original bytes when they were not valid UTF-8
     raw_is_prefix: bool = False  # ``raw`` is only the start of a record too long to read
+    code: str | None = None  # a stable name for the kind of failure, where one is set (too_long, template_limit...)
 
     @property
     def where(self) -> str:

@@ -36,7 +36,9 @@ from .formats import FileFormat, FormatOptions, needs_chat_template, with_format
 from .mask import IGNORE_INDEX
 from .normalize import Reject
 from .parallel import ChunkRunner, plan_workers
-from .preflight import Hazard, fast_spans_agree, stats_hazards, tokenizer_hazards, unrendered_field_hazards
+from .preflight import (
+    Hazard, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
+)
 from .process import ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
 from .progress import Progress
 from .read import STDIN, RawRecord, expand_inputs, read_records
@@ -120,15 +122,18 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
             _report_reasoning_option(cfg, processor, progress)
             records = _records(files, formats, found, progress)
             sample = list(itertools.islice(records, cfg.preflight_records))
-            hazards = _preflight(bundle, processor, sample, cfg, progress, template_origin)
+            convs = sample_conversations(processor, sample)
+            checked, hazards = _preflight(bundle, processor, sample, convs, cfg, progress, template_origin)
             progress.start(total_bytes)
-            if processor.renderer.fast_path and not fast_spans_agree(processor, sample).agree:
+            if processor.renderer.fast_path and not fast_spans_agree(processor, convs).agree:
                 processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
                 hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
                                       "preflight sample: the template's boundaries are used for the whole run", handled=True))
-            counts, stats, histogram = _pass_one(
-                runner.results(_chunked(itertools.chain(sample, records), cfg.chunk_size), processor), cfg, out.path, progress
-            )
+                records, checked = itertools.chain(sample, records), None  # the sample again, with the other spans
+            results = runner.results(_chunked(records, cfg.chunk_size), processor)
+            if checked is not None:  # the sample's rows are already made: the build does not make them twice
+                results = itertools.chain([checked.packed()], results)
+            counts, stats, histogram = _pass_one(results, cfg, out.path, progress)
         _check_reject_limits(cfg, counts, out, final=True)
         _check_not_empty(cfg, counts, files)
         bounds = _bounds(cfg, histogram)
@@ -208,15 +213,20 @@ def _records(files: list[str], formats: FormatOptions, found: dict[str, FileForm
         offset += 0 if path == STDIN else os.path.getsize(path)
 
 
-def _preflight(bundle, processor: Processor, sample, cfg: BuildConfig, progress: Progress, template_origin) -> list[Hazard]:
+def _preflight(bundle, processor: Processor, sample, convs, cfg: BuildConfig, progress: Progress, template_origin):
+    """The sample processed (its rows are the build's first) and the hazards it shows."""
     result = processor.process(sample)
+    broken = next((r for r in result.rejects if r.code == "template_limit"), None)
+    if broken is not None:  # the template, not the data: every record would pay for it
+        raise BuildFailed(f"the chat template ({template_origin}) went past a limit on the preflight sample, at {broken.describe()}; "
+                          "fix or replace the template", 1)
     hazards = tokenizer_hazards(bundle, processor, result) + stats_hazards(result.stats)
-    hazards += unrendered_field_hazards(processor, sample, template_origin)
+    hazards += unrendered_field_hazards(processor, convs, template_origin)
     for h in hazards:
         progress.log(f"preflight: {h.code}: {h.message}" + (f" [{h.count}]" if h.count else ""))
     if cfg.strict and hazards:
         raise BuildFailed(f"--strict: preflight found {len(hazards)} hazard(s), first: {hazards[0].code}: {hazards[0].message}", 3)
-    return hazards
+    return result, hazards
 
 
 def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Hazard]:

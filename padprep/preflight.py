@@ -121,6 +121,11 @@ def sample_conversations(processor: Processor, sample: list[RawRecord]) -> list[
     return [c for c in convs if isinstance(c, Conversation) and not c.is_raw_text]
 
 
+# Preflight compares the fast path with the template's prefix renders (2 renders per reply) only on
+# conversations with at most this many replies, so that its cost per record stays near a build's.
+MAX_CHECKED_REPLIES = 64
+
+
 @dataclass(frozen=True)
 class SpanCheck:
     """The header-scan fast path against the template's own spans on the preflight sample."""
@@ -130,11 +135,14 @@ class SpanCheck:
     skipped: int  # records that are not chat conversations, fail to render, or the fast path declines
 
 
-def fast_spans_agree(processor: Processor, sample: list[RawRecord]) -> SpanCheck:
-    """The header-scan fast path may be used only if it gives the template's own spans on the sample."""
+def fast_spans_agree(processor: Processor, convs: list[Conversation]) -> SpanCheck:
+    """The header-scan fast path may be used only if it gives the template's own spans on the sample
+    (its chat conversations, from ``sample_conversations``)."""
     renderer = processor.renderer
     compared = 0
-    for conv in sample_conversations(processor, sample):
+    for conv in convs:
+        if len(conv.assistant_indices) > MAX_CHECKED_REPLIES:  # the check renders per reply: never more than a build does
+            continue
         try:
             full = renderer.render_text(conv.messages, conv.tools, generation=False)
             fast = renderer.header_spans(conv, full)
@@ -144,16 +152,16 @@ def fast_spans_agree(processor: Processor, sample: list[RawRecord]) -> SpanCheck
         except RenderError:
             continue
         if tuple(fast) != slow:
-            return SpanCheck(False, compared + 1, len(sample) - compared - 1)
+            return SpanCheck(False, compared + 1, len(convs) - compared - 1)
         compared += 1
-    return SpanCheck(True, compared, len(sample) - compared)
+    return SpanCheck(True, compared, len(convs) - compared)
 
 
 # Message fields (and the record's ``tools``) a template may leave out of the text entirely.
 _TOOL_FIELDS = ("tool_calls", "tools")
 
 
-def unrendered_field_hazards(processor: Processor, sample: list[RawRecord], origin: str | None) -> list[Hazard]:
+def unrendered_field_hazards(processor: Processor, convs: list[Conversation], origin: str | None) -> list[Hazard]:
     """Fields the data carries that the template never writes: their tokens are silently not in the rows.
 
     What the template writes is probed once with distinctive values (a tool call, a tool schema,
@@ -164,7 +172,7 @@ def unrendered_field_hazards(processor: Processor, sample: list[RawRecord], orig
     if not isinstance(renderer, Renderer):
         return []
     carried: dict[str, int] = {}
-    for conv in sample_conversations(processor, sample):
+    for conv in convs:
         fields = {"tools"} if conv.tools else set()
         for m in conv.messages:
             fields |= {k for k in _TOOL_FIELDS if m.get(k)}

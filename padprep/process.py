@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -17,7 +18,8 @@ from .formats import FormatOptions, content_of
 from .mask import IGNORE_INDEX, labels_from_spans, weights_from_spans
 from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
-from .render import RenderError, Renderer
+from .render import RenderError, Renderer, TemplateLimit, TooLong
+from .templates import DEFAULT_MAX_CHARS
 from .tokenize import Tokens, tokenize_batch
 from .tokenizer import TokenizerBundle
 
@@ -123,11 +125,14 @@ class Processor:
 
     def __init__(self, bundle: TokenizerBundle, options: ProcessOptions):
         self.tokenizer = bundle.tokenizer
+        self.longest_token = longest_token_chars(self.tokenizer)
+        self.too_long, max_chars, bound = self._length_bound(options)
         if options.template is None:
             self.renderer: Renderer | _NoTemplate = _NoTemplate()
         else:
             self.renderer = Renderer(
-                options.template, bundle.special, options.train_on, options.fast_spans, options.reasoning
+                options.template, bundle.special, options.train_on, options.fast_spans, options.reasoning, max_chars,
+                self.too_long, bound,
             )
         self.options = options
         self.special_text = _special_token_pattern(self.tokenizer)
@@ -152,15 +157,22 @@ class Processor:
                 prepared.outcome[k] = conv
                 continue
             if conv.is_raw_text:
+                if self.too_long is not None and self.too_long(conv.text):
+                    prepared.outcome[k] = self._too_long(conv, record, TooLong(f"its text of {len(conv.text):,} characters", len(conv.text)))
+                    continue
                 prepared.raw.append((k, conv, record))
                 if self.special_text and self.special_text.search(conv.text):
                     prepared.stats.special_text += 1
                 continue
             try:
                 rendered = self.renderer.render(conv)
+            except (TooLong, TemplateLimit) as exc:
+                prepared.outcome[k] = self._over_limit(conv, record, exc)
+                continue
             except Exception as exc:  # RenderError, or anything else a template does with hostile data
                 reason = str(exc) if isinstance(exc, RenderError) else f"chat template failed: {type(exc).__name__}: {exc}"
-                prepared.outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit)
+                code = exc.code if isinstance(exc, RenderError) else "render"
+                prepared.outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit, code=code)
                 continue
             prepared.chat.append((k, conv, record, rendered))
             if self.special_text and any(self.special_text.search(content_of(m)) for m in conv.messages):
@@ -198,6 +210,24 @@ class Processor:
                 stats.truncated += 1
         return result
 
+    def _over_limit(self, conv: Conversation, record: RawRecord, exc: RenderError) -> Reject:
+        """A render past a limit: the template's doing when the record is small (a template limit), else the
+        record is too long."""
+        small = len(record.text or "") * _DATA_GROWTH < self.renderer.max_chars
+        if small and (isinstance(exc, TemplateLimit) or exc.over_cap):
+            reason = str(exc) if isinstance(exc, TemplateLimit) else f"chat template went past a limit: {exc}"
+            return Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit, code="template_limit")
+        return self._too_long(conv, record, exc if isinstance(exc, TooLong) else TooLong(str(exc), len(record.text or "")))
+
+    def _too_long(self, conv: Conversation, record: RawRecord, exc: TooLong) -> Reject:
+        """A record longer than any row can be: dropped by --truncation drop, else a record padprep cannot hold."""
+        if self.options.max_length is not None and self.options.truncation is Truncation.drop:
+            reason = (f"longer than --max-length ({exc}: more than {self.options.max_length} tokens, as no token covers "
+                      f"more than {self.longest_token} characters) with --truncation drop")
+            return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit, code="too_long")
+        return Reject(conv.source, conv.line, f"record too large to render: {exc}", raw=record.text, stage="render",
+                      unit=conv.unit, code="too_long")
+
     def _raw_labels(self, conv: Conversation, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
         """Labels of a raw-text row: every token, or only ``spans`` (a completion); one BOS; eos appended."""
         ids = tokens.ids
@@ -229,6 +259,37 @@ class Processor:
                 reason = "no trained token (every reply masked by its loss_weight / train flag)"
             return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
         return Row(ids, labels, conv.source, conv.line, truncated, weights)
+
+
+    def _length_bound(self, options: ProcessOptions) -> tuple[Callable[[str], bool] | None, int, int]:
+        """Under ``--truncation drop``: a test for a text certainly longer than ``--max-length`` tokens, and the
+        render cap that follows from it; otherwise no test and the generous fixed cap.
+
+        No token covers more than ``longest_token`` characters of the normalized text, so a text whose
+        normalized form is longer than ``max_length * longest_token`` characters has more than
+        ``max_length`` tokens: it is dropped without being tokenized.
+        """
+        limit = options.max_length
+        if limit is None or options.truncation is not Truncation.drop:
+            return None, DEFAULT_MAX_CHARS, 0
+        bound = limit * self.longest_token
+        normalizer = self.tokenizer.normalizer
+
+        def too_long(text: str) -> bool:
+            return len(text) > bound and (normalizer is None or len(normalizer.normalize_str(text)) > bound)
+
+        return too_long, min(DEFAULT_MAX_CHARS, max(8 * bound, 1 << 20)), bound
+
+
+# A template writes a record's text a small number of times over: a value past the render budget on a
+# record at least this fraction of the budget is the data's size, not the template's doing.
+_DATA_GROWTH = 4
+
+
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token of this vocabulary covers (its string's length bounds it: a byte-level
+    token's characters are bytes; a ``▁`` or ``##`` marker only adds to it)."""
+    return max((len(token) for token in tokenizer.get_vocab(with_added_tokens=True)), default=1)
 
 
 class _NoTemplate:

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 import jinja2
 
 from .config import Reasoning, TrainOn
 from .formats import content_of, reasoning_of, template_view
 from .normalize import Conversation
-from .templates import compile_template
+from .templates import BUDGET, DEFAULT_MAX_CHARS, TemplateLimitError, compile_template
 
 _PROBE = "PADPREP_PROBE_REPLY"
 
@@ -51,42 +53,100 @@ class Rendered:
 class RenderError(ValueError):
     """The chat template raised, or produced something padprep cannot align."""
 
+    code = "render"
+
+
+class TemplateLimit(RenderError):
+    """The template went past a limit while rendering (a value too large, too long a time): the template's fault."""
+
+    code = "template_limit"
+
+
+class TooLong(RenderError):
+    """The render is longer than any row --max-length allows (or than the render cap): dropped, never tokenized."""
+
+    code = "too_long"
+
+    def __init__(self, message: str, chars: int, over_cap: bool = False):
+        super().__init__(message)
+        self.chars = chars
+        self.over_cap = over_cap  # past the render cap (not only past --max-length)
+
+
+# A conversation whose replies need the template's own prefix renders costs two renders of (a prefix
+# of) the whole conversation per reply: past this many replies it is rejected, not rendered N^2 times.
+MAX_TEMPLATE_REPLIES = 256
+
 
 class Renderer:
     """Renders conversations with one compiled template and one set of special-token variables."""
 
     def __init__(
         self, template: str, special: dict[str, str], train_on: TrainOn = TrainOn.assistant, fast_path: bool = True,
-        reasoning: Reasoning = Reasoning.train,
+        reasoning: Reasoning = Reasoning.train, max_chars: int = DEFAULT_MAX_CHARS,
+        too_long: Callable[[str], bool] | None = None, too_long_chars: int = 0,
     ):
         self.template = compile_template(template)
         self.variables = dict(special)
         self.train_on = train_on
         self.reasoning = reasoning
+        self.max_chars = max_chars  # cap on one render's output and on any value the template builds
+        self.too_long = too_long  # a render certainly longer than --max-length tokens (None: no such bound)
+        self.too_long_chars = too_long_chars  # no text this short is too long
         self._tools_probe: str | None = None
         self.end_marker = self._probe_end_marker()
         self.header = self._probe_generation_header()
         self.fast_path = fast_path and bool(self.header and self.end_marker)
 
-    def render_text(self, messages: list[dict] | tuple[dict, ...], tools: list | None, generation: bool) -> str:
-        """Render like ``apply_chat_template(..., tokenize=False)``: messages exactly as the record gives them."""
+    def render_text(
+        self, messages: list[dict] | tuple[dict, ...], tools: list | None, generation: bool, stop_when_too_long: bool = False
+    ) -> str:
+        """Render like ``apply_chat_template(..., tokenize=False)``: messages exactly as the record gives them.
+
+        With ``stop_when_too_long``, rendering stops as soon as the text so far is certainly longer than
+        --max-length tokens (``TooLong``): dropping a huge record costs no more than the longest row.
+        """
+        BUDGET.start(self.max_chars)
+        check_at = self.too_long_chars if stop_when_too_long and self.too_long is not None else self.max_chars
         try:
-            return self.template.render(
+            chunks, total = [], 0
+            for chunk in self.template.generate(
                 messages=list(messages), tools=tools, documents=None, add_generation_prompt=generation, **self.variables
-            )
+            ):
+                total += len(chunk)
+                chunks.append(chunk)
+                if total > check_at:
+                    if total > self.max_chars:
+                        raise TooLong(f"its rendered text is longer than the limit of {self.max_chars:,} characters", total, True)
+                    if self.too_long("".join(chunks)):
+                        raise TooLong(f"its rendered text (the first {total:,} characters already) holds more tokens than --max-length", total)
+                    check_at = min(2 * total, self.max_chars)
+            return "".join(chunks)
+        except RenderError:
+            raise
+        except TemplateLimitError as exc:
+            traceback.clear_frames(exc.__traceback__)  # its frames hold the oversized values: free them now
+            raise TemplateLimit(f"chat template went past a limit: {exc}") from None
         except jinja2.TemplateError as exc:
             raise RenderError(f"chat template raised an error: {exc}") from None
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}") from None
 
     def render(self, conv: Conversation) -> Rendered:
-        full = self.render_text(conv.messages, conv.tools, generation=False)
+        full = self.render_text(conv.messages, conv.tools, generation=False, stop_when_too_long=True)
+        if self.too_long is not None and self.too_long(full):  # decided before any prefix render or token
+            raise TooLong(f"its rendered text of {len(full):,} characters holds more tokens than --max-length", len(full))
         if self.train_on is TrainOn.all:
             return Rendered(full, ((0, len(full)),))
         turns = conv.assistant_indices
         fast = self.header_spans(conv, full) if self.fast_path else None
         if fast is not None:
             spans, realigned = tuple(fast), 0
+        elif len(turns) > MAX_TEMPLATE_REPLIES:
+            raise RenderError(
+                f"{len(turns):,} replies whose spans only the template's own prefix renders can find (2 renders of "
+                f"the conversation per reply); the limit is {MAX_TEMPLATE_REPLIES}: split the conversation"
+            )
         else:
             spans, realigned = self.template_spans(conv, full, turns)
         self.check_spans(conv, full, turns, spans)

@@ -8,6 +8,8 @@ HTML-escape, ``raise_exception``, ``strftime_now``, loop controls, and the speci
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from types import BuiltinMethodType
@@ -67,6 +69,109 @@ class TemplateError(Exception):
     """No usable chat template, or the template failed to compile."""
 
 
+# -- bounds on what one render may build ----------------------------------------------------------
+# A hub template is someone else's code: ``{{ 'x' * 1000000000 }}`` would build a 1 GB string on every
+# render. The sandbox checks every operator and call that can grow a value, and the output itself,
+# against the budget of the render in progress (renders in a process are sequential).
+DEFAULT_MAX_CHARS = 16 << 20  # characters of one value or one render's output, when --max-length gives no bound
+RENDER_SECONDS = 10.0  # wall time of one render
+_MAX_POWER_BITS = 1 << 16  # ``a ** b`` with a result wider than this
+
+
+class TemplateLimitError(jinja2.exceptions.SecurityError):
+    """A render went past a limit: a value or the output too large, or too long a time."""
+
+    def __init__(self, what: str, limit: str):
+        super().__init__(f"{what} is over the limit of {limit}")
+        self.what, self.limit = what, limit
+
+
+@dataclass
+class Budget:
+    """The limits of the render in progress."""
+
+    max_chars: int = DEFAULT_MAX_CHARS
+    deadline: float = float("inf")
+    seconds: float = RENDER_SECONDS
+
+    def start(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.deadline = time.monotonic() + self.seconds
+
+    def size(self, n: int, what: str) -> None:
+        if n > self.max_chars:
+            raise TemplateLimitError(f"a template {what} of {n:,} characters or items", f"{self.max_chars:,}")
+
+    def value(self, value, what: str) -> None:
+        if isinstance(value, (str, list, tuple, dict)):
+            self.size(len(value), what)
+
+    def clock(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitError("a render taking this long", f"{self.seconds:g} s")
+
+
+BUDGET = Budget()
+
+
+def _sized(x) -> bool:
+    return isinstance(x, (str, list, tuple))
+
+
+def _binop_size(operator: str, left, right) -> int:
+    """How large ``left <operator> right`` would be (0 where it cannot grow)."""
+    if operator == "*":
+        if _sized(left) and isinstance(right, int):
+            return len(left) * max(right, 0)
+        if _sized(right) and isinstance(left, int):
+            return len(right) * max(left, 0)
+    elif operator == "+" and _sized(left) and _sized(right):
+        return len(left) + len(right)
+    return 0
+
+
+def _grown_by_call(name: str, obj, args) -> int:
+    """How large a str method's result would be, for the methods that can grow a string."""
+    if not isinstance(obj, str):
+        return 0
+    if name in ("ljust", "rjust", "center", "zfill") and args and isinstance(args[0], int):
+        return max(len(obj), args[0])
+    if name == "expandtabs":
+        size = args[0] if args and isinstance(args[0], int) else 8
+        return len(obj) + obj.count("\t") * max(size, 0)
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        count = obj.count(args[0]) + (1 if not args[0] else 0)
+        return len(obj) + count * max(len(args[1]) - len(args[0]), 0)
+    return 0
+
+
+def _bounded_filter(name: str, filter_fn):
+    """A Jinja filter that may grow a string (``center``, ``indent``, ``replace``...), with its result checked first."""
+
+    passed = 1 if hasattr(filter_fn, "jinja_pass_arg") else 0  # a context / environment comes first
+
+    def bounded(*args, **kwargs):
+        value = args[passed] if len(args) > passed else None
+        rest = args[passed + 1 :]
+        if isinstance(value, str):
+            if name == "center" and rest and isinstance(rest[0], int):
+                BUDGET.size(max(len(value), rest[0]), "string")
+            elif name == "indent":
+                width = rest[0] if rest else kwargs.get("width", 4)
+                width = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+                BUDGET.size(len(value) + (value.count("\n") + 1) * max(width, 0), "string")
+            elif name == "replace" and len(rest) >= 2:
+                BUDGET.size(_grown_by_call("replace", value, [str(rest[0]), str(rest[1])]), "string")
+        out = filter_fn(*args, **kwargs)
+        BUDGET.value(out, "value")
+        return out
+
+    for attr in ("jinja_pass_arg",):
+        if hasattr(filter_fn, attr):
+            setattr(bounded, attr, getattr(filter_fn, attr))
+    return bounded
+
+
 def resolve_template(option: str | None, tokenizer_template: str | None) -> tuple[str, str]:
     """The template text and where it came from: ``--chat-template NAME|FILE`` wins over the tokenizer's own."""
     if option:
@@ -120,6 +225,7 @@ class _Namespace(jinja2.utils.Namespace):
 
     def __setitem__(self, name, value):
         _Namespace._check(name)
+        BUDGET.value(value, "namespace value")
         jinja2.utils.Namespace.__setitem__(self, name, value)
 
     @staticmethod
@@ -158,11 +264,24 @@ class _CachedSandbox(ImmutableSandboxedEnvironment):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    intercepted_binops = frozenset(["*", "+", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        BUDGET.size(_binop_size(operator, left, right), "value")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:
+                raise TemplateLimitError(f"an integer power of about {right * abs(left).bit_length():,} bits", f"{_MAX_POWER_BITS:,} bits")
+        return self.binop_table[operator](left, right)
+
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - jinja's own signature
+        BUDGET.clock()
+        for arg in args:  # a macro that calls itself with a doubled string, and the like
+            BUDGET.value(arg, "call argument")
         # A bound built-in method (``content.split``...) carries no attributes, so it is never marked
         # unsafe nor asks for the context: jinja's checks would all pass; call it as they would.
         # (Mutating ones, ``list.append``..., were already refused when the template looked them up.)
         if type(__obj) is BuiltinMethodType:
+            BUDGET.size(_grown_by_call(__obj.__name__, __obj.__self__, args), "string")
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             try:
@@ -178,6 +297,8 @@ def compile_template(source: str) -> jinja2.Template:
     env = _CachedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlocks, jinja2.ext.loopcontrols]
     )
+    for name in ("center", "indent", "replace", "format", "wordwrap", "join"):
+        env.filters[name] = _bounded_filter(name, env.filters[name])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now

@@ -318,7 +318,11 @@ def test_preflight_fast_path_check_uses_the_builds_format_options(tmp_path, qwen
                       max_reject_rate=1.0)
     bundle = load_tokenizer(str(qwen_dir))
     processor = Processor(bundle, ProcessOptions(bundle.chat_template, formats=cfg.format_options()))
+    from padprep.preflight import sample_conversations
+
     sample = list(read_records(str(src)))
-    checked = fast_spans_agree(processor, sample)
-    assert checked.compared == len(sample) - checked.skipped > 0
+    convs = sample_conversations(processor, sample)
+    assert len(convs) == len(sample)  # normalized with the build's options: none is a reject
+    checked = fast_spans_agree(processor, convs)
+    assert checked.agree and checked.compared == len(sample) - checked.skipped > 0
     assert run(cfg).manifest["totals"]["rows_written"] > 0
