@@ -195,8 +195,18 @@ def refuse_left_padding(dataset: ShardDataset | "datasets.Dataset") -> None:
     """Raise if rows start with padding (a ``--padding-side left`` build): trainers are given right padding or none.
 
     TRL's ``SFTTrainer`` (its collator) ignores ``attention_mask``, so leading padding would be
-    attended to (up to 0.03 nats per token off on the sample data), and models that number
-    positions from the start of the row shift every position. Right padding is exact for both.
+    attended to and change the loss, and models that number positions from the start of the row
+    shift every position. Right padding is exact for both.
+
+    Args:
+        dataset: ``padprep.load(DIR)`` (its manifest's ``padding_side``) or a ``datasets.Dataset``
+            (its ``attention_mask`` column: one value per row is read).
+
+    Example::
+
+        >>> refuse_left_padding(padprep.load("out/left"))
+        ValueError: out/left: built with --padding-side left (for batched generation); train on ...
+
     """
     if isinstance(dataset, ShardDataset):
         if dataset.padding_side == "left":

@@ -7,6 +7,7 @@ batch a loss is computed on, and trace each row back to the build by content.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -183,6 +184,37 @@ def test_sequential_strategy_keeps_bucket_order(build_dir, rows, tmp_path, one_t
     assert [rows.check_batch(b) for b in trainer.batches] == _expected_batches(build_dir, 1, batch_size=BATCH, shuffle=False)[:3]
 
 
+def test_evaluation_with_pad_collate(build_dir, tmp_path, one_thread):
+    """The mixin changes the train dataloader only: evaluation reads rows, re-padded by pad_collate (as the README says)."""
+    trainer = recording(transformers.Trainer)(
+        model=tiny_llama(),
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=load(build_dir),
+        eval_dataset=load(build_dir, rows=True),
+        data_collator=partial(pad_collate, pad_id=load(build_dir).pad_id),
+    )
+    trainer.train()
+    assert np.isfinite(trainer.evaluate()["eval_loss"])
+
+
+def test_readme_recipes(tmp_path, one_thread):
+    """The README's Trainer and SFTTrainer recipes, run as written (paths pointed at a fresh sample build)."""
+    pytest.importorskip("trl")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- recipe: [^>]*-->\n```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 2
+    build = tmp_path / "out" / "sample"
+    run_build([SAMPLE / "chat.jsonl"], SAMPLE / "tokenizer", build)
+    before = tree_bytes(build)
+    scope: dict = {}
+    for code in blocks:
+        code = code.replace('"out/', f'"{tmp_path}/out/').replace('"sample_data/', f'"{SAMPLE}/')
+        exec(compile(code, "README.md", "exec"), scope)
+        assert scope["trainer"].state.global_step > 0
+    assert type(scope["trainer"]).__name__ == "BucketSFTTrainer"
+    assert tree_bytes(build) == before
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +235,9 @@ def test_left_padded_builds_are_refused(left_dir, tmp_path):
     assert trainer.batches == []
     # A Dataset over the left-padded shards themselves: found from the data (rows starting with padding).
     shards = sorted(str(p) for p in left_dir.glob("*.arrow"))
-    from_files = datasets.concatenate_datasets([datasets.Dataset.from_file(s).cast(_list_features()) for s in shards])
+    from_files = datasets.concatenate_datasets(
+        [datasets.Dataset.from_file(s).cast(_list_features(), keep_in_memory=True) for s in shards]
+    )
     with pytest.raises(ValueError, match="start with padding"):
         refuse_left_padding(from_files)
     refuse_left_padding(to_dataset(left_dir, padded=False))  # no padding at all: fine
