@@ -407,8 +407,8 @@ def _prepare_unsharded(accelerator: Any, loader: DataLoader, sampler: BucketBatc
         wrapper.num_processes, wrapper.process_index = 1, 0
         wrapper.batch_size = None  # let every batch through, whatever its size
         wrapper.set_epoch = sampler.set_epoch  # reached by Trainer and by accelerate's set_epoch alike
-    expected = [list(b) for b in sampler]
-    if wrapper is None or [list(b) for b in wrapper] != expected or len(prepared) != len(expected):
+    unchanged = wrapper is sampler or (wrapper is not None and [list(b) for b in wrapper] == [list(b) for b in sampler])
+    if not unchanged or len(prepared) != len(sampler):
         raise RuntimeError(
             f"BucketBatchesMixin: accelerate's prepared dataloader ({type(prepared).__name__}) does not draw padprep's "
             "batches unchanged; this accelerate version is not supported (please report it)"

@@ -477,6 +477,8 @@ def pad_collate(
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if pad_id is None:
+        raise ValueError("pad_collate: pad_id is None; pass the build's pad id (ShardDataset.pad_id, manifest tokenizer.pad_id)")
     cols, real = _dense_rows(batch)
     lengths = real.sum(axis=1)
     width = int(lengths.max(initial=0))

@@ -107,10 +107,10 @@ def _tokenizer():
 
 
 def _source(build: Path, kind: str):
-    return load(build) if kind == "load" else to_dataset(build)
+    return {"load": load, "to_dataset": to_dataset, "unpadded": partial(to_dataset, padded=False)}[kind](build)
 
 
-@pytest.mark.parametrize("source", ["load", "to_dataset"])
+@pytest.mark.parametrize("source", ["load", "to_dataset", "unpadded"])
 def test_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, tmp_path, one_thread):
     before = tree_bytes(build_dir)
     trainer = recording(transformers.Trainer)(
@@ -131,6 +131,7 @@ def test_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, tmp_p
         ("load", {"dataset_kwargs": {"skip_prepare_dataset": True}}),
         ("to_dataset", {"dataset_kwargs": {"skip_prepare_dataset": True}}),
         ("to_dataset", {"max_length": None}),  # TRL prepares the dataset (a map): in memory, labels kept
+        ("unpadded", {"dataset_kwargs": {"skip_prepare_dataset": True}}),  # TRL's collator pads
     ],
 )
 def test_sft_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, sft_options, tmp_path, one_thread):
@@ -143,8 +144,8 @@ def test_sft_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, s
         processing_class=_tokenizer(),
     )
     trainer.train()
-    # TRL's collator sets attention_mask to 1 everywhere: exact for right padding (checked per row).
-    got = [rows.check_batch(b, mask_is_ones=True) for b in trainer.batches]
+    # TRL's collator sets attention_mask to 1 on every row it was given: exact for right padding (checked per row).
+    got = [rows.check_batch(b, mask_is_ones=source != "unpadded") for b in trainer.batches]
     assert got == _expected_batches(build_dir, 2, batch_size=BATCH)
     assert got[: len(got) // 2] != got[len(got) // 2 :]
     assert np.isfinite(trainer.losses).all()
