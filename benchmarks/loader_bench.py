@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Loader throughput: padprep shards + ``BucketBatchSampler`` vs ``datasets`` + ``DataCollatorForSeq2Seq``.
 
-Both paths read the same conversations (``sample_data/chat.jsonl`` replicated to ``--conversations``
+All paths read the same conversations (``sample_data/chat.jsonl`` replicated to ``--conversations``
 records, each made unique by a suffix) and are timed in the same run, on the same machine:
 
 * padprep: ``padprep build`` once (Python API), then one epoch of ``make_dataloader`` (memory-mapped
   shards, batches of ``--batch-size`` rows drawn from one bucket, already padded);
+* padprep through ``datasets``: ``padprep.hf.to_dataset`` of the same build, ``BucketBatchSampler``
+  over its buckets and ``pad_collate`` (what ``BucketBatchesMixin`` does with a ``datasets.Dataset``);
 * datasets: ``load_dataset("json")`` -> ``map`` with the transformers tokenizer's
-  ``apply_chat_template`` once, then one epoch of a shuffled ``DataLoader`` whose
-  ``DataCollatorForSeq2Seq`` pads each batch to its longest row.
+  ``apply_chat_template`` once, then one epoch of a ``DataLoader`` whose ``DataCollatorForSeq2Seq``
+  pads each batch to its longest row, with batches drawn two ways: at random (``Trainer``'s default)
+  and grouped by length (``train_sampling_strategy="group_by_length"``: transformers'
+  ``LengthGroupedSampler`` over a ``length`` column computed in the map, as ``Trainer`` reads it).
 
-The one-off preprocessing of each path is timed and shown, but the ratio compares the epochs (what a
+The one-off preprocessing of each path is timed and shown, but the ratios compare the epochs (what a
 training run pays every epoch). Labels on the datasets path are a copy of ``input_ids``: masking
 costs nothing per epoch there either, and the collator pads them all the same.
 
@@ -110,7 +114,7 @@ def hf_tokenized(data: Path, cache: Path):
             tokenizer.apply_chat_template(m, tools=t, tokenize=True, return_dict=False)
             for m, t in zip(batch["messages"], tools)
         ]
-        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": ids}
+        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": ids, "length": [len(x) for x in ids]}
 
     start = time.perf_counter()
     raw = load_dataset("json", data_files=str(data), split="train", cache_dir=str(cache))
@@ -138,32 +142,56 @@ def padprep_epoch(build_dir: Path, batch_size: int, workers: int, seed: int) -> 
     return run_epoch("padprep loader + BucketBatchSampler", loader)
 
 
-def datasets_epoch(tokenized, tokenizer, batch_size: int, workers: int, seed: int) -> Epoch:
+def padprep_datasets_epoch(build_dir: Path, batch_size: int, workers: int, seed: int) -> Epoch:
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from padprep.hf import bucket_indices, to_dataset
+    from padprep.loader import BucketBatchSampler, pad_collate
+
+    full = to_dataset(build_dir)
+    sampler = BucketBatchSampler(bucket_indices(full), batch_size=batch_size, seed=seed)
+    dataset = full.select_columns(["input_ids", "attention_mask", "labels"])
+    pad_id = json.loads((build_dir / "manifest.json").read_text())["tokenizer"]["pad_id"]
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=partial(pad_collate, pad_id=pad_id))
+    return run_epoch("padprep to_dataset + BucketBatchSampler", loader)
+
+
+def datasets_epoch(tokenized, tokenizer, batch_size: int, workers: int, seed: int, group_by_length: bool) -> Epoch:
     import torch
     from torch.utils.data import DataLoader
     from transformers import DataCollatorForSeq2Seq
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
     generator = torch.Generator().manual_seed(seed)
+    columns = tokenized.select_columns(["input_ids", "attention_mask", "labels"])
+    if group_by_length:  # as Trainer builds it: lengths from the "length" column, megabatches of 50 batches
+        sampler = LengthGroupedSampler(batch_size, lengths=tokenized["length"][:], generator=generator)
+        loader = DataLoader(columns, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collator)
+        return run_epoch("datasets + group_by_length + Seq2Seq", loader)
     loader = DataLoader(
-        tokenized, batch_size=batch_size, shuffle=True, generator=generator, num_workers=workers, collate_fn=collator
+        columns, batch_size=batch_size, shuffle=True, generator=generator, num_workers=workers, collate_fn=collator
     )
     return run_epoch("datasets + DataCollatorForSeq2Seq", loader)
 
 
 def print_table(epochs: list[Epoch], prep: dict[str, float]) -> None:
-    header = f"{'path':<38} {'prep s':>8} {'epoch s':>8} {'batches':>8} {'batches/s':>10} {'tokens/s':>12} {'pad %':>6}"
+    header = f"{'path':<40} {'prep s':>8} {'epoch s':>8} {'batches':>8} {'batches/s':>10} {'tokens/s':>12} {'pad %':>6}"
     print(header)
     print("-" * len(header))
     for e in epochs:
         prep_s = f"{prep[e.name]:.1f}" if prep[e.name] else "reused"
         print(
-            f"{e.name:<38} {prep_s:>8} {e.seconds:>8.2f} {e.batches:>8,} {e.batches_per_s:>10,.0f} "
+            f"{e.name:<40} {prep_s:>8} {e.seconds:>8.2f} {e.batches:>8,} {e.batches_per_s:>10,.0f} "
             f"{e.tokens_per_s:>12,.0f} {100 * e.pad_fraction:>5.1f}%"
         )
-    ours, theirs = epochs
-    print(f"\nratio (padprep / datasets): {ours.batches_per_s / theirs.batches_per_s:.1f}x batches/s, "
-          f"{ours.tokens_per_s / theirs.tokens_per_s:.1f}x real tokens/s")
+    ours = epochs[0]
+    print()
+    for theirs in epochs[1:]:
+        print(f"ratio ({ours.name} / {theirs.name}): {ours.batches_per_s / theirs.batches_per_s:.1f}x batches/s, "
+              f"{ours.tokens_per_s / theirs.tokens_per_s:.1f}x real tokens/s")
 
 
 def main() -> None:
@@ -183,14 +211,16 @@ def main() -> None:
     tokenized, tokenizer, map_s = hf_tokenized(data, args.work / "hf-cache")
     epochs = [
         padprep_epoch(build_dir, args.batch_size, args.workers, args.seed),
-        datasets_epoch(tokenized, tokenizer, args.batch_size, args.workers, args.seed),
+        padprep_datasets_epoch(build_dir, args.batch_size, args.workers, args.seed),
+        datasets_epoch(tokenized, tokenizer, args.batch_size, args.workers, args.seed, group_by_length=False),
+        datasets_epoch(tokenized, tokenizer, args.batch_size, args.workers, args.seed, group_by_length=True),
     ]
-    assert epochs[0].rows == epochs[1].rows == args.conversations, [e.rows for e in epochs]
-    assert epochs[0].real_tokens == epochs[1].real_tokens, "the two paths tokenized the data differently"
+    assert {e.rows for e in epochs} == {args.conversations}, [e.rows for e in epochs]
+    assert len({e.real_tokens for e in epochs}) == 1, "the paths tokenized the data differently"
     print(f"{args.conversations:,} conversations, batch size {args.batch_size}, {args.workers} DataLoader workers, "
           f"{os.cpu_count()} CPUs, torch {__import__('torch').__version__}")
     print(f"prep: padprep build {'reused' if build_s == 0 else f'{build_s:.1f} s'}, datasets load+map {map_s:.1f} s\n")
-    print_table(epochs, {epochs[0].name: build_s, epochs[1].name: map_s})
+    print_table(epochs, {e.name: build_s if e.name.startswith("padprep") else map_s for e in epochs})
 
 
 if __name__ == "__main__":

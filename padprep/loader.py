@@ -9,6 +9,9 @@
   ``rank`` / ``world_size``.
 * ``collate`` turns what ``ShardDataset.__getitems__`` returns into int64 tensors for the model;
   ``make_dataloader`` wires the three into a ``torch.utils.data.DataLoader``.
+* For other samplers and collators (HuggingFace's): ``load(DIR, rows=True)`` gives a batch as a list
+  of row dicts, and ``pad_collate`` re-pads rows of any lengths by position, so a plain random
+  sampler works (with the padding a random batch costs).
 
 The maps are private (copy-on-write): tensors from the dataset are writable, and writing into one
 changes this process's copy of that page only, never the file. Maps are opened lazily, once per
@@ -17,6 +20,7 @@ process, so the dataset pickles small and works in ``DataLoader`` workers (fork 
 
 from __future__ import annotations
 
+import copy
 import json
 import mmap
 import os
@@ -30,6 +34,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .mask import IGNORE_INDEX
 from .write import COLUMNS, MANIFEST
 
 Batch = dict[str, torch.Tensor]
@@ -168,6 +173,11 @@ class ShardDataset(Dataset):
     ``ds.get_batch(indices)`` give ``(rows, seq_len)`` tensors as long as the rows share one
     ``seq_len`` (rows of several shards of a bucket are fine). Tensors view a private map of the
     file: cheap to make, safe to write into (copy-on-write), and the file is never modified.
+
+    ``DataLoader`` fetches a batch with ``__getitems__``: by default one dict of ``(rows, seq_len)``
+    tensors (one gather; what ``collate`` takes). With ``rows=True`` (``load(DIR, rows=True)`` or
+    ``ds.as_rows()``) it is a list of row dicts of int64 tensors, the shape HuggingFace collators
+    and ``RemoveColumnsCollator`` expect; rows of different lengths are then allowed in one batch.
     """
 
     def __init__(
@@ -176,11 +186,13 @@ class ShardDataset(Dataset):
         padding_side: str = "right",
         pad_id: int | None = None,
         columns: Sequence[str] = COLUMNS,
+        rows: bool = False,
     ):
         self.shards = tuple(shards)
         self.padding_side = padding_side
         self.pad_id = pad_id
         self.columns = tuple(columns)
+        self.rows = rows
         self._starts = np.concatenate([[0], np.cumsum([s.rows for s in self.shards], dtype=np.int64)])
         self._seq_lens = np.array([s.seq_len for s in self.shards], dtype=np.int64)
         self._maps: dict[int, _MappedShard] = {}
@@ -194,9 +206,34 @@ class ShardDataset(Dataset):
             return {c: t[0] for c, t in self.get_batch([int(index)]).items()}
         return self.get_batch(index)
 
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
-        """What ``DataLoader`` calls with a whole batch of indices: one gather, not one call per row."""
-        return self.get_batch(indices)
+    def __getitems__(self, indices: Sequence[int]) -> Batch | list[Batch]:
+        """What ``DataLoader`` calls with a whole batch of indices: one gather, not one call per row.
+
+        A dict of ``(rows, seq_len)`` tensors, or with ``rows=True`` a list of row dicts.
+        """
+        return self.get_rows(indices) if self.rows else self.get_batch(indices)
+
+    def as_rows(self) -> "ShardDataset":
+        """The same rows (sharing this dataset's maps), fetched by ``DataLoader`` as a list of row dicts."""
+        view = copy.copy(self)
+        view.rows = True
+        return view
+
+    def get_rows(self, indices: Index) -> list[Batch]:
+        """Rows ``indices`` as a list of dicts of ``(seq_len,)`` int64 tensors, in ``indices`` order.
+
+        Rows may come from different buckets: one gather (and one int64 copy) per bucket touched, and
+        each row is a view of its bucket's copy, so a collator may modify it freely.
+        """
+        idx = _as_indices(indices, len(self))
+        seq_lens = self._seq_lens[self._shard_ids(idx)]
+        out: list[Batch] = [{}] * len(idx)
+        for seq_len in np.unique(seq_lens):
+            pos = np.flatnonzero(seq_lens == seq_len)
+            batch = collate(self.get_batch(idx[pos]))
+            for k, p in enumerate(pos.tolist()):
+                out[p] = {c: t[k] for c, t in batch.items()}
+        return out
 
     def get_batch(self, indices: Index) -> Batch:
         """Rows ``indices`` as ``(rows, seq_len)`` tensors (all rows must share one ``seq_len``)."""
@@ -207,7 +244,8 @@ class ShardDataset(Dataset):
         if np.any(self._seq_lens[shard] != self._seq_lens[shard[0]]):
             raise ValueError(
                 f"rows of different lengths {sorted(set(self._seq_lens[shard].tolist()))} cannot form one batch; "
-                "use BucketBatchSampler, whose batches never mix buckets"
+                "use BucketBatchSampler, whose batches never mix buckets, or load(..., rows=True) with "
+                "padprep.loader.pad_collate, which re-pads them"
             )
         rows = _gather(self._starts, idx, lambda k, local: self._mapped(k).take(local))
         return {c: torch.from_numpy(a) for c, a in rows.items()}
@@ -247,8 +285,11 @@ class ShardDataset(Dataset):
         return f"ShardDataset(rows={len(self)}, shards={len(self.shards)}, buckets={sorted(set(self._seq_lens.tolist()))})"
 
 
-def load(path: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> ShardDataset:
-    """Open a padprep build directory (its ``manifest.json`` and shards) as a ``ShardDataset``."""
+def load(path: str | os.PathLike, columns: Sequence[str] = COLUMNS, rows: bool = False) -> ShardDataset:
+    """Open a padprep build directory (its ``manifest.json`` and shards) as a ``ShardDataset``.
+
+    ``rows=True``: batches are fetched as lists of row dicts (see ``ShardDataset``).
+    """
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
@@ -260,12 +301,23 @@ def load(path: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> ShardData
         padding_side=(manifest.get("options") or {}).get("padding_side", "right"),
         pad_id=(manifest.get("tokenizer") or {}).get("pad_id"),
         columns=columns,
+        rows=rows,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # The sampler
 # --------------------------------------------------------------------------------------------
+
+
+def _buckets_of(source: ShardDataset | Mapping[int, Sequence[int]]) -> dict[int, np.ndarray]:
+    """``{seq_len: row indices}`` in ascending ``seq_len``, from a dataset's manifest or given as is."""
+    if isinstance(source, ShardDataset):
+        return source.bucket_indices()
+    buckets = {int(n): np.asarray(rows, dtype=np.int64) for n, rows in sorted(source.items())}
+    if any(n < 1 for n in buckets):
+        raise ValueError("bucket lengths must be positive")
+    return buckets
 
 
 def _split(rows: np.ndarray, size: int, drop_last: bool) -> list[np.ndarray]:
@@ -296,11 +348,13 @@ class BucketBatchSampler(Sampler[list[int]]):
       ``drop_last=False`` repeats batches from the start of the epoch to fill the last round, the
       only case where two ranks see the same rows. ``drop_last`` also drops each bucket's final
       partial batch.
+    * Buckets: a ``ShardDataset``'s (from its manifest), or any ``{seq_len: row indices}`` mapping
+      (what ``padprep.hf`` derives from a ``datasets.Dataset``).
     """
 
     def __init__(
         self,
-        dataset: ShardDataset,
+        dataset: ShardDataset | Mapping[int, Sequence[int]],
         batch_size: int | None = None,
         max_tokens: int | None = None,
         shuffle: bool = True,
@@ -317,7 +371,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
         if seed < 0:
             raise ValueError("seed must be non-negative")
-        self.buckets = dataset.bucket_indices()
+        self.buckets = _buckets_of(dataset)
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
@@ -382,6 +436,94 @@ def collate(batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tens
         out[k] = cols[name].numpy()  # NumPy's copy: single-threaded, see _take
     tensor = torch.from_numpy(out)
     return {name: tensor[k] for k, name in enumerate(names)}
+
+
+def pad_collate(
+    batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, object]],
+    pad_id: int = 0,
+    padding_side: str = "right",
+    pad_to_multiple_of: int | None = None,
+) -> Batch:
+    """Rows of any lengths as one batch of int64 tensors, re-padded by position to the longest row.
+
+    A row's real tokens are the positions where its ``attention_mask`` is 1 (all of them when it has
+    no mask). Each row's real tokens go, in order, to the start (``padding_side="right"``) or the end
+    (``"left"``) of the longest real length in the batch; every other position gets ``pad_id``,
+    ``attention_mask`` 0 and ``labels`` -100. Padding is found by position, never by comparing ids
+    with the pad id, so a row whose eos is the pad token keeps its label. Rows of a left-padded build
+    come out right-padded by default. Only ``input_ids``, ``attention_mask`` and ``labels`` are
+    returned (``attention_mask`` always); other keys (``length``, ``seq_len``) are not passed on.
+
+    Bucket batches (one ``seq_len``) need no re-padding: ``collate`` is the faster choice there.
+    This collator is for samplers that mix lengths, such as ``Trainer``'s random sampler.
+
+    Args:
+        batch: a list of row dicts (``ShardDataset`` with ``rows=True``, a ``datasets.Dataset``,
+            lists, arrays or tensors), or one dict of ``(rows, seq_len)`` tensors.
+        pad_id: the id written at padded positions (``ShardDataset.pad_id`` for the build's own).
+        padding_side: ``"right"`` (training) or ``"left"`` (batched generation).
+        pad_to_multiple_of: round the batch length up to a multiple of this.
+
+    Returns:
+        ``{"input_ids", "attention_mask", "labels"}``, int64 tensors of shape ``(rows, longest)``.
+
+    Example::
+
+        >>> from functools import partial
+        >>> from torch.utils.data import DataLoader
+        >>> ds = padprep.load("out/sample", rows=True)
+        >>> loader = DataLoader(ds, batch_size=8, shuffle=True, collate_fn=partial(pad_collate, pad_id=ds.pad_id))
+        >>> batch = next(iter(loader))   # labels -100 wherever attention_mask is 0
+    """
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if pad_id is None:
+        raise ValueError("pad_collate: pad_id is None; pass the build's pad id (ShardDataset.pad_id, manifest tokenizer.pad_id)")
+    cols, real = _dense_rows(batch)
+    lengths = real.sum(axis=1)
+    width = int(lengths.max(initial=0))
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    first = (width - lengths) if padding_side == "left" else np.zeros_like(lengths)
+    before = np.cumsum(lengths) - lengths  # real tokens of earlier rows, in the flat order
+    pos = np.arange(int(lengths.sum())) - np.repeat(before, lengths) + np.repeat(first, lengths)
+    fills = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    out: Batch = {}
+    for name in ("input_ids", "attention_mask", "labels"):
+        if name not in cols and name != "attention_mask":
+            continue
+        dense = np.full((len(lengths), width), fills[name], dtype=np.int64)
+        dense[rows, pos] = 1 if name == "attention_mask" else cols[name][real]
+        out[name] = torch.from_numpy(dense)
+    return out
+
+
+def _dense_rows(batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, object]]) -> tuple[Arrays, np.ndarray]:
+    """``input_ids`` / ``labels`` as ``(rows, longest)`` int64 arrays and which of their positions are real."""
+    if isinstance(batch, Mapping):
+        cols = {c: np.asarray(batch[c], dtype=np.int64) for c in ("input_ids", "attention_mask", "labels") if c in batch}
+        if "input_ids" not in cols or cols["input_ids"].ndim != 2:
+            raise ValueError("pad_collate: a dict batch needs (rows, seq_len) input_ids")
+        real = cols.pop("attention_mask", np.ones_like(cols["input_ids"])) == 1
+        return cols, real
+    if not batch:
+        raise ValueError("pad_collate needs at least one row")
+    names = [c for c in ("input_ids", "labels") if c in batch[0]]
+    if "input_ids" not in names:
+        raise ValueError(f"pad_collate: rows need input_ids; got keys {sorted(batch[0])}")
+    rows = [{c: np.asarray(row[c], dtype=np.int64).reshape(-1) for c in (*names, "attention_mask") if c in row} for row in batch]
+    longest = max(len(r["input_ids"]) for r in rows)
+    cols = {c: np.zeros((len(rows), longest), dtype=np.int64) for c in names}
+    real = np.zeros((len(rows), longest), dtype=bool)
+    for k, r in enumerate(rows):
+        n = len(r["input_ids"])
+        if any(len(a) != n for a in r.values()):
+            raise ValueError(f"pad_collate: row {k} has columns of different lengths {[len(a) for a in r.values()]}")
+        for c in names:
+            cols[c][k, :n] = r[c]
+        real[k, :n] = r["attention_mask"] == 1 if "attention_mask" in r else True
+    return cols, real
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
