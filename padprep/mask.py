@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tokenize import Tokens
+from .encode import Tokens
 
 IGNORE_INDEX = -100
 

@@ -20,7 +20,7 @@ from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
 from .render import RenderError, Renderer, TemplateLimit, TooLong
 from .templates import DEFAULT_MAX_CHARS
-from .tokenize import Tokens, tokenize_batch
+from .encode import Tokens, tokenize_batch
 from .tokenizer import TokenizerBundle
 
 

@@ -13,7 +13,7 @@ import torch
 from padprep.bucket import assign, optimal_bounds, padding_of
 from padprep.config import PaddingSide, TrainOn, Truncation
 from padprep.mask import labels_by_offsets, labels_from_spans
-from padprep.tokenize import tokenize_batch
+from padprep.encode import tokenize_batch
 from padprep.pad import pad_shard
 from padprep.render import Renderer, align_tail
 from padprep.templates import BUILTIN_TEMPLATES
