@@ -222,7 +222,8 @@ def inspect(
                 for p in problems:
                     out.print(f"[red]verify:[/red] {escape(p)}")
             else:
-                out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels)")
+                packed = ", seq_lens, position_ids" if "packed_shards" in stats else ""
+                out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels{packed})")
     if problems:
         raise typer.Exit(EXIT_FAILED)
 
