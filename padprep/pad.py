@@ -85,11 +85,12 @@ def pad_packed_shard(
     labels[seq_starts] = IGNORE_INDEX
     row_lengths = np.add.reduceat(seq_lens, np.cumsum(seq_counts) - seq_counts) if len(seq_counts) else seq_lens[:0]
     shard = pad_shard(flat_ids, labels, row_lengths, seq_len, pad_id, PaddingSide.right)
-    starts_t, lens_t = torch.from_numpy(seq_starts), torch.from_numpy(seq_lens)
-    within = torch.arange(len(flat_ids), dtype=torch.int64) - torch.repeat_interleave(starts_t, lens_t)
-    positions = torch.arange(seq_len, dtype=torch.int64)[None, :] - torch.from_numpy(row_lengths)[:, None]
+    # Each real token's place in its sequence, in int32 (a shard holds far fewer than 2**31 tokens).
+    within = torch.arange(len(flat_ids), dtype=torch.int32)
+    within -= torch.repeat_interleave(torch.from_numpy(seq_starts.astype(np.int32)), torch.from_numpy(seq_lens))
+    positions = torch.arange(seq_len, dtype=torch.int32)[None, :] - torch.from_numpy(row_lengths.astype(np.int32))[:, None]
     positions[shard.attention_mask.bool()] = within  # the tail keeps 0, 1, ...: a segment of its own
-    return PaddedShard(shard.input_ids, shard.attention_mask, shard.labels, positions.to(torch.int32),
+    return PaddedShard(shard.input_ids, shard.attention_mask, shard.labels, positions,
                        seq_lens.astype(np.int32), seq_counts.astype(np.int32))
 
 
