@@ -70,9 +70,21 @@ def pad_packed_shard(
 ) -> PaddedShard:
     """Packed rows: ``seq_counts[r]`` whole sequences back to back in row ``r``, then right padding.
 
-    ``flat_ids`` / ``flat_labels`` are the sequences concatenated in order, ``seq_lens`` their
-    lengths. Each sequence's first label becomes -100; ``position_ids`` restart at 0 at every
-    sequence and at the padding tail.
+    Each sequence's first label becomes -100; ``position_ids`` restart at 0 at every sequence and at
+    the padding tail.
+
+    Args:
+        flat_ids, flat_labels: the sequences' ids and labels, concatenated in row order.
+        seq_lens: each sequence's length (all ``>= 1``), in the same order.
+        seq_counts: how many of those sequences each row takes (all ``>= 1``).
+        seq_len: the row length; the sequences of a row must fit in it.
+        pad_id: the id written on padding.
+
+    Example:
+        >>> s = pad_packed_shard(np.array([5, 6, 7, 8]), np.array([-100, 6, -100, 8]), np.array([2, 2]),
+        ...                      np.array([1, 1]), seq_len=3, pad_id=0)
+        >>> s.input_ids.tolist(), s.labels.tolist(), s.position_ids.tolist()
+        ([[5, 6, 0], [7, 8, 0]], [[-100, 6, -100], [-100, 8, -100]], [[0, 1, 0], [0, 1, 0]])
     """
     seq_lens = np.ascontiguousarray(seq_lens, dtype=np.int64)
     seq_counts = np.ascontiguousarray(seq_counts, dtype=np.int64)
