@@ -518,6 +518,7 @@ def _scatter(source: Path, dest: np.ndarray, n_dest: int, workdir: Path, name: s
 
 
 def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
+    """One pass over ``source``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
     with contextlib.ExitStack() as stack:
         reader = pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
         writers = [stack.enter_context(pa.ipc.new_stream(stack.enter_context(pa.OSFile(str(p), "wb")), _SPILL_SCHEMA))
