@@ -90,6 +90,7 @@ def build(
     span_method: SpanMethod = typer.Option(SpanMethod.auto, help="auto: header scan where preflight proves it equals the template's boundaries; template: always the template's prefix renders."),
     max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens."),
     truncation: Truncation = typer.Option(Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."),
+    pack: bool = typer.Option(False, "--pack", help="Pack whole conversations into rows of exactly --max-length tokens (best-fit decreasing over the whole dataset) with restarted position_ids and seq_lens, for padding-free attention; needs --max-length."),
     buckets: Optional[str] = typer.Option(None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed to keep padding under 2.5%)."),
     pad_to_multiple_of: int = typer.Option(1, help="Round every bucket's length up to a multiple of this."),
     padding_side: PaddingSide = typer.Option(PaddingSide.right, help="right for training, left for batched generation."),
@@ -143,6 +144,7 @@ def build(
             span_method=span_method,
             max_length=max_length,
             truncation=truncation,
+            pack=pack,
             buckets=_int_list(buckets),
             pad_to_multiple_of=pad_to_multiple_of,
             padding_side=padding_side,
@@ -222,7 +224,8 @@ def inspect(
                 for p in problems:
                     out.print(f"[red]verify:[/red] {escape(p)}")
             else:
-                out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels)")
+                packed = ", seq_lens, position_ids" if "packed_shards" in stats else ""
+                out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels{packed})")
     if problems:
         raise typer.Exit(EXIT_FAILED)
 

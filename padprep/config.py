@@ -93,6 +93,7 @@ class BuildConfig:
     span_method: SpanMethod = SpanMethod.auto
     max_length: int | None = None
     truncation: Truncation = Truncation.drop
+    pack: bool = False  # whole conversations packed into rows of exactly max_length tokens (best-fit decreasing)
     buckets: tuple[int, ...] | None = None
     pad_to_multiple_of: int = 1
     padding_side: PaddingSide = PaddingSide.right
@@ -123,6 +124,8 @@ class BuildConfig:
                 raise ValueError("--buckets must be positive integers, e.g. 256,512,1024")
             if list(self.buckets) != sorted(set(self.buckets)):
                 raise ValueError("--buckets must be strictly increasing, e.g. 256,512,1024")
+        if self.pack:
+            self._check_pack()
         if self.workers < 0:
             raise ValueError("--workers must be 0 (automatic) or a positive number")
         if self.shard_tokens < 1:
@@ -132,6 +135,19 @@ class BuildConfig:
         if not 0.0 <= self.max_reject_rate <= 1.0:
             raise ValueError("--max-reject-rate must be a fraction between 0 and 1, e.g. 0.05")
         self.format_options()  # validates --format, --role-map and the field names
+
+    def _check_pack(self) -> None:
+        """--pack writes rows of exactly --max-length tokens: options about buckets or left padding do not apply."""
+        if self.max_length is None:
+            raise ValueError("--pack needs --max-length L, the length of every packed row (e.g. --pack --max-length 4096)")
+        if self.buckets is not None:
+            raise ValueError("--pack and --buckets exclude each other: packed rows all have --max-length tokens; drop one")
+        if self.pad_to_multiple_of != 1:
+            raise ValueError("--pad-to-multiple-of applies to buckets; with --pack every row is --max-length tokens: "
+                             "choose a --max-length that is the multiple you need")
+        if PaddingSide(self.padding_side) is not PaddingSide.right:
+            raise ValueError("--pack writes right-padded rows for training; --padding-side left (batched generation) "
+                             "needs a bucketed build: drop --pack")
 
     def format_options(self):
         """The options of the read/normalize stages (``formats.FormatOptions``)."""

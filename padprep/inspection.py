@@ -1,7 +1,10 @@
 """``padprep inspect``: what is in a build's shards, decoded examples, and an invariant check.
 
 Statistics are recomputed from the shards themselves (not copied from the manifest), so a report
-always describes the files on disk.
+always describes the files on disk. For a packed build (``build --pack``) the lengths are those of
+the sequences (``seq_lens``), each shard's fill is reported, ``--show`` marks where every sequence
+starts, and ``--verify`` checks ``seq_lens`` against ``attention_mask``, ``position_ids`` and the
+-100 on each sequence's first label.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .mask import IGNORE_INDEX
-from .write import MANIFEST, file_sha256, read_shard
+from .write import MANIFEST, SEQ_LENS, file_sha256, read_shard
 
 _HIST_BINS = 12
 
@@ -68,9 +71,18 @@ def read_listed_shard(output: Path, shard: dict) -> dict[str, np.ndarray]:
     except (pa.ArrowException, KeyError, ValueError, AttributeError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InspectError(f"{path}: not a readable shard, truncated or overwritten? ({detail})", damaged=True) from None
-    if not (cols["input_ids"].shape == cols["attention_mask"].shape == cols["labels"].shape):
+    if not (cols["input_ids"].shape == cols["attention_mask"].shape == cols["labels"].shape
+            == cols.get("position_ids", cols["labels"]).shape):
         raise InspectError(f"{path}: columns of different shapes", damaged=True)
+    if SEQ_LENS in cols and len(cols["seq_lens_offsets"]) != len(cols["input_ids"]) + 1:
+        raise InspectError(f"{path}: seq_lens has another number of rows than input_ids", damaged=True)
     return cols
+
+
+def is_packed(stats_or_manifest: dict) -> bool:
+    """Whether the build was written with ``--pack`` (rows of whole sequences, ``seq_lens`` per row)."""
+    manifest = stats_or_manifest.get("manifest", stats_or_manifest)
+    return bool((manifest.get("options") or {}).get("pack"))
 
 
 def load_stats(output: Path, problems: list[str] | None = None) -> dict:
@@ -81,7 +93,8 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
     ``stats["unreadable"]``.
     """
     manifest = load_manifest(output)
-    lengths, buckets, unreadable = [], {}, []
+    packed = is_packed(manifest)
+    lengths, buckets, unreadable, fills = [], {}, [], []
     for shard in manifest["shards"]:
         try:
             cols = read_listed_shard(output, shard)
@@ -92,7 +105,9 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
             unreadable.append(shard["file"])
             continue
         row_lengths = cols["attention_mask"].sum(axis=1)
-        lengths.append(row_lengths)
+        lengths.append(cols[SEQ_LENS] if packed and SEQ_LENS in cols else row_lengths)
+        if packed:
+            fills.append(_fill(shard, cols))
         b = buckets.setdefault(shard["seq_len"], {"seq_len": shard["seq_len"], "shards": 0, "rows": 0, "real": 0, "pad": 0, "trained": 0})
         b["shards"] += 1
         b["rows"] += int(cols["input_ids"].shape[0])
@@ -104,14 +119,16 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
     pad = sum(b["pad"] for b in buckets.values())
     trained = sum(b["trained"] for b in buckets.values())
     longest = int(all_lengths.max()) if len(all_lengths) else 0
-    baseline_pad = longest * len(all_lengths) - real
+    baseline_pad = longest * len(all_lengths) - real  # every row (every sequence, when packed) padded to the longest
     totals = manifest.get("totals", {})
+    rows = sum(b["rows"] for b in buckets.values())
     return {
         "output": str(output),
-        "manifest": {k: manifest.get(k) for k in ("padprep_version", "options", "tokenizer", "chat_template", "hazards")},
+        "manifest": {k: manifest.get(k) for k in ("padprep_version", "options", "tokenizer", "chat_template", "hazards", "packing")},
         "records": {k: totals.get(k) for k in ("records_read", "rows_written", "rejected", "dropped", "truncated", "reasons")},
         "totals": {
-            "rows": int(len(all_lengths)),
+            "rows": rows,
+            **({"sequences": int(len(all_lengths)), "fill": _frac(real, real + pad)} if packed else {}),
             "real_tokens": real,
             "pad_tokens": pad,
             "trained_tokens": trained,
@@ -125,8 +142,17 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
         ],
         "length_histogram": _histogram(all_lengths),
         "shards": manifest["shards"],
+        **({"packed_shards": fills} if packed else {}),
         "unreadable": unreadable,
     }
+
+
+def _fill(shard: dict, cols: dict) -> dict:
+    """A packed shard's rows, sequences and fill (real tokens / (rows x seq_len)), from the file."""
+    ids = cols["input_ids"]
+    real = int(cols["attention_mask"].sum())
+    sequences = int(len(cols[SEQ_LENS])) if SEQ_LENS in cols else 0
+    return {"file": shard["file"], "rows": int(ids.shape[0]), "sequences": sequences, "fill": _frac(real, ids.size)}
 
 
 def _frac(a: int, b: int) -> float:
@@ -150,13 +176,17 @@ def print_stats(console: Console, stats: dict) -> None:
             f"records: {rec['records_read']:,} read = {rec['rows_written']:,} written + {rec['rejected']:,} rejected"
             f" + {rec['dropped']:,} dropped by policy ({rec['truncated']:,} truncated)"
         )
+    if "sequences" in t:
+        console.print(f"packed: {t['sequences']:,} sequences in {t['rows']:,} rows, fill {t['fill']:.2%} "
+                      "(real tokens / rows x seq_len)")
     console.print(
         f"rows: {t['rows']:,}   tokens: {t['real_tokens']:,} real, {t['pad_tokens']:,} pad "
         f"({t['padding_fraction']:.1%}), {t['trained_tokens']:,} trained ({t['trained_fraction_of_real']:.1%} of real)"
     )
+    how, what = ("packed", "sequence") if "sequences" in t else ("bucketed", "row")
     console.print(
-        f"padding waste: {t['padding_fraction']:.1%} bucketed vs {t['unbucketed_padding_fraction']:.1%} "
-        "if every row were padded to the longest"
+        f"padding waste: {t['padding_fraction']:.1%} {how} vs {t['unbucketed_padding_fraction']:.1%} "
+        f"if every {what} were padded to the longest"
     )
     table = Table(title="buckets", title_justify="left")
     for col in ("seq_len", "shards", "rows", "real", "pad", "pad %", "trained", "trained %"):
@@ -167,9 +197,11 @@ def print_stats(console: Console, stats: dict) -> None:
             f"{b['pad_fraction']:.1%}", f"{b['trained']:,}", f"{b['trained_fraction']:.1%}",
         )
     console.print(table)
+    if "packed_shards" in stats:
+        _print_fills(console, stats["packed_shards"])
     hist = stats["length_histogram"]
     if hist:
-        console.print("row lengths (real tokens):")
+        console.print("sequence lengths (tokens):" if "sequences" in t else "row lengths (real tokens):")
         top = max(h["rows"] for h in hist) or 1
         for h in hist:
             bar = "#" * max(0, round(40 * h["rows"] / top))
@@ -177,6 +209,23 @@ def print_stats(console: Console, stats: dict) -> None:
     for hz in stats["manifest"].get("hazards") or []:
         tag = "handled" if hz.get("handled") else "hazard"
         console.print(f"[yellow]{tag}:[/yellow] {hz['code']}: {hz['message']}" + (f" [{hz['count']}]" if hz.get("count") else ""))
+
+
+_FILL_ROWS = 40  # a longer shard list shows its first and last 20 (--json lists every shard)
+
+
+def _print_fills(console: Console, fills: list[dict]) -> None:
+    table = Table(title="packed shards", title_justify="left")
+    for col in ("shard", "rows", "sequences", "fill"):
+        table.add_column(col, justify="right")
+    shown = fills if len(fills) <= _FILL_ROWS else fills[: _FILL_ROWS // 2] + [None] + fills[-_FILL_ROWS // 2 :]
+    for f in shown:
+        if f is None:
+            lowest = min(fills, key=lambda x: x["fill"])
+            table.add_row(f"... {len(fills) - _FILL_ROWS} more", "", "", f"lowest {lowest['fill']:.2%}")
+        else:
+            table.add_row(f["file"], f"{f['rows']:,}", f"{f['sequences']:,}", f"{f['fill']:.2%}")
+    console.print(table)
 
 
 def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None) -> None:
@@ -203,8 +252,14 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
         for r in range(cols["input_ids"].shape[0]):
             if shown >= n:
                 return
-            console.rule(f"{shard['file']} row {r}", style="dim")
-            console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
+            if SEQ_LENS in cols:
+                lens = cols[SEQ_LENS][cols["seq_lens_offsets"][r] : cols["seq_lens_offsets"][r + 1]]
+                console.rule(f"{shard['file']} row {r}: {len(lens)} sequence{'s' * (len(lens) != 1)}, {int(lens.sum()):,} of "
+                             f"{cols['input_ids'].shape[1]:,} tokens", style="dim")
+                console.print(_render_packed_row(tok, cols, r, lens, color))
+            else:
+                console.rule(f"{shard['file']} row {r}", style="dim")
+                console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
             shown += 1
 
 
@@ -227,18 +282,70 @@ def _render_row(tok, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, colo
     return text
 
 
+def _render_packed_row(tok, cols: dict, r: int, lens: np.ndarray, color: bool) -> Text:
+    """A packed row sequence by sequence, each boundary marked ``<sequence k/n: N tokens>`` on a line of its own."""
+    ids, mask, labels = cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r]
+    text, start = Text(), 0
+    for k, n in enumerate(lens.tolist()):
+        text.append(("\n" if k else "") + f"<sequence {k + 1}/{len(lens)}: {n:,} tokens>\n", style="bold cyan" if color else "")
+        text.append_text(_render_row(tok, ids[start : start + n], mask[start : start + n], labels[start : start + n], color))
+        start += n
+    if start < len(ids):
+        text.append("\n")
+        text.append_text(_render_row(tok, ids[start:], mask[start:], labels[start:], color))
+    return text
+
+
 def verify_shards(output: Path, stats: dict) -> list[str]:
     """Every breach of the output's invariants, as one line each (empty list: all good)."""
     problems: list[str] = []
     side = (stats["manifest"].get("options") or {}).get("padding_side", "right")
+    packed = is_packed(stats)
     for shard in stats["shards"]:
         if shard["file"] in stats["unreadable"]:  # already reported by load_stats
             continue
         path = Path(output) / shard["file"]
         if file_sha256(path) != shard["sha256"]:
             problems.append(f"{shard['file']}: sha256 differs from the manifest")
-        problems += [f"{shard['file']}: {p}" for p in _shard_problems(read_listed_shard(output, shard), shard, side)]
+        cols = read_listed_shard(output, shard)
+        found = _shard_problems(cols, shard, side)
+        if packed != (SEQ_LENS in cols):
+            found.append("a packed shard in a bucketed build" if not packed else "no seq_lens / position_ids in a packed build")
+        elif packed:
+            found += _packed_problems(cols, shard)
+        problems += [f"{shard['file']}: {p}" for p in found]
     return problems
+
+
+def _packed_problems(cols: dict, shard: dict) -> list[str]:
+    """``seq_lens`` against ``attention_mask`` and ``position_ids``, and -100 on every sequence's first label."""
+    mask, positions, labels = cols["attention_mask"], cols["position_ids"], cols["labels"]
+    seq_lens, offsets = cols[SEQ_LENS].astype(np.int64), cols["seq_lens_offsets"].astype(np.int64)
+    rows, seq_len = mask.shape
+    counts = np.diff(offsets)
+    if np.any(counts < 1) or np.any(seq_lens < 1):
+        return ["seq_lens: a row without sequences, or a sequence of length < 1"]
+    row_lengths = np.add.reduceat(seq_lens, offsets[:-1]) if rows else np.zeros(0, np.int64)
+    out = []
+    if np.any(row_lengths > seq_len):
+        return [f"seq_lens: a row's sequences add up to more than its {seq_len} tokens"]
+    if not np.array_equal(mask.sum(axis=1), row_lengths):
+        out.append("seq_lens do not add up to each row's attention_mask")
+    starts = np.cumsum(seq_lens) - seq_lens
+    row_of_seq = np.repeat(np.arange(rows), counts)
+    expected = np.arange(seq_len)[None, :] - row_lengths[:, None]  # the padding tail: 0, 1, ...
+    real = expected < 0
+    within = np.arange(int(seq_lens.sum())) - np.repeat(starts, seq_lens)
+    expected[real] = within
+    if not np.array_equal(positions, expected):
+        bad = int(np.flatnonzero((positions != expected).any(axis=1))[0])
+        out.append(f"position_ids do not restart at 0 at every sequence of seq_lens (first at row {bad})")
+    first = starts - (np.cumsum(np.concatenate(([0], row_lengths)))[:-1])[row_of_seq]  # start within its row
+    if np.any(labels[row_of_seq, first] != IGNORE_INDEX):
+        out.append("a sequence's first label is not -100 (it would be trained to predict across a boundary)")
+    if "sequences" in shard and shard["sequences"] != len(seq_lens):
+        out.append(f"{len(seq_lens)} sequences, the manifest says {shard['sequences']}")
+    return out
 
 
 def _shard_problems(cols: dict, shard: dict, side: str) -> list[str]:

@@ -12,6 +12,10 @@
 * For other samplers and collators (HuggingFace's): ``load(DIR, rows=True)`` gives a batch as a list
   of row dicts, and ``pad_collate`` re-pads rows of any lengths by position, so a plain random
   sampler works (with the padding a random batch costs).
+* Packed builds (``padprep build --pack``) get ``PackedCollator`` instead: ``position_ids`` and either
+  the variable-length attention kwargs of transformers' ``DataCollatorWithFlattening``
+  (``cu_seq_lens_q`` / ``cu_seq_lens_k``, ``max_length_q`` / ``max_length_k``) or a 4-D
+  block-diagonal causal mask, so no token attends to another sequence of its row.
 
 The maps are private (copy-on-write): tensors from the dataset are writable, and writing into one
 changes this process's copy of that page only, never the file. Maps are opened lazily, once per
@@ -35,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .mask import IGNORE_INDEX
-from .write import COLUMNS, MANIFEST
+from .write import COLUMNS, MANIFEST, PACKED_COLUMNS
 
 Batch = dict[str, torch.Tensor]
 Arrays = dict[str, np.ndarray]
@@ -187,8 +191,10 @@ class ShardDataset(Dataset):
         pad_id: int | None = None,
         columns: Sequence[str] = COLUMNS,
         rows: bool = False,
+        packed: bool = False,
     ):
         self.shards = tuple(shards)
+        self.packed = packed  # rows of whole sequences (build --pack): batch them with PackedCollator
         self.padding_side = padding_side
         self.pad_id = pad_id
         self.columns = tuple(columns)
@@ -285,10 +291,14 @@ class ShardDataset(Dataset):
         return f"ShardDataset(rows={len(self)}, shards={len(self.shards)}, buckets={sorted(set(self._seq_lens.tolist()))})"
 
 
-def load(path: str | os.PathLike, columns: Sequence[str] = COLUMNS, rows: bool = False) -> ShardDataset:
+def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bool = False) -> ShardDataset:
     """Open a padprep build directory (its ``manifest.json`` and shards) as a ``ShardDataset``.
 
-    ``rows=True``: batches are fetched as lists of row dicts (see ``ShardDataset``).
+    Args:
+        path: the build's output directory.
+        columns: the fixed-size columns to map; default ``input_ids``, ``attention_mask``, ``labels``
+            and, for a packed build, ``position_ids``.
+        rows: fetch batches as lists of row dicts (for HuggingFace collators; see ``ShardDataset``).
     """
     root = Path(path)
     manifest_path = root / MANIFEST
@@ -296,12 +306,15 @@ def load(path: str | os.PathLike, columns: Sequence[str] = COLUMNS, rows: bool =
         raise FileNotFoundError(f"{root}: no {MANIFEST} here; is this a padprep build output?")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     shards = [ShardInfo(root / s["file"], int(s["rows"]), int(s["seq_len"])) for s in manifest["shards"] if s["rows"]]
+    options = manifest.get("options") or {}
+    packed = bool(options.get("pack"))
     return ShardDataset(
         shards,
-        padding_side=(manifest.get("options") or {}).get("padding_side", "right"),
+        padding_side=options.get("padding_side", "right"),
         pad_id=(manifest.get("tokenizer") or {}).get("pad_id"),
-        columns=columns,
+        columns=columns if columns is not None else (PACKED_COLUMNS if packed else COLUMNS),
         rows=rows,
+        packed=packed,
     )
 
 
@@ -531,6 +544,115 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+VARLEN, BLOCK_DIAGONAL = "varlen", "block_diagonal"
+
+
+class PackedCollator:
+    """Batches of packed rows (``padprep build --pack``) for padding-free training, sequences kept apart.
+
+    A packed row holds whole sequences back to back, then a padding tail; its ``position_ids``
+    restart at 0 at every sequence and at the tail. Call these the row's *segments*. The collator
+    turns rows into one of two batch forms, so that no token attends to another segment:
+
+    - ``attention="varlen"`` (default), for flash attention (``attn_implementation="flash_attention_2"``
+      and the like): the batch is flattened into one row, the form and names of transformers'
+      ``DataCollatorWithFlattening(return_flash_attn_kwargs=True)``, padding tails kept as segments
+      of their own (shapes stay ``rows * seq_len``, ≤ 1% of tokens on the shared data):
+
+      - ``input_ids``, ``labels``, ``position_ids``: int64 ``(1, rows * seq_len)``;
+      - ``cu_seq_lens_q``, ``cu_seq_lens_k``: int32 ``(segments + 1,)``, cumulative segment lengths
+        over the flattened batch (``0, ..., rows * seq_len``);
+      - ``max_length_q``, ``max_length_k``: int, the longest segment.
+
+      There is no ``attention_mask``: given a 2-D mask, flash attention unpads by it and ignores
+      ``cu_seq_lens``, letting sequences of one row attend to each other.
+
+    - ``attention="block_diagonal"``, for SDPA or eager attention on any device: ``input_ids``,
+      ``labels``, ``position_ids`` int64 ``(rows, seq_len)`` and ``attention_mask`` of shape
+      ``(rows, 1, seq_len, seq_len)``, where query ``q`` may attend to key ``k`` iff both lie in one
+      segment and ``k <= q``. With a floating ``mask_dtype`` (default float32) it is additive: 0
+      where attended, the dtype's minimum elsewhere (eager and SDPA; use the model's dtype, e.g.
+      ``torch.bfloat16``). With ``torch.bool`` it is True where attended: 4x smaller, SDPA only
+      (eager attention *adds* the mask, so a bool one would not mask anything).
+
+    Labels are never shifted here (the model or the loss shifts); every sequence's first label is
+    -100 in the shards, so no position is trained to predict across a boundary.
+
+    Args:
+        attention: ``"varlen"`` or ``"block_diagonal"``.
+        mask_dtype: dtype of the block-diagonal mask (``torch.bool`` or a floating dtype).
+
+    Example:
+        >>> from padprep.loader import PackedCollator, make_dataloader
+        >>> loader = make_dataloader("out/packed", batch_size=8)  # a packed build: PackedCollator("varlen")
+        >>> batch = next(iter(loader))
+        >>> sorted(batch)
+        ['cu_seq_lens_k', 'cu_seq_lens_q', 'input_ids', 'labels', 'max_length_k', 'max_length_q', 'position_ids']
+        >>> loss = model(**batch).loss  # model loaded with attn_implementation="flash_attention_2"
+    """
+
+    def __init__(self, attention: str = VARLEN, mask_dtype: torch.dtype = torch.float32):
+        if attention not in (VARLEN, BLOCK_DIAGONAL):
+            raise ValueError(f"attention must be {VARLEN!r} (flash attention) or {BLOCK_DIAGONAL!r} (SDPA / eager); got {attention!r}")
+        if not (mask_dtype == torch.bool or mask_dtype.is_floating_point):
+            raise ValueError(f"mask_dtype must be torch.bool or a floating dtype; got {mask_dtype}")
+        self.attention, self.mask_dtype = attention, mask_dtype
+
+    def __call__(self, batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]]) -> Batch:
+        cols = collate(batch)
+        if "position_ids" not in cols:
+            raise ValueError("PackedCollator needs position_ids: load a packed build (padprep build --pack) with padprep.load")
+        ids, labels, positions = cols["input_ids"], cols["labels"], cols["position_ids"]
+        if self.attention == BLOCK_DIAGONAL:
+            return {"input_ids": ids, "labels": labels, "position_ids": positions,
+                    "attention_mask": block_diagonal_mask(positions, self.mask_dtype)}
+        cu_seq_lens = cu_seq_lens_from_position_ids(positions)
+        longest = int(cu_seq_lens.diff().max()) if len(cu_seq_lens) > 1 else 0
+        return {
+            "input_ids": ids.reshape(1, -1),
+            "labels": labels.reshape(1, -1),
+            "position_ids": positions.reshape(1, -1),
+            "cu_seq_lens_q": cu_seq_lens,
+            "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": longest,
+            "max_length_k": longest,
+        }
+
+
+def cu_seq_lens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """Cumulative segment lengths (int32) over the flattened ``position_ids``, segments starting where they are 0.
+
+    Example:
+        >>> cu_seq_lens_from_position_ids(torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 1]])).tolist()
+        [0, 3, 5, 6, 10, 12]
+    """
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0).reshape(-1)
+    return torch.cat([starts, torch.tensor([flat.numel()])]).to(torch.int32)
+
+
+def block_diagonal_mask(position_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A ``(rows, 1, seq_len, seq_len)`` causal mask that keeps each segment (``position_ids`` restarting at 0) to itself.
+
+    Args:
+        position_ids: ``(rows, seq_len)``, 0 at the start of every segment.
+        dtype: ``torch.bool`` (True where attended) or a floating dtype (additive: 0 where attended,
+            the dtype's minimum elsewhere).
+
+    Example:
+        >>> block_diagonal_mask(torch.tensor([[0, 1, 0]]), torch.bool)[0, 0].int().tolist()
+        [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    """
+    segment = (position_ids == 0).cumsum(dim=-1)
+    seq_len = position_ids.shape[-1]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+    allowed = (segment[:, :, None] == segment[:, None, :]) & causal
+    allowed = allowed[:, None]
+    if dtype == torch.bool:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
 def make_dataloader(
     data: str | os.PathLike | ShardDataset,
     batch_size: int | None = None,
@@ -541,15 +663,40 @@ def make_dataloader(
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
+    attention: str | None = None,
+    mask_dtype: torch.dtype = torch.float32,
     **loader_options,
 ) -> DataLoader:
-    """A ``DataLoader`` over a build with a ``BucketBatchSampler`` and ``collate``.
+    """A ``DataLoader`` over a build with a ``BucketBatchSampler`` and ``collate`` (``PackedCollator`` for a packed build).
 
     Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch (the sampler runs in this
     process, so this works with ``persistent_workers`` too).
+
+    Args:
+        data: a build directory or a ``ShardDataset``.
+        batch_size, max_tokens: rows per batch, or a token budget (see ``BucketBatchSampler``).
+        shuffle, seed, drop_last, rank, world_size: see ``BucketBatchSampler``.
+        num_workers: ``DataLoader`` worker processes (0 is usually fastest here).
+        attention: packed builds only: ``"varlen"`` (default; ``cu_seq_lens_*`` for flash attention)
+            or ``"block_diagonal"`` (a 4-D mask for SDPA / eager); see ``PackedCollator``.
+        mask_dtype: packed builds with ``attention="block_diagonal"``: the mask's dtype.
+        **loader_options: passed to ``torch.utils.data.DataLoader``.
+
+    Example:
+        >>> loader = make_dataloader("out/sample", max_tokens=512, seed=0)
+        >>> for epoch in range(3):
+        ...     loader.batch_sampler.set_epoch(epoch)
+        ...     for batch in loader: ...
     """
     dataset = data if isinstance(data, ShardDataset) else load(data)
+    if dataset.packed:
+        collate_fn = PackedCollator(attention or VARLEN, mask_dtype)
+    elif attention is not None:
+        raise ValueError(f"attention={attention!r} is for packed builds (padprep build --pack); this build is bucketed: "
+                         "its batches carry a 2-D attention_mask already")
+    else:
+        collate_fn = collate
     sampler = BucketBatchSampler(
         dataset, batch_size, max_tokens, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size
     )
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate, **loader_options)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn, **loader_options)

@@ -3,6 +3,11 @@
 Padding is placed by *position* (from the row lengths), never found by comparing ids with the pad
 id, so when pad == eos the real eos keeps its label. ``attention_mask`` is 1 on real tokens and 0 on
 padding; labels are -100 on every padded position.
+
+A packed row (``pad_packed_shard``) holds several whole conversations back to back, then padding:
+``position_ids`` restart at 0 at every conversation (and count 0, 1, ... over the padding tail,
+one more segment), and the first label of every conversation is -100, so no position is trained to
+predict across a boundary.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ class PaddedShard:
     input_ids: torch.Tensor  # int32 (rows, seq_len)
     attention_mask: torch.Tensor  # int32 (rows, seq_len)
     labels: torch.Tensor  # int32 (rows, seq_len)
+    position_ids: torch.Tensor | None = None  # packed shards: int32 (rows, seq_len), 0 at every sequence start
+    seq_lens: np.ndarray | None = None  # packed shards: int32, the sequences' lengths, row after row
+    seq_counts: np.ndarray | None = None  # packed shards: int32 (rows,), sequences in each row
+
+    @property
+    def packed(self) -> bool:
+        return self.position_ids is not None
 
 
 def pad_shard(
@@ -48,7 +60,59 @@ def pad_shard(
     return PaddedShard(input_ids, real.to(torch.int32), labels)
 
 
+def pad_packed_shard(
+    flat_ids: np.ndarray,
+    flat_labels: np.ndarray,
+    seq_lens: np.ndarray,
+    seq_counts: np.ndarray,
+    seq_len: int,
+    pad_id: int,
+) -> PaddedShard:
+    """Packed rows: ``seq_counts[r]`` whole sequences back to back in row ``r``, then right padding.
+
+    Each sequence's first label becomes -100; ``position_ids`` restart at 0 at every sequence and at
+    the padding tail.
+
+    Args:
+        flat_ids, flat_labels: the sequences' ids and labels, concatenated in row order.
+        seq_lens: each sequence's length (all ``>= 1``), in the same order.
+        seq_counts: how many of those sequences each row takes (all ``>= 1``).
+        seq_len: the row length; the sequences of a row must fit in it.
+        pad_id: the id written on padding.
+
+    Example:
+        >>> s = pad_packed_shard(np.array([5, 6, 7, 8]), np.array([-100, 6, -100, 8]), np.array([2, 2]),
+        ...                      np.array([1, 1]), seq_len=3, pad_id=0)
+        >>> s.input_ids.tolist(), s.labels.tolist(), s.position_ids.tolist()
+        ([[5, 6, 0], [7, 8, 0]], [[-100, 6, -100], [-100, 8, -100]], [[0, 1, 0], [0, 1, 0]])
+    """
+    seq_lens = np.ascontiguousarray(seq_lens, dtype=np.int64)
+    seq_counts = np.ascontiguousarray(seq_counts, dtype=np.int64)
+    if len(seq_counts) and seq_counts.min() < 1:
+        raise ValueError("a packed row holds no sequence")
+    if seq_counts.sum() != len(seq_lens) or seq_lens.sum() != len(flat_ids):
+        raise ValueError("sequence lengths and counts do not add up to the tokens given")
+    seq_starts = np.cumsum(seq_lens) - seq_lens  # where each sequence begins in the flat arrays
+    labels = np.array(flat_labels, dtype=np.int32)
+    labels[seq_starts] = IGNORE_INDEX
+    row_lengths = np.add.reduceat(seq_lens, np.cumsum(seq_counts) - seq_counts) if len(seq_counts) else seq_lens[:0]
+    shard = pad_shard(flat_ids, labels, row_lengths, seq_len, pad_id, PaddingSide.right)
+    # Each real token's place in its sequence, in int32 (a shard holds far fewer than 2**31 tokens).
+    within = torch.arange(len(flat_ids), dtype=torch.int32)
+    within -= torch.repeat_interleave(torch.from_numpy(seq_starts.astype(np.int32)), torch.from_numpy(seq_lens))
+    positions = torch.arange(seq_len, dtype=torch.int32)[None, :] - torch.from_numpy(row_lengths.astype(np.int32))[:, None]
+    positions[shard.attention_mask.bool()] = within  # the tail keeps 0, 1, ...: a segment of its own
+    return PaddedShard(shard.input_ids, shard.attention_mask, shard.labels, positions,
+                       seq_lens.astype(np.int32), seq_counts.astype(np.int32))
+
+
 def shuffle_rows(shard: PaddedShard, seed: int) -> PaddedShard:
     """The same rows in an order drawn from ``seed`` (one torch generator per shard: reproducible)."""
     perm = torch.randperm(shard.input_ids.shape[0], generator=torch.Generator().manual_seed(seed))
-    return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm])
+    if not shard.packed:
+        return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm])
+    order = perm.numpy()
+    offsets = np.concatenate(([0], np.cumsum(shard.seq_counts, dtype=np.int64)))
+    seq_lens = np.concatenate([shard.seq_lens[offsets[r] : offsets[r + 1]] for r in order]) if len(order) else shard.seq_lens
+    return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm], shard.position_ids[perm],
+                       seq_lens.astype(np.int32), shard.seq_counts[order])

@@ -8,6 +8,11 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
 * between passes the bucket bounds are chosen from the histogram;
 * pass 2 streams the spill file, routes rows to buckets and pads and writes a shard each time a
   bucket fills one.
+
+With ``--pack`` the lengths of pass 1 (one int per row) go to best-fit decreasing placement
+(``pack.py``) instead of bucket bounds; pass 2 routes each row to the file of the shard its row of
+``--max-length`` tokens lies in, then puts each shard's rows in placement order, packs, pads and
+writes it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from .config import BuildConfig, Reasoning, SpanMethod
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from .mask import IGNORE_INDEX
 from .normalize import Reject
+from .pack import Placement, best_fit_decreasing
 from .parallel import ChunkRunner, plan_workers
 from .preflight import (
     Hazard, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
@@ -133,11 +140,15 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
             results = runner.results(_chunked(records, cfg.chunk_size), processor)
             if checked is not None:  # the sample's rows are already made: the build does not make them twice
                 results = itertools.chain([checked.packed()], results)
-            counts, stats, histogram = _pass_one(results, cfg, out.path, progress)
+            counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress)
         _check_reject_limits(cfg, counts, out, final=True)
         _check_not_empty(cfg, counts, files)
-        bounds = _bounds(cfg, histogram)
-        shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
+        if cfg.pack:
+            bounds = [cfg.max_length]
+            shards = _pass_two_packed(out.path, _placement(lengths, cfg.max_length, progress), bundle.pad_id, cfg)
+        else:
+            bounds = _bounds(cfg, histogram)
+            shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
@@ -257,8 +268,10 @@ class Counts:
 
 
 def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, progress: Progress):
-    """Spill every row, write every reject, count everything; lengths go to the histogram."""
+    """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
+    --pack, to an int32 array in spill order: all that placement needs)."""
     counts, stats, histogram = Counts(), ChunkStats(), Counter()
+    lengths: list[np.ndarray] = []
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
         spill = pa.ipc.new_stream(sink, _SPILL_SCHEMA)
         for result in results:
@@ -269,13 +282,15 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
             rows = result.rows
             if len(rows.lengths):
                 histogram.update(rows.lengths.tolist())
+                if cfg.pack:
+                    lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
                 spill.write_batch(_spill_batch(rows))
             counts.per_file.update(rows.per_file)
             _check_reject_limits(cfg, counts, None, final=False, rejects_path=workdir / REJECTS)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
         spill.close()
-    return counts, stats, histogram
+    return counts, stats, histogram, np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
 
 
 def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
@@ -471,6 +486,121 @@ def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildCo
     }
 
 
+def _placement(lengths: np.ndarray, capacity: int, progress: Progress) -> Placement:
+    started = time.perf_counter()
+    placement = best_fit_decreasing(lengths, capacity)
+    fill = int(lengths.sum()) / (placement.bins * capacity) if placement.bins else 0.0
+    progress.log(f"packing: {len(lengths):,} sequences into {placement.bins:,} rows of {capacity:,} tokens "
+                 f"({fill:.2%} full) in {time.perf_counter() - started:.2f}s")
+    return placement
+
+
+# Files open at once while routing packed rows to their shards; more shards are routed in two steps.
+_FANOUT = 64
+
+
+def _pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig) -> list[dict]:
+    """Route the spilled rows into one file per shard (input order kept), then put each shard's rows
+    in placement order, pack, pad and write it. Memory holds one batch or one shard."""
+    capacity = placement.capacity
+    per_shard = max(1, cfg.shard_tokens // capacity)  # rows of ``capacity`` tokens per shard
+    n_shards = -(-placement.bins // per_shard)
+    shard_of_row = placement.bin_of // per_shard
+    paths = _scatter(workdir / SPILL, shard_of_row, n_shards, workdir, "pack")
+    shards: list[dict] = []
+    for serial, path in enumerate(paths):
+        first, last = serial * per_shard, min((serial + 1) * per_shard, placement.bins)
+        final = placement.order[placement.starts[first] : placement.starts[last]]  # spill indices, placement order
+        with pa.OSFile(str(path), "rb") as source:
+            table = pa.ipc.open_stream(source).read_all()  # this shard's rows, in spill order
+        table = table.take(int32_array(np.searchsorted(np.sort(final), final)))
+        seq_counts = np.diff(placement.starts[first : last + 1])
+        shards.append(_flush_packed(workdir, table, seq_counts, capacity, pad_id, cfg, serial))
+        path.unlink()
+        del table
+        pa.default_memory_pool().release_unused()
+    return shards
+
+
+def _scatter(source: Path, dest: np.ndarray, n_dest: int, workdir: Path, name: str) -> list[Path]:
+    """Split a stream file of rows into one file per destination (``dest[i]``: row ``i``'s), each in
+    the source's order. At most ``_FANOUT`` files are open: with more destinations, rows go to
+    groups of destinations first and each group file is split again."""
+    if n_dest <= _FANOUT:
+        return _split(source, dest, [workdir / f"{name}-{d:05d}.arrow" for d in range(n_dest)])
+    per_group = -(-n_dest // _FANOUT)
+    group = dest // per_group
+    groups = _split(source, group, [workdir / f"{name}-{g}.arrow" for g in range(-(-n_dest // per_group))])
+    paths: list[Path] = []
+    for g, path in enumerate(groups):
+        first = g * per_group
+        paths += _scatter(path, dest[group == g] - first, min(per_group, n_dest - first), workdir, f"{name}-{g}")
+        path.unlink()
+    return paths
+
+
+def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
+    """One pass over ``source``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
+    with contextlib.ExitStack() as stack:
+        reader = pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
+        writers = [stack.enter_context(pa.ipc.new_stream(stack.enter_context(pa.OSFile(str(p), "wb")), _SPILL_SCHEMA))
+                   for p in paths]
+        done = 0
+        for batch in reader:
+            which = dest[done : done + batch.num_rows]
+            done += batch.num_rows
+            for k in np.unique(which):
+                writers[int(k)].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
+    if done != len(dest):
+        raise RuntimeError(f"internal: {source.name} holds {done} rows, the placement {len(dest)}")
+    return paths
+
+
+def _flush_packed(workdir: Path, take: pa.Table, seq_counts: np.ndarray, seq_len: int, pad_id: int, cfg: BuildConfig,
+                  serial: int) -> dict:
+    """Pack these sequences (in order, ``seq_counts[r]`` to row ``r``), pad and write them as one shard."""
+    from .pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
+
+    ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
+    seq_lens = _list_lengths(ids_col)
+    flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
+    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id)
+    if cfg.seed is not None:
+        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
+    name = f"packed-{seq_len:06d}-{serial:05d}.arrow"
+    digest = write_shard(workdir / name, padded)
+    rows, real = len(seq_counts), int(seq_lens.sum())
+    return {
+        "file": name,
+        "bucket": seq_len,
+        "rows": rows,
+        "seq_len": seq_len,
+        "sequences": len(seq_lens),
+        "real_tokens": real,
+        "pad_tokens": rows * seq_len - real,
+        "fill": real / (rows * seq_len),
+        "trained_tokens": int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
+        "bytes": (workdir / name).stat().st_size,
+        "sha256": digest,
+    }
+
+
+def _packing(cfg: BuildConfig, shards: list[dict]) -> dict | None:
+    """The manifest's record of packing: None for a bucketed build."""
+    if not cfg.pack:
+        return None
+    rows, real = sum(s["rows"] for s in shards), sum(s["real_tokens"] for s in shards)
+    return {
+        "algorithm": "best-fit decreasing",
+        "seq_len": cfg.max_length,
+        "rows": rows,
+        "sequences": sum(s["sequences"] for s in shards),
+        "fill": real / (rows * cfg.max_length) if rows else 0.0,
+        "position_ids": "restart at 0 at every sequence and at the padding tail",
+        "first_label_of_each_sequence": IGNORE_INDEX,
+    }
+
+
 def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, digests, key, counts: Counts,
               stats: ChunkStats, histogram: Counter, bounds, shards, hazards, found: dict[str, FileFormat] | None = None) -> dict:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
@@ -479,7 +609,7 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, di
     longest = max(histogram) if histogram else 0
     return {
         "padprep_version": __version__,
-        "format": "padprep-shards/1",
+        "format": "padprep-packed-shards/1" if cfg.pack else "padprep-shards/1",
         "build_key": key,
         "options": cfg.as_manifest(),
         "tokenizer": {
@@ -506,6 +636,7 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, di
             for f, digest in zip(files, digests)
         ],
         "buckets": bounds,
+        **({"packing": _packing(cfg, shards)} if cfg.pack else {}),
         "shards": shards,
         "totals": {
             "records_read": counts.read,

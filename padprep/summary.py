@@ -16,7 +16,12 @@ def print_build_summary(console: Console, manifest: dict, seconds: float) -> Non
     table.add_row("rejected (bad records)", f"{t['rejected']:,}")
     table.add_row("dropped by policy", f"{t['dropped']:,}")
     table.add_row("truncated", f"{t['truncated']:,}")
-    table.add_row("buckets", ", ".join(str(b) for b in manifest["buckets"]) or "-")
+    packing = manifest.get("packing")
+    if packing:
+        table.add_row("packed", f"{packing['sequences']:,} sequences into {packing['rows']:,} rows of {packing['seq_len']:,} "
+                                f"(fill {packing['fill']:.2%})")
+    else:
+        table.add_row("buckets", ", ".join(str(b) for b in manifest["buckets"]) or "-")
     table.add_row("real tokens", f"{t['real_tokens']:,}")
     table.add_row("trained tokens", f"{t['trained_tokens']:,}")
     table.add_row("padding", f"{t['pad_tokens']:,} ({t['padding_fraction']:.1%}; unbucketed {t['unbucketed_padding_fraction']:.1%})")

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do 
     from .pad import PaddedShard
 
 COLUMNS = ("input_ids", "attention_mask", "labels")
+PACKED_COLUMNS = (*COLUMNS, "position_ids")  # fixed-size columns of a packed shard; plus ``seq_lens``
+SEQ_LENS = "seq_lens"
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 _TMP_MARK = ".padprep-tmp-"
@@ -50,18 +52,23 @@ def int32_values(array: pa.Array) -> np.ndarray:
     return data[array.offset : array.offset + len(array)]
 
 
-def shard_schema(seq_len: int) -> pa.Schema:
-    return pa.schema([pa.field(c, pa.list_(pa.int32(), seq_len), nullable=False) for c in COLUMNS])
+def shard_schema(seq_len: int, packed: bool = False) -> pa.Schema:
+    """``fixed_size_list<int32>[seq_len]`` columns; a packed shard adds ``position_ids`` and ``seq_lens`` (``list<int32>``)."""
+    fields = [pa.field(c, pa.list_(pa.int32(), seq_len), nullable=False) for c in (PACKED_COLUMNS if packed else COLUMNS)]
+    if packed:
+        fields.append(pa.field(SEQ_LENS, pa.list_(pa.int32()), nullable=False))
+    return pa.schema(fields)
 
 
 def write_shard(path: Path, shard: "PaddedShard") -> str:
     """Write one shard; returns its sha256."""
     rows, seq_len = shard.input_ids.shape
-    arrays = [
-        pa.FixedSizeListArray.from_arrays(int32_array(t.numpy().reshape(-1)), seq_len)
-        for t in (shard.input_ids, shard.attention_mask, shard.labels)
-    ]
-    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len))
+    tensors = (shard.input_ids, shard.attention_mask, shard.labels) + ((shard.position_ids,) if shard.packed else ())
+    arrays = [pa.FixedSizeListArray.from_arrays(int32_array(t.numpy().reshape(-1)), seq_len) for t in tensors]
+    if shard.packed:
+        offsets = int32_array(np.concatenate(([0], np.cumsum(shard.seq_counts, dtype=np.int64))))
+        arrays.append(pa.ListArray.from_arrays(offsets, int32_array(shard.seq_lens)))
+    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed))
     with open(path, "wb") as fh:
         hashing = _HashingWriter(fh)
         with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
@@ -91,14 +98,25 @@ class _HashingWriter:
 
 
 def read_shard(path: Path) -> dict[str, np.ndarray]:
-    """A shard's columns as ``(rows, seq_len)`` int32 arrays (memory-mapped, no copy)."""
+    """A shard's columns as ``(rows, seq_len)`` int32 arrays (memory-mapped, no copy).
+
+    A packed shard also gives ``position_ids`` (``(rows, seq_len)``), ``seq_lens`` (every sequence's
+    length, row after row, flat) and ``seq_lens_offsets`` (``rows + 1``: row ``r``'s sequences are
+    ``seq_lens[offsets[r]:offsets[r + 1]]``).
+    """
     with pa.memory_map(str(path), "r") as source:
         table = pa.ipc.open_stream(source).read_all()
+    packed = SEQ_LENS in table.column_names
     out = {}
-    for name in COLUMNS:
+    for name in PACKED_COLUMNS if packed else COLUMNS:
         col = table.column(name).combine_chunks()
         seq_len = col.type.list_size
         out[name] = int32_values(col.flatten()).reshape(-1, seq_len)
+    if packed:
+        col = table.column(SEQ_LENS).combine_chunks()
+        offsets = int32_values(col.offsets)
+        out[SEQ_LENS] = int32_values(col.values)[offsets[0] : offsets[-1]] if len(offsets) else np.zeros(0, np.int32)
+        out["seq_lens_offsets"] = offsets - offsets[0] if len(offsets) else np.zeros(1, np.int32)
     return out
 
 
