@@ -371,4 +371,10 @@ def _shard_problems(cols: dict, shard: dict, side: str) -> list[str]:
     real = int(mask.sum())
     if (real, ids.size - real, int(trained.sum())) != (shard["real_tokens"], shard["pad_tokens"], shard["trained_tokens"]):
         out.append("real / pad / trained token counts differ from the manifest")
+    weights = cols.get("loss_weights")
+    if weights is not None:
+        if weights.shape != ids.shape or not np.all(np.isfinite(weights)):
+            out.append("loss_weights has the wrong shape or non-finite values")
+        elif np.any(weights[~trained] != 0) or np.any(weights[trained] <= 0):
+            out.append("loss_weights is not 0 exactly where labels are -100")
     return out

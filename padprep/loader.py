@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .mask import IGNORE_INDEX
-from .write import COLUMNS, MANIFEST, PACKED_COLUMNS
+from .write import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS
 
 Batch = dict[str, torch.Tensor]
 Arrays = dict[str, np.ndarray]
@@ -296,8 +296,8 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
 
     Args:
         path: the build's output directory.
-        columns: the fixed-size columns to map; default ``input_ids``, ``attention_mask``, ``labels``
-            and, for a packed build, ``position_ids``.
+        columns: the fixed-size columns to map; default ``input_ids``, ``attention_mask``, ``labels``,
+            for a packed build ``position_ids``, and ``loss_weights`` (float32) where the build has them.
         rows: fetch batches as lists of row dicts (for HuggingFace collators; see ``ShardDataset``).
     """
     root = Path(path)
@@ -308,11 +308,14 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
     shards = [ShardInfo(root / s["file"], int(s["rows"]), int(s["seq_len"])) for s in manifest["shards"] if s["rows"]]
     options = manifest.get("options") or {}
     packed = bool(options.get("pack"))
+    weighted = bool((manifest.get("totals") or {}).get("rows_with_fractional_weights"))
+    if columns is None:
+        columns = (PACKED_COLUMNS if packed else COLUMNS) + ((LOSS_WEIGHTS,) if weighted else ())
     return ShardDataset(
         shards,
         padding_side=options.get("padding_side", "right"),
         pad_id=(manifest.get("tokenizer") or {}).get("pad_id"),
-        columns=columns if columns is not None else (PACKED_COLUMNS if packed else COLUMNS),
+        columns=columns,
         rows=rows,
         packed=packed,
     )
@@ -443,12 +446,16 @@ def collate(batch: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tens
     and one shared-memory segment instead of three when a ``DataLoader`` worker sends it (~2x faster).
     """
     cols = batch if isinstance(batch, Mapping) else {n: torch.stack([row[n] for row in batch]) for n in batch[0]}
-    names = list(cols)
+    names = [n for n in cols if not cols[n].dtype.is_floating_point]
     out = np.empty((len(names), *cols[names[0]].shape), dtype=np.int64)
     for k, name in enumerate(names):
         out[k] = cols[name].numpy()  # NumPy's copy: single-threaded, see _take
     tensor = torch.from_numpy(out)
-    return {name: tensor[k] for k, name in enumerate(names)}
+    batch_out = {name: tensor[k] for k, name in enumerate(names)}
+    for name in cols:  # loss_weights stay float32
+        if name not in batch_out:
+            batch_out[name] = cols[name].clone()
+    return batch_out
 
 
 def pad_collate(

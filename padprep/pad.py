@@ -29,6 +29,7 @@ class PaddedShard:
     position_ids: torch.Tensor | None = None  # packed shards: int32 (rows, seq_len), 0 at every sequence start
     seq_lens: np.ndarray | None = None  # packed shards: int32, the sequences' lengths, row after row
     seq_counts: np.ndarray | None = None  # packed shards: int32 (rows,), sequences in each row
+    loss_weights: torch.Tensor | None = None  # float32 (rows, seq_len), where some message has a fractional weight
 
     @property
     def packed(self) -> bool:
@@ -42,8 +43,11 @@ def pad_shard(
     seq_len: int,
     pad_id: int,
     side: PaddingSide = PaddingSide.right,
+    flat_weights: np.ndarray | None = None,
 ) -> PaddedShard:
-    """Scatter the concatenated rows into padded tensors; row-major order of real positions = input order."""
+    """Scatter the concatenated rows into padded tensors; row-major order of real positions = input order.
+
+    ``flat_weights`` (float32 loss weights, concatenated like the ids) become ``loss_weights``, 0 on padding."""
     lengths_t = torch.from_numpy(np.ascontiguousarray(lengths, dtype=np.int64))
     if len(lengths_t) and int(lengths_t.max()) > seq_len:
         raise ValueError("a row is longer than its shard's seq_len")
@@ -57,7 +61,11 @@ def pad_shard(
     labels = torch.full((rows, seq_len), IGNORE_INDEX, dtype=torch.int32)
     input_ids[real] = torch.from_numpy(np.array(flat_ids, dtype=np.int32))  # a copy: inputs may be read-only views
     labels[real] = torch.from_numpy(np.array(flat_labels, dtype=np.int32))
-    return PaddedShard(input_ids, real.to(torch.int32), labels)
+    weights = None
+    if flat_weights is not None:
+        weights = torch.zeros((rows, seq_len), dtype=torch.float32)
+        weights[real] = torch.from_numpy(np.array(flat_weights, dtype=np.float32))
+    return PaddedShard(input_ids, real.to(torch.int32), labels, loss_weights=weights)
 
 
 def pad_packed_shard(
@@ -67,6 +75,7 @@ def pad_packed_shard(
     seq_counts: np.ndarray,
     seq_len: int,
     pad_id: int,
+    flat_weights: np.ndarray | None = None,
 ) -> PaddedShard:
     """Packed rows: ``seq_counts[r]`` whole sequences back to back in row ``r``, then right padding.
 
@@ -79,6 +88,7 @@ def pad_packed_shard(
         seq_counts: how many of those sequences each row takes (all ``>= 1``).
         seq_len: the row length; the sequences of a row must fit in it.
         pad_id: the id written on padding.
+        flat_weights: float32 loss weights, concatenated like the ids (0 where a label is -100), or None.
 
     Example:
         >>> s = pad_packed_shard(np.array([5, 6, 7, 8]), np.array([-100, 6, -100, 8]), np.array([2, 2]),
@@ -95,24 +105,28 @@ def pad_packed_shard(
     seq_starts = np.cumsum(seq_lens) - seq_lens  # where each sequence begins in the flat arrays
     labels = np.array(flat_labels, dtype=np.int32)
     labels[seq_starts] = IGNORE_INDEX
+    if flat_weights is not None:
+        flat_weights = np.array(flat_weights, dtype=np.float32)
+        flat_weights[seq_starts] = 0.0
     row_lengths = np.add.reduceat(seq_lens, np.cumsum(seq_counts) - seq_counts) if len(seq_counts) else seq_lens[:0]
-    shard = pad_shard(flat_ids, labels, row_lengths, seq_len, pad_id, PaddingSide.right)
+    shard = pad_shard(flat_ids, labels, row_lengths, seq_len, pad_id, PaddingSide.right, flat_weights)
     # Each real token's place in its sequence, in int32 (a shard holds far fewer than 2**31 tokens).
     within = torch.arange(len(flat_ids), dtype=torch.int32)
     within -= torch.repeat_interleave(torch.from_numpy(seq_starts.astype(np.int32)), torch.from_numpy(seq_lens))
     positions = torch.arange(seq_len, dtype=torch.int32)[None, :] - torch.from_numpy(row_lengths.astype(np.int32))[:, None]
     positions[shard.attention_mask.bool()] = within  # the tail keeps 0, 1, ...: a segment of its own
     return PaddedShard(shard.input_ids, shard.attention_mask, shard.labels, positions,
-                       seq_lens.astype(np.int32), seq_counts.astype(np.int32))
+                       seq_lens.astype(np.int32), seq_counts.astype(np.int32), shard.loss_weights)
 
 
 def shuffle_rows(shard: PaddedShard, seed: int) -> PaddedShard:
     """The same rows in an order drawn from ``seed`` (one torch generator per shard: reproducible)."""
     perm = torch.randperm(shard.input_ids.shape[0], generator=torch.Generator().manual_seed(seed))
+    weights = shard.loss_weights[perm] if shard.loss_weights is not None else None
     if not shard.packed:
-        return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm])
+        return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm], loss_weights=weights)
     order = perm.numpy()
     offsets = np.concatenate(([0], np.cumsum(shard.seq_counts, dtype=np.int64)))
     seq_lens = np.concatenate([shard.seq_lens[offsets[r] : offsets[r + 1]] for r in order]) if len(order) else shard.seq_lens
     return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm], shard.position_ids[perm],
-                       seq_lens.astype(np.int32), shard.seq_counts[order])
+                       seq_lens.astype(np.int32), shard.seq_counts[order], weights)

@@ -51,10 +51,16 @@ from .progress import Progress
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
-from .write import MANIFEST, REJECTS, AtomicDir, int32_array, int32_values, write_json, write_shard
+from .write import (
+    LOSS_WEIGHTS, MANIFEST, REJECTS, AtomicDir, float32_array, float32_values, int32_array, int32_values, write_json,
+    write_shard,
+)
 
 SPILL = "spill.arrow"
-_SPILL_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+# Loss weights are null for a chunk whose rows carry none (the usual case: nothing is written for them).
+_SPILL_SCHEMA = pa.schema([
+    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), (LOSS_WEIGHTS, pa.list_(pa.float32())),
+])
 
 
 class BuildFailed(Exception):
@@ -143,12 +149,13 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
             counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress)
         _check_reject_limits(cfg, counts, out, final=True)
         _check_not_empty(cfg, counts, files)
+        weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
         if cfg.pack:
             bounds = [cfg.max_length]
-            shards = _pass_two_packed(out.path, _placement(lengths, cfg.max_length, progress), bundle.pad_id, cfg)
+            shards = _pass_two_packed(out.path, _placement(lengths, cfg.max_length, progress), bundle.pad_id, cfg, weighted)
         else:
             bounds = _bounds(cfg, histogram)
-            shards = _pass_two(out.path, bounds, bundle.pad_id, cfg)
+            shards = _pass_two(out.path, bounds, bundle.pad_id, cfg, weighted)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
@@ -300,11 +307,26 @@ def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord
 
 
 def _spill_batch(rows: PackedRows) -> pa.RecordBatch:
-    """Packed rows as two list columns sharing one offsets array (no per-row conversion)."""
+    """Packed rows as list columns sharing one offsets array (no per-row conversion)."""
     offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
     ids = pa.ListArray.from_arrays(offsets, int32_array(rows.ids))
     labels = pa.ListArray.from_arrays(offsets, int32_array(rows.labels))
-    return pa.record_batch([ids, labels], schema=_SPILL_SCHEMA)
+    if rows.weights is None:
+        weights = pa.nulls(len(rows.lengths), pa.list_(pa.float32()))
+    else:
+        weights = pa.ListArray.from_arrays(offsets, float32_array(rows.weights))
+    return pa.record_batch([ids, labels, weights], schema=_SPILL_SCHEMA)
+
+
+def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Every token's loss weight: as spilled where a row has them, else 1 where it trains and 0 elsewhere."""
+    out = (flat_labels != IGNORE_INDEX).astype(np.float32)
+    column = take.column(2).combine_chunks()
+    if column.null_count == len(column):
+        return out
+    given = np.diff(int32_values(column.offsets)) > 0  # a null entry is empty; a row's weights never are
+    out[np.repeat(given, lengths)] = float32_values(column.flatten())
+    return out
 
 
 def _record_reject(reject: Reject, counts: Counts, fh, progress: Progress) -> None:
@@ -404,12 +426,12 @@ def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
     return optimal_bounds(histogram, cfg.pad_to_multiple_of)
 
 
-def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig) -> list[dict]:
+def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
     """Route the spilled rows into one file per bucket (input order kept), then pad and write each
     bucket's shards from its file. Memory holds one batch or one shard, whatever the input size."""
     shards: list[dict] = []
     for bucket, path in _route(workdir, bounds).items():
-        shards += _write_bucket(workdir, path, bucket, pad_id, cfg, first_serial=len(shards))
+        shards += _write_bucket(workdir, path, bucket, pad_id, cfg, len(shards), weighted)
         path.unlink()
     return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
 
@@ -432,7 +454,8 @@ def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
     return dict(sorted(paths.items()))
 
 
-def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: BuildConfig, first_serial: int) -> list[dict]:
+def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: BuildConfig, first_serial: int,
+                  weighted: bool) -> list[dict]:
     """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
     per_shard = max(1, cfg.shard_tokens // bucket)
     shards: list[dict] = []
@@ -444,13 +467,13 @@ def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: Buil
             count += batch.num_rows
             while count >= per_shard:
                 table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
-                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards)))
+                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards), weighted))
                 rest = table.slice(per_shard)
                 pending, count = rest.to_batches(), rest.num_rows
                 pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
     if count:
         table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
-        shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards)))
+        shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards), weighted))
     return shards
 
 
@@ -459,7 +482,7 @@ def _list_lengths(column: pa.ListArray) -> np.ndarray:
     return np.diff(offsets)
 
 
-def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildConfig, serial: int) -> dict:
+def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildConfig, serial: int, weighted: bool) -> dict:
     """Pad and write these rows of a bucket as one shard."""
     from .pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
 
@@ -467,7 +490,8 @@ def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildCo
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
     lengths = _list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
-    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side)
+    weights = _flat_weights(take, flat_labels, lengths) if weighted else None
+    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side, weights)
     if cfg.seed is not None:
         padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
     name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
@@ -499,7 +523,7 @@ def _placement(lengths: np.ndarray, capacity: int, progress: Progress) -> Placem
 _FANOUT = 64
 
 
-def _pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig) -> list[dict]:
+def _pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
     """Route the spilled rows into one file per shard (input order kept), then put each shard's rows
     in placement order, pack, pad and write it. Memory holds one batch or one shard."""
     capacity = placement.capacity
@@ -515,7 +539,7 @@ def _pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: Buil
             table = pa.ipc.open_stream(source).read_all()  # this shard's rows, in spill order
         table = table.take(int32_array(np.searchsorted(np.sort(final), final)))
         seq_counts = np.diff(placement.starts[first : last + 1])
-        shards.append(_flush_packed(workdir, table, seq_counts, capacity, pad_id, cfg, serial))
+        shards.append(_flush_packed(workdir, table, seq_counts, capacity, pad_id, cfg, serial, weighted))
         path.unlink()
         del table
         pa.default_memory_pool().release_unused()
@@ -557,14 +581,15 @@ def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
 
 
 def _flush_packed(workdir: Path, take: pa.Table, seq_counts: np.ndarray, seq_len: int, pad_id: int, cfg: BuildConfig,
-                  serial: int) -> dict:
+                  serial: int, weighted: bool) -> dict:
     """Pack these sequences (in order, ``seq_counts[r]`` to row ``r``), pad and write them as one shard."""
     from .pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
 
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
     seq_lens = _list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
-    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id)
+    weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
+    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)
     if cfg.seed is not None:
         padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
     name = f"packed-{seq_len:06d}-{serial:05d}.arrow"

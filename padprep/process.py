@@ -74,6 +74,7 @@ class PackedRows:
     labels: np.ndarray  # int32, likewise
     lengths: np.ndarray  # int64, one per row
     per_file: dict[str, int]  # rows per input file
+    weights: np.ndarray | None = None  # float32 loss weights, likewise, when some row of the chunk has them
 
     @classmethod
     def of(cls, rows: list[Row]) -> "PackedRows":
@@ -84,7 +85,12 @@ class PackedRows:
         per_file: dict[str, int] = {}
         for r in rows:
             per_file[r.source] = per_file.get(r.source, 0) + 1
-        return cls(np.concatenate([r.ids for r in rows]), np.concatenate([r.labels for r in rows]), lengths, per_file)
+        labels = np.concatenate([r.labels for r in rows])
+        weights = None
+        if any(r.weights is not None for r in rows):  # the others weigh 1 wherever they train
+            weights = np.concatenate([r.weights if r.weights is not None else (r.labels != IGNORE_INDEX).astype(np.float32)
+                                      for r in rows])
+        return cls(np.concatenate([r.ids for r in rows]), labels, lengths, per_file, weights)
 
 
 @dataclass

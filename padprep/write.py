@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do 
 COLUMNS = ("input_ids", "attention_mask", "labels")
 PACKED_COLUMNS = (*COLUMNS, "position_ids")  # fixed-size columns of a packed shard; plus ``seq_lens``
 SEQ_LENS = "seq_lens"
+LOSS_WEIGHTS = "loss_weights"  # float32, only in builds where some message's loss_weight is fractional
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 _TMP_MARK = ".padprep-tmp-"
@@ -52,11 +53,26 @@ def int32_values(array: pa.Array) -> np.ndarray:
     return data[array.offset : array.offset + len(array)]
 
 
-def shard_schema(seq_len: int, packed: bool = False) -> pa.Schema:
-    """``fixed_size_list<int32>[seq_len]`` columns; a packed shard adds ``position_ids`` and ``seq_lens`` (``list<int32>``)."""
+def float32_array(values: np.ndarray) -> pa.Array:
+    """A numpy array as an Arrow float32 array, from its buffer (as ``int32_array``)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.Array.from_buffers(pa.float32(), len(values), [None, pa.py_buffer(values)])
+
+
+def float32_values(array: pa.Array) -> np.ndarray:
+    """An Arrow float32 array (no nulls) as a read-only numpy view."""
+    data = np.frombuffer(array.buffers()[1], dtype=np.float32) if len(array) else np.zeros(0, np.float32)
+    return data[array.offset : array.offset + len(array)]
+
+
+def shard_schema(seq_len: int, packed: bool = False, weighted: bool = False) -> pa.Schema:
+    """``fixed_size_list<int32>[seq_len]`` columns; a packed shard adds ``position_ids`` and ``seq_lens``
+    (``list<int32>``); a weighted one ``loss_weights`` (``fixed_size_list<float32>[seq_len]``)."""
     fields = [pa.field(c, pa.list_(pa.int32(), seq_len), nullable=False) for c in (PACKED_COLUMNS if packed else COLUMNS)]
     if packed:
         fields.append(pa.field(SEQ_LENS, pa.list_(pa.int32()), nullable=False))
+    if weighted:
+        fields.append(pa.field(LOSS_WEIGHTS, pa.list_(pa.float32(), seq_len), nullable=False))
     return pa.schema(fields)
 
 
@@ -68,7 +84,10 @@ def write_shard(path: Path, shard: "PaddedShard") -> str:
     if shard.packed:
         offsets = int32_array(np.concatenate(([0], np.cumsum(shard.seq_counts, dtype=np.int64))))
         arrays.append(pa.ListArray.from_arrays(offsets, int32_array(shard.seq_lens)))
-    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed))
+    weighted = shard.loss_weights is not None
+    if weighted:
+        arrays.append(pa.FixedSizeListArray.from_arrays(float32_array(shard.loss_weights.numpy().reshape(-1)), seq_len))
+    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed, weighted))
     with open(path, "wb") as fh:
         hashing = _HashingWriter(fh)
         with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
@@ -117,6 +136,9 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
         offsets = int32_values(col.offsets)
         out[SEQ_LENS] = int32_values(col.values)[offsets[0] : offsets[-1]] if len(offsets) else np.zeros(0, np.int32)
         out["seq_lens_offsets"] = offsets - offsets[0] if len(offsets) else np.zeros(1, np.int32)
+    if LOSS_WEIGHTS in table.column_names:
+        col = table.column(LOSS_WEIGHTS).combine_chunks()
+        out[LOSS_WEIGHTS] = float32_values(col.flatten()).reshape(-1, col.type.list_size)
     return out
 
 

@@ -162,7 +162,6 @@ def test_bad_training_flags_are_rejected(tmp_path, flags, reason):
     assert reason in reject["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="the loss_weights column is written with the pass-2 changes of packing")
 def test_fractional_weights_become_a_loss_weights_column(tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(str(TOK))
     recs = [_two_replies({"loss_weight": 0.5}), _two_replies({})]
@@ -220,3 +219,16 @@ def test_reasoning_option_without_think_blocks_is_reported_no_op(tmp_path):
     res = padprep_cli("build", str(src), "-t", str(TOK), "-o", str(tmp_path / "out"), "--reasoning", "mask")
     assert res.returncode == 0, res.stderr
     assert "writes no think block" in res.stderr
+
+
+def test_fractional_weights_in_a_packed_build(tmp_path):
+    recs = [_two_replies({"loss_weight": 0.25}), _two_replies({}), _two_replies({}, {"loss_weight": 2.0})]
+    m = run_build([write_jsonl(tmp_path / "a.jsonl", recs)], TOK, tmp_path / "out", pack=True, max_length=256)
+    cols = read_shard(tmp_path / "out" / m["shards"][0]["file"])
+    weights, labels = cols["loss_weights"], cols["labels"]
+    assert np.all(weights[labels == -100] == 0) and set(np.unique(weights[labels != -100]).tolist()) == {0.25, 1.0, 2.0}
+    assert cols["input_ids"].shape[0] == 1  # one packed row: sequence starts are flat positions
+    starts = np.cumsum(cols["seq_lens"]) - cols["seq_lens"]
+    assert np.all(weights.reshape(-1)[starts] == 0)  # no weight where a sequence's first label is -100
+    res = padprep_cli("inspect", str(tmp_path / "out"), "--verify")
+    assert res.returncode == 0, res.stdout + res.stderr
