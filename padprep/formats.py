@@ -123,19 +123,39 @@ class FormatOptions:
 
 
 @dataclass(frozen=True)
-class Converted:
-    """A record in the common form: chat ``messages`` for the template, or raw ``text``.
+class Conversation:
+    """A record in the common form: chat ``messages`` as the template will see them (plus ``tools``),
+    or raw ``text``; and where it came from. The one shape every format converts to.
 
+    ``text`` is set for records that skip the chat template (``text``, string ``prompt-completion``):
+    their tokens are trained where ``spans`` says (every token when ``spans`` is None).
     ``train_from``: only assistant messages at this index or later are trained (prompt-completion).
-    ``spans``: for raw text, the ``[start, end)`` character spans to train; None trains every token.
+    ``weights``: per message, its training flag (``message_weight``), or None where no message has one.
     """
 
     messages: tuple[dict, ...] = ()
     tools: list | None = None
+    source: str = ""
+    line: int = 0
+    unit: str = "line"  # "line" (1-based line of a JSON Lines file) or "index" (0-based element of an array)
+    format: str | None = None
     train_from: int = 0
     text: str | None = None
     spans: tuple[tuple[int, int], ...] | None = None
-    weights: tuple[float | None, ...] | None = None  # per message: its training flag (None: the default)
+    weights: tuple[float | None, ...] | None = None
+
+    def located(self, source: str, line: int, unit: str, fmt: str) -> "Conversation":
+        """This conversation, said to come from ``source`` at ``line`` (``unit``), in format ``fmt``."""
+        return Conversation(self.messages, self.tools, source, line, unit, fmt, self.train_from, self.text, self.spans,
+                            self.weights)
+
+    @property
+    def assistant_indices(self) -> list[int]:
+        return [i for i, m in enumerate(self.messages) if m["role"] == "assistant" and i >= self.train_from]
+
+    @property
+    def is_raw_text(self) -> bool:
+        return self.text is not None
 
 
 # -- detection ------------------------------------------------------------------------------------
@@ -244,8 +264,8 @@ def needs_chat_template(text: str | None, fmt: str | None, names: FieldNames = F
 # -- conversion -----------------------------------------------------------------------------------
 
 
-def convert(obj: Any, fmt: str, options: FormatOptions = FormatOptions(), require_assistant: bool = True) -> Converted:
-    """One parsed record -> ``Converted`` (pure). Raises ``RecordError`` with a human reason."""
+def convert(obj: Any, fmt: str, options: FormatOptions = FormatOptions(), require_assistant: bool = True) -> Conversation:
+    """One parsed record -> ``Conversation`` (pure). Raises ``RecordError`` with a human reason."""
     if not isinstance(obj, dict):
         raise RecordError(f"record must be a JSON object, got {json_kind(obj)}")
     names = options.fields
@@ -266,7 +286,7 @@ def convert(obj: Any, fmt: str, options: FormatOptions = FormatOptions(), requir
     return out
 
 
-def _messages(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
+def _messages(obj: dict, names: FieldNames, roles: dict[str, str]) -> Conversation:
     key = names.messages
     if key not in obj and isinstance(obj.get(names.conversations), list):
         key = names.conversations  # role/content turns under the ShareGPT key
@@ -275,10 +295,10 @@ def _messages(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
     tools = tools_field(obj.get(names.tools), names.tools)
     if tools and any(_is_v1(m) for m in raw):  # LLaMA-Factory v1 keeps bare schemas: the OpenAI shape, as templates expect
         tools = [_openai_tool(t, f"{names.tools}[{j}]") for j, t in enumerate(tools)]
-    return Converted(tuple(messages), tools, weights=weights_of(raw, key))
+    return Conversation(tuple(messages), tools, weights=weights_of(raw, key))
 
 
-def _sharegpt(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
+def _sharegpt(obj: dict, names: FieldNames, roles: dict[str, str]) -> Conversation:
     key = names.conversations
     if key not in obj and isinstance(obj.get(names.messages), list):
         key = names.messages  # from/value turns under the OpenAI key
@@ -307,7 +327,7 @@ def _sharegpt(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
             messages.append(_function_call(value, f"{where}.value"))
         else:
             messages.append(message({"role": role, "content": value}, where, {}))
-    return Converted(tuple(messages), tools_field(obj.get(names.tools), names.tools))
+    return Conversation(tuple(messages), tools_field(obj.get(names.tools), names.tools))
 
 
 def _function_call(value: Any, where: str) -> dict:
@@ -323,7 +343,7 @@ def _function_call(value: Any, where: str) -> dict:
     return {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": c} for c in calls]}
 
 
-def _alpaca(obj: dict, names: FieldNames) -> Converted:
+def _alpaca(obj: dict, names: FieldNames) -> Conversation:
     instruction = _string(obj, names.instruction, required=True)
     extra = _string(obj, names.input)
     output = _string(obj, names.output, required=True)
@@ -347,10 +367,10 @@ def _alpaca(obj: dict, names: FieldNames) -> Converted:
             messages.append(message({"role": "assistant", "content": pair[1]}, f"{where}[1]", {}))
     messages.append({"role": "user", "content": prompt})
     messages.append(message({"role": "assistant", "content": output}, names.output, {}))
-    return Converted(tuple(messages))
+    return Conversation(tuple(messages))
 
 
-def _prompt_completion(obj: dict, names: FieldNames, roles: dict[str, str]) -> Converted:
+def _prompt_completion(obj: dict, names: FieldNames, roles: dict[str, str]) -> Conversation:
     for key in (names.prompt, names.completion):
         if key not in obj:
             raise RecordError(f"missing field `{key}`", key)
@@ -363,7 +383,7 @@ def _prompt_completion(obj: dict, names: FieldNames, roles: dict[str, str]) -> C
         if not completion.strip():
             raise RecordError(f"empty `{names.completion}` (nothing to train)", names.completion)
         text = prompt + completion
-        return Converted(text=text, spans=((len(prompt), len(text)),))
+        return Conversation(text=text, spans=((len(prompt), len(text)),))
     p = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     c = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
     if not c:
@@ -373,15 +393,15 @@ def _prompt_completion(obj: dict, names: FieldNames, roles: dict[str, str]) -> C
     if not any(m["role"] == "assistant" for m in msgs[len(p):]):
         raise RecordError(f"`{names.completion}` holds no assistant message (nothing to train)", names.completion)
     weights = weights_of(list(p) + list(c), names.prompt)
-    return Converted(tuple(msgs), tools_field(obj.get(names.tools), names.tools), train_from=len(p), weights=weights)
+    return Conversation(tuple(msgs), tools_field(obj.get(names.tools), names.tools), train_from=len(p), weights=weights)
 
 
-def _text(obj: dict, names: FieldNames) -> Converted:
+def _text(obj: dict, names: FieldNames) -> Conversation:
     text = _string(obj, names.text, required=True)
     _check_text(text, names.text)
     if not text.strip():
         raise RecordError(f"empty `{names.text}` (nothing to train)", names.text)
-    return Converted(text=text)
+    return Conversation(text=text)
 
 
 # -- messages -------------------------------------------------------------------------------------

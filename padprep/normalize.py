@@ -16,6 +16,7 @@ from typing import Any
 
 from .formats import (  # noqa: F401  (re-exported: the message-level checks live with the formats)
     ROLES,
+    Conversation,
     FieldNames,
     FormatOptions,
     RecordError,
@@ -33,35 +34,6 @@ from .read import RawRecord
 _DEFAULT_OPTIONS = FormatOptions()
 # Accepted around a record without complaint: whitespace, CR of CRLF endings, byte-order marks.
 _BLANK = " \t\r\n\x0b\x0c\ufeff\u00a0"
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """A validated record: messages as the chat template will see them (plus tools), or raw text.
-
-    ``text`` is set for records that skip the chat template (``text``, string ``prompt-completion``):
-    their tokens are trained where ``spans`` says (every token when ``spans`` is None).
-    ``train_from``: only assistant messages at this index or later are trained.
-    """
-
-    messages: tuple[dict, ...]
-    tools: list | None
-    source: str
-    line: int
-    unit: str = "line"
-    format: str | None = None
-    train_from: int = 0
-    text: str | None = None
-    spans: tuple[tuple[int, int], ...] | None = None
-    weights: tuple[float | None, ...] | None = None  # per message: its training flag (formats.message_weight)
-
-    @property
-    def assistant_indices(self) -> list[int]:
-        return [i for i, m in enumerate(self.messages) if m["role"] == "assistant" and i >= self.train_from]
-
-    @property
-    def is_raw_text(self) -> bool:
-        return self.text is not None
 
 
 @dataclass(frozen=True)
@@ -126,10 +98,7 @@ def normalize(record: RawRecord, require_assistant: bool = True, options: Format
     except Exception as exc:  # a bug, never a crash: the record is kept with the error
         reason = f"internal error while converting the record: {type(exc).__name__}: {exc}"
         return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit)
-    return Conversation(
-        out.messages, out.tools, record.source, record.line, record.unit, fmt, out.train_from, out.text, out.spans,
-        out.weights,
-    )
+    return out.located(record.source, record.line, record.unit, fmt)
 
 
 def _format_of(obj: Any, record: RawRecord, options: FormatOptions) -> str:

@@ -131,7 +131,7 @@ class Processor:
 
     def __init__(self, bundle: TokenizerBundle, options: ProcessOptions):
         self.tokenizer = bundle.tokenizer
-        self.longest_token = longest_token_chars(self.tokenizer)
+        self.longest_token = 0  # characters one token covers at most: computed only where --max-length needs it
         self.too_long, max_chars, bound = self._length_bound(options)
         if options.template is None:
             self.renderer: Renderer | _NoTemplate = _NoTemplate()
@@ -278,6 +278,7 @@ class Processor:
         limit = options.max_length
         if limit is None or options.truncation is not Truncation.drop:
             return None, DEFAULT_MAX_CHARS, 0
+        self.longest_token = longest_token_chars(self.tokenizer)
         bound = limit * self.longest_token
         normalizer = self.tokenizer.normalizer
 
