@@ -112,6 +112,7 @@ class Prepared:
     stats: ChunkStats = field(default_factory=ChunkStats)
     chat_tokens: list[Tokens] = field(default_factory=list)
     raw_tokens: list[Tokens] = field(default_factory=list)
+    windows: list = field(default_factory=list)  # per chat record: the (start, end) of the render tokenized, or None
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,18 @@ class Processor:
         return prepared
 
     def encode(self, prepared: Prepared) -> Prepared:
-        """Tokenize every text of the chunk in two batch calls; the tokenizer releases the GIL meanwhile."""
-        prepared.chat_tokens = tokenize_batch(self.tokenizer, [ren.text for _, _, _, ren in prepared.chat])
+        """Tokenize every text of the chunk in two batch calls; the tokenizer releases the GIL meanwhile.
+
+        Under ``--truncation right|left`` a render far longer than any row is tokenized only over a
+        window that holds the kept tokens (see ``_windows``): memory follows the row, not the record."""
+        texts = [ren.text for _, _, _, ren in prepared.chat]
+        windows = [self._window(text) for text in texts]
+        prepared.chat_tokens = tokenize_batch(self.tokenizer, [t if w is None else t[w[0] : w[1]] for t, w in zip(texts, windows)])
+        for i, w in enumerate(windows):
+            if w is not None and not self._window_holds(texts[i], w, prepared.chat_tokens[i]):
+                prepared.chat_tokens[i] = tokenize_batch(self.tokenizer, [texts[i]])[0]
+                windows[i] = None
+        prepared.windows = windows
         # raw text has no template, so the tokenizer's own special tokens apply (a BOS post-processor)
         prepared.raw_tokens = tokenize_batch(self.tokenizer, [conv.text for _, conv, _ in prepared.raw], add_special_tokens=True)
         return prepared
@@ -195,15 +206,16 @@ class Processor:
     def finish(self, prepared: Prepared) -> ChunkResult:
         """Mask, apply the length policy, and put rows and rejects back in input order."""
         outcome, stats = prepared.outcome, prepared.stats
-        for (k, conv, record, ren), tok in zip(prepared.chat, prepared.chat_tokens):
-            mask = labels_from_spans(tok, ren.spans)
+        for (k, conv, record, ren), tok, window in zip(prepared.chat, prepared.chat_tokens, prepared.windows):
+            spans, span_weights = _in_window(ren.spans, ren.weights, window)
+            mask = labels_from_spans(tok, spans)
             stats.straddling += mask.straddling
             stats.empty_replies += mask.empty_spans
             stats.realigned += ren.realigned
             stats.masked_by_flag += ren.masked_by_flag
             stats.trained_by_flag += ren.trained_by_flag
             stats.think_masked += ren.think_masked
-            weights = None if ren.weights is None else weights_from_spans(tok, ren.spans, ren.weights, mask.labels)
+            weights = None if span_weights is None else weights_from_spans(tok, spans, span_weights, mask.labels)
             stats.weighted_rows += weights is not None
             outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels, weights)
         for (k, conv, record), tok in zip(prepared.raw, prepared.raw_tokens):
@@ -215,6 +227,39 @@ class Processor:
             if isinstance(row_or_reject, Row) and row_or_reject.truncated:
                 stats.truncated += 1
         return result
+
+    def _window(self, text: str) -> tuple[int, int] | None:
+        """The part of a long render that holds every token ``--truncation right|left`` keeps, cut at a line break.
+
+        No token covers more than ``longest_token`` characters, so the first (last) ``max_length`` tokens lie
+        within the first (last) ``max_length * longest_token`` characters; the cut, a line break beyond that
+        and a margin, is where a pre-tokenizer splits. None: tokenize the whole text."""
+        limit, policy = self.options.max_length, self.options.truncation
+        if limit is None or policy is Truncation.drop:
+            return None
+        if not self.longest_token:
+            self.longest_token = longest_token_chars(self.tokenizer)
+        reach = limit * self.longest_token + _WINDOW_MARGIN
+        if len(text) <= 2 * reach:
+            return None
+        if policy is Truncation.right:
+            cut = text.find("\n", reach)
+            return (0, cut) if cut > 0 else None
+        cut = text.rfind("\n", 0, len(text) - reach)
+        return (cut + 1, len(text)) if cut >= 0 else None
+
+    def _window_holds(self, text: str, window: tuple[int, int], tokens: Tokens) -> bool:
+        """The window's kept tokens equal those of a wider window (else the cut changed them: use the whole text)."""
+        limit = self.options.max_length
+        if len(tokens.ids) <= limit:
+            return False
+        if self.options.truncation is Truncation.right:
+            wider = text.find("\n", window[1] + _WINDOW_MARGIN)
+            other = tokenize_batch(self.tokenizer, [text[: wider if wider > 0 else window[1] + 2 * _WINDOW_MARGIN]])[0].ids
+            return np.array_equal(tokens.ids[:limit], other[:limit])
+        wider = text.rfind("\n", 0, max(window[0] - 1 - _WINDOW_MARGIN, 0))
+        other = tokenize_batch(self.tokenizer, [text[wider + 1 if wider >= 0 else max(window[0] - 2 * _WINDOW_MARGIN, 0) :]])[0].ids
+        return np.array_equal(tokens.ids[-limit:], other[-limit:])
 
     def _over_limit(self, conv: Conversation, record: RawRecord, exc: RenderError) -> Reject:
         """A render past a limit: the template's doing when the record is small (a template limit), else the
@@ -287,6 +332,19 @@ class Processor:
 
         return too_long, min(DEFAULT_MAX_CHARS, max(8 * bound, 1 << 20)), bound
 
+
+def _in_window(spans, weights, window: tuple[int, int] | None):
+    """Spans (and their weights) as seen from a window of the render: shifted, clipped, those outside dropped."""
+    if window is None:
+        return spans, weights
+    start, end = window
+    keep = [i for i, (s, e) in enumerate(spans) if min(e, end) > max(s, start)]
+    shifted = tuple((max(spans[i][0], start) - start, min(spans[i][1], end) - start) for i in keep)
+    return shifted, (None if weights is None else tuple(weights[i] for i in keep))
+
+
+# Characters beyond the last kept token before a truncation window is cut (and between its two cuts).
+_WINDOW_MARGIN = 4096
 
 # A template writes a record's text a small number of times over: a value past the render budget on a
 # record at least this fraction of the budget is the data's size, not the template's doing.

@@ -168,3 +168,28 @@ def test_masks_of_huge_conversations_equal_the_definition():
     fast, ref = labels_by_search(ids, offsets, spans), labels_by_offsets(ids, offsets, spans)
     assert fast.labels.tolist() == ref.labels.tolist()
     assert (fast.straddling, fast.empty_spans) == (ref.straddling, ref.empty_spans)
+
+
+@pytest.mark.parametrize("policy", ["right", "left"])
+def test_truncation_tokenizes_a_window_not_the_record_and_gives_the_same_row(tmp_path, monkeypatch, policy):
+    """Under --truncation right|left a long render is tokenized over a window that holds the kept tokens:
+    the row is byte for byte what tokenizing the whole render gives."""
+    from padprep.config import Truncation
+    from padprep.process import Processor
+
+    answer = "\n".join(f"line {i}: the answer goes on, {i * 7} words in." for i in range(6000))
+    recs = [{"messages": [{"role": "user", "content": "Tell me everything."}, {"role": "assistant", "content": answer}]},
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    src = write_jsonl(tmp_path / "long.jsonl", recs)
+    seen = []
+    original = Processor._window
+    monkeypatch.setattr(Processor, "_window", lambda self, text: seen.append(original(self, text)) or seen[-1])
+    m = run_build([src], TOK, tmp_path / "window", max_length=256, truncation=Truncation(policy), workers=1)
+    assert m["totals"]["truncated"] == 1 and any(w is not None for w in seen)  # the long render was windowed
+    window = [w for w in seen if w is not None][0]
+    assert window[1] - window[0] < len(answer) / 5
+    monkeypatch.setattr(Processor, "_window", lambda self, text: None)
+    run_build([src], TOK, tmp_path / "whole", max_length=256, truncation=Truncation(policy), workers=1)
+    from tests.conftest import tree_bytes
+
+    assert tree_bytes(tmp_path / "window") == tree_bytes(tmp_path / "whole")
