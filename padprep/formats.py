@@ -330,13 +330,19 @@ def _sharegpt(obj: dict, names: FieldNames, roles: dict[str, str]) -> Conversati
     return Conversation(tuple(messages), tools_field(obj.get(names.tools), names.tools))
 
 
+def _json_value(value: Any, what: str, where: str) -> Any:
+    """``value`` parsed when it is a JSON string (tool calls come either way), else as given."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{what} is not valid JSON: {exc.msg} at character {exc.pos}", where) from None
+
+
 def _function_call(value: Any, where: str) -> dict:
     """A ShareGPT ``function_call`` turn: a JSON ``{"name", "arguments"}`` (or a list of them)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"function_call value is not valid JSON: {exc.msg} at character {exc.pos}", where) from None
+    value = _json_value(value, "function_call value", where)
     calls = value if isinstance(value, list) else [value]
     if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
         raise RecordError('function_call value must be a {"name", "arguments"} object (or a list of them)', where)
@@ -508,11 +514,7 @@ def content_parts(parts: list, where: str) -> Parts:
 
 def _tool_call_part(value: Any, where: str) -> dict:
     """A v1 ``tool_call`` part: JSON ``{"name", "arguments"}`` (a string, or already an object) -> OpenAI's shape."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"tool_call part is not valid JSON: {exc.msg} at character {exc.pos}", where) from None
+    value = _json_value(value, "tool_call part", where)
     if not (isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]):
         raise RecordError('tool_call part must be a {"name", "arguments"} object', where)
     return {"type": "function", "function": {"name": value["name"], "arguments": value.get("arguments", {})}}
