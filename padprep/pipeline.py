@@ -70,6 +70,10 @@ class BuildResult:
 
 def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     progress = progress or Progress()
+    if cfg.engine is EngineName.ray:
+        from .ray_engine import import_ray
+
+        import_ray()  # without Ray, fail before any work, in one line that says how to install it
     files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output))
     digests = input_digests(files)
     key = build_key(cfg, digests)
