@@ -17,7 +17,7 @@ $(VENV)/.installed: $(PY) pyproject.toml scripts/install_torch.sh
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ray]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,7 +30,7 @@ demo: install
 		--output $(DEMO_OUT) --overwrite
 	$(PADPREP) inspect $(DEMO_OUT) --show 2 --verify
 
-## Install the test dependencies and run the whole test suite.
+## Install the test dependencies (and Ray, for the --engine ray tests) and run the whole test suite.
 test: install-test
 	$(PY) -m pytest -q
 

@@ -18,13 +18,17 @@ from pathlib import Path
 
 from . import __version__
 from .config import BuildConfig
+from .errors import PadprepError
+from .manifest import Manifest, read_manifest
 from .read import STDIN
 from .templates import resolve_template
 from .tokenizer import tokenizer_fingerprint
-from .write import MANIFEST, REJECTS, file_sha256
+from .write import REJECTS, file_sha256
 
 # Options recorded by name or path, not content: their content enters the key on its own.
 _BY_CONTENT = frozenset({"inputs", "tokenizer", "chat_template"})
+# Options that do not change a byte of the output: the engine (local or Ray) is recorded, not keyed.
+_NOT_IN_KEY = _BY_CONTENT | {"engine"}
 
 
 def input_digests(files: list[str]) -> list[str | None]:
@@ -42,24 +46,24 @@ def build_key(cfg: BuildConfig, digests: list[str | None]) -> str | None:
         "inputs": digests,
         "tokenizer": tokenizer_fingerprint(cfg.tokenizer),
         "chat_template": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
-        "options": {k: v for k, v in cfg.as_manifest().items() if k not in _BY_CONTENT},
+        "options": {k: v for k, v in cfg.as_manifest().items() if k not in _NOT_IN_KEY},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def up_to_date(output: Path, key: str | None) -> dict | None:
+def up_to_date(output: Path, key: str | None) -> Manifest | None:
     """The manifest of ``output`` when it was built with ``key`` and every file it lists is still there
     with its recorded size (contents are not re-hashed: ``inspect --verify`` does that); else None."""
     if key is None:
         return None
     try:
-        manifest = json.loads((Path(output) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(Path(output))
+    except (PadprepError, OSError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("build_key") != key or not (Path(output) / REJECTS).is_file():
+    if manifest.build_key != key or not (Path(output) / REJECTS).is_file():
         return None
-    for shard in manifest.get("shards", []):
-        path = Path(output) / shard.get("file", "")
-        if not path.is_file() or path.stat().st_size != shard.get("bytes"):
+    for shard in manifest.shards:
+        path = Path(output) / shard.file
+        if not path.is_file() or path.stat().st_size != shard.bytes:
             return None
     return manifest

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 
 from . import __version__
 from .progress import Throughput, format_duration
-from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, InputFormat, PaddingSide, Reasoning, SpanMethod, TrainOn, Truncation
+from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, EngineName, InputFormat, PaddingSide, Reasoning, SpanMethod, TrainOn, Truncation
 
 app = typer.Typer(
     add_completion=False,
@@ -30,7 +30,7 @@ app = typer.Typer(
     help="Chat / instruction data -> tokenized, label-masked, length-bucketed, padded Arrow shards.",
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_STRICT, EXIT_INTERRUPTED = 1, 2, 3, 130
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: E402  (the codes have one owner)
 
 
 def _console(stderr: bool = False) -> Console:
@@ -97,6 +97,8 @@ def build(
     shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most (one bucket per shard)."),
     seed: Optional[int] = typer.Option(None, help="Shuffle rows within each shard with this seed (default: input order)."),
     workers: int = typer.Option(0, help="Worker processes for render + tokenize; 0: one per core (one process for inputs under 4 MiB)."),
+    engine: EngineName = typer.Option(EngineName.local, help="What runs render + tokenize: local (this machine's processes) or ray (Ray tasks; pip install 'padprep[ray]'). The output is the same bytes."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="--engine ray: the Ray cluster to join (default: RAY_ADDRESS, else a local cluster started for the run)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
     force: bool = typer.Option(False, help="Rebuild even when OUTPUT is up to date (same inputs, tokenizer, template, options and version); replaces it."),
     strict: bool = typer.Option(False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL),
@@ -119,13 +121,9 @@ def build(
     text_field: str = typer.Option("text", help="Key of the text (text format).", rich_help_panel=_FORMAT_PANEL),
 ) -> None:
     """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
-    from .pipeline import BuildFailed, build as run_build
-    from .read import InputError
-    from .render import RenderError
+    from .errors import PadprepError
+    from .pipeline import build as run_build
     from .summary import print_build_summary
-    from .templates import TemplateError
-    from .tokenizer import TokenizerError
-    from .write import OutputExists
 
     err = _console(stderr=True)
     given_fields = {
@@ -162,6 +160,8 @@ def build(
             max_reject_rate=max_reject_rate,
             allow_empty=allow_empty,
             reasoning=reasoning,
+            engine=engine,
+            ray_address=ray_address,
         )
     except ValueError as exc:
         _fail(err, str(exc), EXIT_USAGE)
@@ -169,18 +169,14 @@ def build(
     try:
         with _sigterm_as_interrupt(), _progress(err) as progress:
             result = run_build(cfg, progress)
-    except (OutputExists, InputError, TokenizerError, TemplateError) as exc:
-        _fail(err, str(exc), EXIT_USAGE)
-    except BuildFailed as exc:
+    except PadprepError as exc:
         _fail(err, str(exc), exc.exit_code)
-    except RenderError as exc:
-        _fail(err, str(exc), EXIT_FAILED)
     except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
         _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
     except KeyboardInterrupt:
         _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
     if result.up_to_date:
-        key = result.manifest["build_key"]
+        key = result.manifest.build_key
         _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
         return
     print_build_summary(_console(), result.manifest, time.monotonic() - started)
@@ -195,7 +191,8 @@ def inspect(
     tokenizer: Optional[str] = typer.Option(None, help="Tokenizer for --show (default: the one recorded in the manifest)."),
 ) -> None:
     """Report what is in OUTPUT's shards; optionally show examples and verify every invariant."""
-    from .inspection import InspectError, load_stats, print_stats, show_examples, verify_shards
+    from .errors import PadprepError
+    from .inspection import load_stats, print_stats, show_examples, verify_shards
 
     err = _console(stderr=True)
     problems: list[str] = []
@@ -203,10 +200,10 @@ def inspect(
         stats = load_stats(output, problems if verify else None)
         if verify:
             problems += verify_shards(output, stats)
-    except InspectError as exc:
-        if verify and exc.damaged:  # a damaged manifest: the one breach there is to report
+    except PadprepError as exc:
+        if verify and getattr(exc, "damaged", False):  # a damaged manifest: the one breach there is to report
             _report_breaches(_console(), [str(exc)], as_json)
-        _fail(err, str(exc), EXIT_FAILED if exc.damaged else EXIT_USAGE)
+        _fail(err, str(exc), exc.exit_code)
     except OSError as exc:
         _fail(err, _os_error(exc), EXIT_FAILED)
     if as_json:
@@ -217,8 +214,8 @@ def inspect(
         if show:
             try:
                 show_examples(out, output, stats, show, tokenizer)
-            except InspectError as exc:
-                _fail(err, str(exc), EXIT_FAILED if exc.damaged else EXIT_USAGE)
+            except PadprepError as exc:
+                _fail(err, str(exc), exc.exit_code)
         if verify:
             if problems:
                 for p in problems:

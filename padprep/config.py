@@ -73,11 +73,20 @@ class PaddingSide(str, Enum):
 # Options that change how a build runs but never what it writes: kept out of the manifest so that
 # output is byte-identical whatever their value.
 # The reject limits decide whether a build succeeds, never what a successful one writes.
-_NOT_IN_MANIFEST = frozenset({"output", "overwrite", "force", "workers", "chunk_size", "max_rejects", "max_reject_rate", "allow_empty"})
+_NOT_IN_MANIFEST = frozenset({
+    "output", "overwrite", "force", "workers", "chunk_size", "max_rejects", "max_reject_rate", "allow_empty", "ray_address",
+})
 # Options held as (key, value) pairs, recorded in the manifest as objects.
 _PAIRS = frozenset({"role_map", "field_names"})
 # With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
 DEFAULT_MAX_REJECT_RATE = 0.05
+
+
+class EngineName(str, Enum):
+    """What maps ``Processor.process`` over pass 1's chunks (the output is the same bytes either way)."""
+
+    local = "local"
+    ray = "ray"
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class BuildConfig:
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE  # fail when a larger fraction of records is bad
     allow_empty: bool = False  # succeed even when no row is written (no records, all rejected or dropped)
     reasoning: Reasoning = Reasoning.train  # think blocks in replies: train, mask the empty ones, or mask all
+    engine: EngineName = EngineName.local  # what runs pass 1's chunks: this machine's processes, or Ray
+    ray_address: str | None = None  # --engine ray: the cluster to join (None: RAY_ADDRESS, else a local one)
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 1:

@@ -75,10 +75,33 @@ _MAYBE_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 class RecordError(ValueError):
     """A record that cannot be converted; ``field`` names the part at fault. Becomes a ``Reject``."""
 
-    def __init__(self, reason: str, field: str | None = None):
+    def __init__(self, reason: str, field: str | None = None, code: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.field = field
+        self.code = code or _code_of(reason)
+
+
+def _code_of(reason: str) -> str:
+    """The reject code of a conversion failure, from the kind of check that raised it."""
+    for prefix, code in _CODES:
+        if prefix in reason:
+            return code
+    return "invalid_record"
+
+
+# (text in the reason, code): the first match wins.
+_CODES = (
+    ("missing field", "missing_field"),
+    ("empty assistant reply", "empty_reply"),
+    ("nothing to train", "nothing_to_train"),
+    ("no prompt", "empty_prompt"),
+    ("not valid JSON", "invalid_json_field"),
+    ("unknown role", "unknown_role"),
+    ("unknown speaker", "unknown_role"),
+    ("lone surrogate", "lone_surrogate"),
+    ("must be", "wrong_type"),
+)
 
 
 @dataclass(frozen=True)

@@ -18,45 +18,28 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .errors import EXIT_FAILED, EXIT_USAGE, PadprepError
+from .manifest import Manifest, ManifestError, read_manifest
 from .mask import IGNORE_INDEX
 from .write import MANIFEST, SEQ_LENS, file_sha256, read_shard
 
 _HIST_BINS = 12
 
 
-class InspectError(Exception):
+class InspectError(PadprepError):
     """Not a padprep output (exit 2), a damaged one (``damaged``: exit 1), or no tokenizer for --show."""
 
     def __init__(self, message: str, damaged: bool = False):
-        super().__init__(message)
+        super().__init__(message, EXIT_FAILED if damaged else EXIT_USAGE)
         self.damaged = damaged
 
 
-_SHARD_KEYS = {"file": str, "rows": int, "seq_len": int, "sha256": str, "real_tokens": int, "pad_tokens": int, "trained_tokens": int}
-
-
-def load_manifest(output: Path) -> dict:
-    """The build's manifest, checked for the fields inspect relies on (a damaged one is an ``InspectError``)."""
-    output = Path(output)
-    if not output.is_dir():
-        raise InspectError(f"{output}: no such directory")
-    path = output / MANIFEST
-    if not path.is_file():
-        raise InspectError(f"{output}: no {MANIFEST} here; is this a padprep build output?")
+def load_manifest(output: Path) -> Manifest:
+    """The build's manifest, read and checked by ``manifest.read_manifest`` (a damaged one is an ``InspectError``)."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InspectError(f"{path}: damaged, not JSON ({getattr(exc, 'msg', exc)}); rebuild the output", damaged=True) from None
-    except OSError as exc:
-        raise InspectError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    shards = manifest.get("shards") if isinstance(manifest, dict) else None
-    if not isinstance(shards, list) or not all(
-        isinstance(sh, dict) and all(isinstance(sh.get(k), t) for k, t in _SHARD_KEYS.items()) for sh in shards
-    ):
-        raise InspectError(f"{path}: damaged, its shard list is missing or malformed; rebuild the output", damaged=True)
-    if any(Path(sh["file"]).name != sh["file"] for sh in shards):
-        raise InspectError(f"{path}: damaged, a shard name points outside the output directory", damaged=True)
-    return manifest
+        return read_manifest(Path(output))
+    except ManifestError as exc:
+        raise InspectError(str(exc), damaged=exc.damaged) from None
 
 
 def read_listed_shard(output: Path, shard: dict) -> dict[str, np.ndarray]:
@@ -93,9 +76,10 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
     ``stats["unreadable"]``.
     """
     manifest = load_manifest(output)
-    packed = is_packed(manifest)
+    packed = manifest.packed
+    listed = [s.to_json() for s in manifest.shards]
     lengths, buckets, unreadable, fills = [], {}, [], []
-    for shard in manifest["shards"]:
+    for shard in listed:
         try:
             cols = read_listed_shard(output, shard)
         except InspectError as exc:
@@ -120,11 +104,11 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
     trained = sum(b["trained"] for b in buckets.values())
     longest = int(all_lengths.max()) if len(all_lengths) else 0
     baseline_pad = longest * len(all_lengths) - real  # every row (every sequence, when packed) padded to the longest
-    totals = manifest.get("totals", {})
+    totals, recorded = manifest.totals, manifest.to_json()
     rows = sum(b["rows"] for b in buckets.values())
     return {
         "output": str(output),
-        "manifest": {k: manifest.get(k) for k in ("padprep_version", "options", "tokenizer", "chat_template", "hazards", "packing")},
+        "manifest": {k: recorded.get(k) for k in ("padprep_version", "options", "tokenizer", "chat_template", "hazards", "packing")},
         "records": {k: totals.get(k) for k in ("records_read", "rows_written", "rejected", "dropped", "truncated", "reasons")},
         "totals": {
             "rows": rows,
@@ -141,7 +125,7 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
             for _, b in sorted(buckets.items())
         ],
         "length_histogram": _histogram(all_lengths),
-        "shards": manifest["shards"],
+        "shards": listed,
         **({"packed_shards": fills} if packed else {}),
         "unreadable": unreadable,
     }

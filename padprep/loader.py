@@ -25,7 +25,6 @@ process, so the dataset pickles small and works in ``DataLoader`` workers (fork 
 from __future__ import annotations
 
 import copy
-import json
 import mmap
 import os
 import sys
@@ -39,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .mask import IGNORE_INDEX
+from .manifest import read_manifest
 from .write import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS
 
 Batch = dict[str, torch.Tensor]
@@ -301,20 +301,17 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
         rows: fetch batches as lists of row dicts (for HuggingFace collators; see ``ShardDataset``).
     """
     root = Path(path)
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
+    if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{root}: no {MANIFEST} here; is this a padprep build output?")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    shards = [ShardInfo(root / s["file"], int(s["rows"]), int(s["seq_len"])) for s in manifest["shards"] if s["rows"]]
-    options = manifest.get("options") or {}
-    packed = bool(options.get("pack"))
-    weighted = bool((manifest.get("totals") or {}).get("rows_with_fractional_weights"))
+    manifest = read_manifest(root)
+    shards = [ShardInfo(root / s.file, s.rows, s.seq_len) for s in manifest.shards if s.rows]
+    packed = manifest.packed
     if columns is None:
-        columns = (PACKED_COLUMNS if packed else COLUMNS) + ((LOSS_WEIGHTS,) if weighted else ())
+        columns = (PACKED_COLUMNS if packed else COLUMNS) + ((LOSS_WEIGHTS,) if manifest.weighted else ())
     return ShardDataset(
         shards,
-        padding_side=options.get("padding_side", "right"),
-        pad_id=(manifest.get("tokenizer") or {}).get("pad_id"),
+        padding_side=manifest.padding_side,
+        pad_id=manifest.pad_id,
         columns=columns,
         rows=rows,
         packed=packed,

@@ -85,19 +85,19 @@ def normalize(record: RawRecord, require_assistant: bool = True, options: Format
             record.source, record.line, record.error or "unreadable record", unit=record.unit,
             raw_bytes=None if record.raw_is_prefix else record.raw,
             raw=record.raw.decode("utf-8", "backslashreplace") if record.raw_is_prefix and record.raw is not None else None,
-            raw_is_prefix=record.raw_is_prefix,
+            raw_is_prefix=record.raw_is_prefix, code=record.error_code or "unreadable",
         )
     try:
         obj = parse_json(record.text)
         if may_hold_lone_surrogate(record.text) and has_lone_surrogate_anywhere(obj):
-            raise RecordError("record holds a lone surrogate (a \\ud800-\\udfff escape that is not text)")
+            raise RecordError("record holds a lone surrogate (a \\ud800-\\udfff escape that is not text)", code="lone_surrogate")
         fmt = _format_of(obj, record, options)
         out = convert(obj, fmt, options, require_assistant)
     except RecordError as exc:
-        return Reject(record.source, record.line, exc.reason, raw=record.text, field=exc.field, unit=record.unit)
+        return Reject(record.source, record.line, exc.reason, raw=record.text, field=exc.field, unit=record.unit, code=exc.code)
     except Exception as exc:  # a bug, never a crash: the record is kept with the error
         reason = f"internal error while converting the record: {type(exc).__name__}: {exc}"
-        return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit)
+        return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit, code="internal_error")
     return out.located(record.source, record.line, record.unit, fmt)
 
 
@@ -109,7 +109,7 @@ def _format_of(obj: Any, record: RawRecord, options: FormatOptions) -> str:
     if record.format is not None:
         if shape is not None and shape != record.format:
             raise RecordError(
-                f"record has the {shape} shape but its file holds {record.format} records "
+                code="format_mismatch", reason=f"record has the {shape} shape but its file holds {record.format} records "
                 "(one format per file, or pass --format)"
             )
         return record.format
@@ -117,9 +117,9 @@ def _format_of(obj: Any, record: RawRecord, options: FormatOptions) -> str:
         n = options.fields
         keys = ", ".join(f"`{k}`" for k in list(obj)[:6]) if isinstance(obj, dict) else None
         if keys is None:
-            raise RecordError(f"record must be a JSON object, got {json_kind(obj)}")
+            raise RecordError(f"record must be a JSON object, got {json_kind(obj)}", code="not_object")
         raise RecordError(
-            f"no known format: keys {keys or '(none)'}; expected `{n.messages}`, `{n.conversations}`, "
+            code="unknown_format", reason=f"no known format: keys {keys or '(none)'}; expected `{n.messages}`, `{n.conversations}`, "
             f"`{n.instruction}`, `{n.prompt}`+`{n.completion}` or `{n.text}` (rename with --messages-field... "
             "or pass --format)"
         )
@@ -129,19 +129,19 @@ def _format_of(obj: Any, record: RawRecord, options: FormatOptions) -> str:
 def parse_json(text: str) -> Any:
     """The record's JSON value; surrounding whitespace (CRLF, trailing blanks, BOM) is not an error."""
     if "\x00" in text:
-        raise RecordError(f"NUL byte at byte {len(text[: text.index(chr(0))].encode('utf-8'))}")
+        raise RecordError(f"NUL byte at byte {len(text[: text.index(chr(0))].encode('utf-8'))}", code="nul_byte")
     body = text.lstrip(_BLANK)
     lead = text[: len(text) - len(body)]
     body = body.rstrip(_BLANK)
     if not body:
-        raise RecordError("empty record (only whitespace)")
+        raise RecordError("empty record (only whitespace)", code="empty_record")
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
         at = len((lead + body[: exc.pos]).encode("utf-8"))
-        raise RecordError(f"invalid JSON at byte {at}: {exc.msg}") from None
+        raise RecordError(f"invalid JSON at byte {at}: {exc.msg}", code="invalid_json") from None
     except RecursionError:
-        raise RecordError("invalid JSON: nested too deeply") from None
+        raise RecordError("invalid JSON: nested too deeply", code="invalid_json") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise RecordError(f"invalid JSON: {exc}") from None
+        raise RecordError(f"invalid JSON: {exc}", code="invalid_json") from None
 

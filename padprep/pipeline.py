@@ -2,9 +2,10 @@
 
 Two passes keep memory bounded by chunk and shard size, never by the input:
 
-* pass 1 streams records in chunks through ``Processor.process`` (in this process or in workers, as
-  ``parallel.py`` plans, results taken back in input order), appends unpadded rows to a spill file and
-  their lengths to a histogram, and writes every reject as it comes;
+* pass 1 plans chunks, maps ``Processor.process`` over them on an engine (``engine.py``: this
+  machine's processes, as ``parallel.py`` plans them, or Ray, ``ray_engine.py``) and collects the
+  results in input order: it appends unpadded rows to a spill file and their lengths to a histogram,
+  and writes every reject as it comes (``rejects.py``);
 * between passes the bucket bounds are chosen from the histogram;
 * pass 2 streams the spill file, routes rows to buckets and pads and writes a shard each time a
   bucket fills one.
@@ -12,19 +13,15 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
 With ``--pack`` the lengths of pass 1 (one int per row) go to best-fit decreasing placement
 (``pack.py``) instead of bucket bounds; pass 2 routes each row to the file of the shard its row of
 ``--max-length`` tokens lies in, then puts each shard's rows in placement order, packs, pads and
-writes it.
+writes it. The manifest (``manifest.py``) is written last.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
-import itertools
-import json
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,23 +34,28 @@ import pyarrow as pa
 from . import __version__
 from .buildkey import build_key, input_digests, up_to_date
 from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
-from .config import BuildConfig, Reasoning, SpanMethod
+from .config import BuildConfig, EngineName, Reasoning, SpanMethod
+from .engine import Engine, LocalEngine, RecordStream
+from .errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
 from .formats import FileFormat, FormatOptions, needs_chat_template, with_formats
+from .manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifest
 from .mask import IGNORE_INDEX
-from .normalize import Reject
 from .pack import Placement, best_fit_decreasing
-from .parallel import ChunkRunner, plan_workers
+from .parallel import plan_workers
 from .preflight import (
     Hazard, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
 )
-from .process import ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
+from .process import ChunkResult, ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
 from .progress import Progress
-from .read import STDIN, RawRecord, expand_inputs, read_records
+from .read import STDIN, expand_inputs, read_records
+from .rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
+    MIN_RECORDS_FOR_RATE, Counts, EmptyOutput, RejectLog, RejectsKept, TooManyRejects, check_limits, check_not_empty,
+    failed_rejects_path, keep_rejects,
+)
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
 from .write import (
-    LOSS_WEIGHTS, MANIFEST, REJECTS, AtomicDir, float32_array, float32_values, int32_array, int32_values, write_json,
-    write_shard,
+    LOSS_WEIGHTS, REJECTS, AtomicDir, float32_array, float32_values, int32_array, int32_values, write_shard,
 )
 
 SPILL = "spill.arrow"
@@ -63,52 +65,20 @@ _SPILL_SCHEMA = pa.schema([
 ])
 
 
-class BuildFailed(Exception):
-    """The build stopped; the message is the one-line reason. ``exit_code`` says which kind of failure."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class RejectsKept(BuildFailed):
-    """A build that failed because of what happened to its records.
-
-    No output directory is left, but the rejects are copied beside it (``rejects_copy``) so the
-    user can see why.
-    """
-
-    def __init__(self, message: str, rejects_copy: Path):
-        super().__init__(message, 1)
-        self.rejects_copy = rejects_copy
-
-
-class TooManyRejects(RejectsKept):
-    """Bad records beyond --max-rejects / --max-reject-rate (or any, with --strict)."""
-
-
-class EmptyOutput(RejectsKept):
-    """No row to write: the inputs held no record, or every record was rejected or dropped.
-
-    A CI step must not mistake that for success; ``--allow-empty`` writes the empty output instead.
-    """
-
-
-# The reject rate is checked while the build runs only once this many records were read (a few bad
-# lines early in a big file do not stop it), and always at the end.
-MIN_RECORDS_FOR_RATE = 1000
-
-
 @dataclass
 class BuildResult:
     output: Path
-    manifest: dict
+    manifest: Manifest
     hazards: list[Hazard] = field(default_factory=list)
     up_to_date: bool = False  # nothing was built: the output already held this build (same build key)
 
 
 def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     progress = progress or Progress()
+    if cfg.engine is EngineName.ray:
+        from .ray_engine import import_ray
+
+        import_ray()  # without Ray, fail before any work, in one line that says how to install it
     files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output))
     digests = input_digests(files)
     key = build_key(cfg, digests)
@@ -126,29 +96,19 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     total_bytes = _input_bytes(files)
-    plan = plan_workers(cfg.workers, total_bytes)
-    progress.log(f"workers: {plan.describe()}")
+    engine = _engine(cfg, bundle, files, formats, found, total_bytes, progress)
     out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
     try:
-        with ChunkRunner(plan, bundle) as runner:  # workers start before this process tokenizes anything
-            processor = Processor(bundle, options)
-            _report_reasoning_option(cfg, processor, progress)
-            records = _records(files, formats, found, progress)
-            sample = list(itertools.islice(records, cfg.preflight_records))
-            convs = sample_conversations(processor, sample)
-            checked, hazards = _preflight(bundle, processor, sample, convs, cfg, progress, template_origin)
+        with engine:  # local workers start before this process tokenizes anything
+            progress.log(f"engine: {engine.describe()}")
+            stream = RecordStream(files, formats, found, progress)
+            processor, checked, hazards = _preflight_stage(cfg, bundle, options, stream, progress, template_origin)
             progress.start(total_bytes)
-            if processor.renderer.fast_path and not fast_spans_agree(processor, convs).agree:
-                processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
-                hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
-                                      "preflight sample: the template's boundaries are used for the whole run", handled=True))
-                records, checked = itertools.chain(sample, records), None  # the sample again, with the other spans
-            results = runner.results(_chunked(records, cfg.chunk_size), processor)
-            if checked is not None:  # the sample's rows are already made: the build does not make them twice
-                results = itertools.chain([checked.packed()], results)
+            results = engine.results(stream, processor, cfg.chunk_size, checked)
             counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress)
-        _check_reject_limits(cfg, counts, out, final=True)
-        _check_not_empty(cfg, counts, files)
+            stream.close()
+        check_limits(cfg, counts, final=True)
+        check_not_empty(cfg, counts, files)
         weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
         if cfg.pack:
             bounds = [cfg.max_length]
@@ -160,15 +120,45 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
                              shards, hazards, found)
-        write_json(out.path / MANIFEST, manifest)
+        write_manifest(out.path, manifest)
         out.commit()
-        _failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
+        failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
     except BaseException as exc:
         if isinstance(exc, RejectsKept):
-            _keep_rejects(out.path / REJECTS, exc.rejects_copy)
+            keep_rejects(out.path / REJECTS, exc.rejects_copy)
         out.abort()
         raise
     return BuildResult(cfg.output, manifest, hazards)
+
+
+def _engine(cfg: BuildConfig, bundle: TokenizerBundle, files: list[str], formats: FormatOptions,
+            found: dict[str, FileFormat], total_bytes: int | None, progress: Progress) -> Engine:
+    """The engine ``--engine`` names: this machine's processes (as ``--workers`` plans), or Ray."""
+    if cfg.engine is EngineName.ray:
+        from .ray_engine import RayEngine  # imports ray: only when asked for
+
+        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress)
+    return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle)
+
+
+def _preflight_stage(cfg: BuildConfig, bundle: TokenizerBundle, options: ProcessOptions, stream: RecordStream,
+                     progress: Progress, template_origin: str | None) -> tuple[Processor, ChunkResult | None, list[Hazard]]:
+    """The processor for the whole run, the preflight sample's result when its rows can be kept, and the hazards.
+
+    When the header-scan spans disagree with the template's on the sample, the run uses the template's
+    spans, and the sample is processed again with them (no kept result).
+    """
+    processor = Processor(bundle, options)
+    _report_reasoning_option(cfg, processor, progress)
+    sample = stream.take_sample(cfg.preflight_records)
+    convs = sample_conversations(processor, sample)
+    checked, hazards = _preflight(bundle, processor, sample, convs, cfg, progress, template_origin)
+    if processor.renderer.fast_path and not fast_spans_agree(processor, convs).agree:
+        processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
+        hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
+                              "preflight sample: the template's boundaries are used for the whole run", handled=True))
+        checked = None
+    return processor, checked, hazards
 
 
 def _report_reasoning_option(cfg: BuildConfig, processor: Processor, progress: Progress) -> None:
@@ -195,7 +185,7 @@ def _effective_max_length(cfg: BuildConfig) -> int | None:
         return cfg.max_length
     largest = max(cfg.buckets)
     if cfg.max_length is not None and cfg.max_length > largest:
-        raise BuildFailed(f"--max-length {cfg.max_length} is larger than the largest bucket {largest}", 2)
+        raise BuildFailed(f"--max-length {cfg.max_length} is larger than the largest bucket {largest}", EXIT_USAGE)
     return cfg.max_length or largest
 
 
@@ -223,27 +213,19 @@ def _needs_template(path: str, formats: FormatOptions) -> bool:
     return first is None or needs_chat_template(first.text, first.format, formats.fields)
 
 
-def _records(files: list[str], formats: FormatOptions, found: dict[str, FileFormat], progress: Progress) -> Iterator[RawRecord]:
-    offset = 0
-    for path in files:
-        on_open = functools.partial(progress.reading, offset)
-        yield from with_formats(path, read_records(path, on_open, progress.log), formats, found, progress.log)
-        offset += 0 if path == STDIN else os.path.getsize(path)
-
-
 def _preflight(bundle, processor: Processor, sample, convs, cfg: BuildConfig, progress: Progress, template_origin):
     """The sample processed (its rows are the build's first) and the hazards it shows."""
     result = processor.process(sample)
     broken = next((r for r in result.rejects if r.code == "template_limit"), None)
     if broken is not None:  # the template, not the data: every record would pay for it
         raise BuildFailed(f"the chat template ({template_origin}) went past a limit on the preflight sample, at {broken.describe()}; "
-                          "fix or replace the template", 1)
+                          "fix or replace the template")
     hazards = tokenizer_hazards(bundle, processor, result) + stats_hazards(result.stats)
     hazards += unrendered_field_hazards(processor, convs, template_origin)
     for h in hazards:
         progress.log(f"preflight: {h.code}: {h.message}" + (f" [{h.count}]" if h.count else ""))
     if cfg.strict and hazards:
-        raise BuildFailed(f"--strict: preflight found {len(hazards)} hazard(s), first: {hazards[0].code}: {hazards[0].message}", 3)
+        raise BuildFailed(f"--strict: preflight found {len(hazards)} hazard(s), first: {hazards[0].code}: {hazards[0].message}", EXIT_HAZARD)
     return result, hazards
 
 
@@ -254,38 +236,20 @@ def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Haz
     return list(by_code.values())
 
 
-@dataclass
-class Counts:
-    """Where every record went: read = written + rejected + dropped, per file too."""
-
-    read: int = 0
-    written: int = 0
-    rejected: int = 0  # bad records (normalize, render)
-    dropped: int = 0  # valid records dropped by policy (too long, nothing to train)
-    per_file: Counter = field(default_factory=Counter)  # rows written
-    per_file_rejected: Counter = field(default_factory=Counter)
-    per_file_dropped: Counter = field(default_factory=Counter)
-    reasons: Counter = field(default_factory=Counter)
-    dropped_reasons: Counter = field(default_factory=Counter)  # the policy drops among ``reasons``
-    first_reject: str | None = None  # "file:line: reason" of the first bad record
-
-    def file_totals(self, path: str) -> dict:
-        written, rejected, dropped = self.per_file[path], self.per_file_rejected[path], self.per_file_dropped[path]
-        return {"records_read": written + rejected + dropped, "rows_written": written, "rejected": rejected, "dropped": dropped}
-
-
 def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, progress: Progress):
     """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
-    --pack, to an int32 array in spill order: all that placement needs)."""
-    counts, stats, histogram = Counts(), ChunkStats(), Counter()
+    --pack, to an int32 array in spill order: all that placement needs). ``results`` come in input order."""
+    stats, histogram = ChunkStats(), Counter()
     lengths: list[np.ndarray] = []
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
+        rejects = RejectLog(rejects_fh, progress.log)
+        counts = rejects.counts
         spill = pa.ipc.new_stream(sink, _SPILL_SCHEMA)
         for result in results:
             stats.add(result.stats)
             counts.read += result.stats.records
             for reject in result.rejects:
-                _record_reject(reject, counts, rejects_fh, progress)
+                rejects.add(reject)
             rows = result.rows
             if len(rows.lengths):
                 histogram.update(rows.lengths.tolist())
@@ -294,16 +258,10 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
                 counts.written += len(rows.lengths)
                 spill.write_batch(_spill_batch(rows))
             counts.per_file.update(rows.per_file)
-            _check_reject_limits(cfg, counts, None, final=False, rejects_path=workdir / REJECTS)
+            check_limits(cfg, counts, final=False)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
         spill.close()
     return counts, stats, histogram, np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
-
-
-def _chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
-    it = iter(records)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
 
 
 def _spill_batch(rows: PackedRows) -> pa.RecordBatch:
@@ -327,97 +285,6 @@ def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) 
     given = np.diff(int32_values(column.offsets)) > 0  # a null entry is empty; a row's weights never are
     out[np.repeat(given, lengths)] = float32_values(column.flatten())
     return out
-
-
-def _record_reject(reject: Reject, counts: Counts, fh, progress: Progress) -> None:
-    if reject.stage == "policy":
-        counts.dropped += 1
-        counts.per_file_dropped[reject.source] += 1
-    else:
-        counts.rejected += 1
-        counts.per_file_rejected[reject.source] += 1
-        if counts.first_reject is None:
-            counts.first_reject = reject.describe()
-        if counts.rejected <= 20:
-            progress.log(f"rejected {reject.describe()}")
-    key = _reason_key(reject.reason)
-    counts.reasons[key] += 1
-    if reject.stage == "policy":
-        counts.dropped_reasons[key] += 1
-    line = json.dumps(reject.as_json(), ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:  # text that is not encodable (lone surrogates) is written escaped
-        line = json.dumps(reject.as_json(), ensure_ascii=True)
-    fh.write(line + "\n")
-
-
-def _reason_key(reason: str) -> str:
-    """Group reasons for the summary: the text before any per-record detail."""
-    return reason.split(" (")[0].split(" at byte")[0].split(": ")[0]
-
-
-def _check_reject_limits(cfg: BuildConfig, counts: Counts, out, final: bool, rejects_path: Path | None = None) -> None:
-    """Stop the build when bad records pass --strict (any), --max-rejects (a count) or --max-reject-rate.
-
-    Records dropped by policy (too long, nothing to train) are not bad records and never count. The
-    rate is checked at the end, and while running once MIN_RECORDS_FOR_RATE records were read.
-    """
-    bad, read = counts.rejected, counts.read
-    if not bad:
-        return
-    copy = _failed_rejects_path(cfg)
-    tail = f"; nothing written; every reject is in {copy}"
-    if cfg.strict:
-        raise TooManyRejects(f"--strict: rejected {counts.first_reject}{tail}", copy)
-    if cfg.max_rejects is not None and bad > cfg.max_rejects:
-        raise TooManyRejects(
-            f"{bad:,} records rejected, more than --max-rejects {cfg.max_rejects} (first: {counts.first_reject}){tail}", copy
-        )
-    rate = bad / read if read else 1.0
-    if (final or read >= MIN_RECORDS_FOR_RATE) and rate > cfg.max_reject_rate:
-        raise TooManyRejects(
-            f"{bad:,} of {read:,} records rejected ({rate:.1%}), more than --max-reject-rate {cfg.max_reject_rate:g} "
-            f"(first: {counts.first_reject}){tail}; raise --max-reject-rate or --max-rejects to accept them",
-            copy,
-        )
-
-
-def _check_not_empty(cfg: BuildConfig, counts: Counts, files: list[str]) -> None:
-    """Fail a build that would write no row (unless ``--allow-empty``): a CI step must not take it for success."""
-    if counts.written or cfg.allow_empty:
-        return
-    hint = "; pass --allow-empty to write an empty output anyway"
-    if not counts.read:
-        where = files[0] if len(files) == 1 else f"{len(files)} inputs"
-        raise EmptyOutput(f"0 rows written: no records in {where} (empty input){hint}", _failed_rejects_path(cfg))
-    dropped = counts.dropped_reasons
-    parts = [_tally(counts.reasons - dropped, "rejected"), _tally(dropped, "dropped")]
-    copy = _failed_rejects_path(cfg)
-    raise EmptyOutput(f"0 rows written: {', '.join(p for p in parts if p)}; every record is in {copy}{hint}", copy)
-
-
-def _tally(reasons: Counter, kind: str) -> str:
-    """``48 dropped (longer than --max-length)``, or ``3 rejected (2 × why; 1 × why)``: '' when none."""
-    total = sum(reasons.values())
-    if not total:
-        return ""
-    if len(reasons) == 1:
-        return f"{total:,} {kind} ({next(iter(reasons))})"
-    return f"{total:,} {kind} (" + "; ".join(f"{n:,} × {why}" for why, n in reasons.most_common()) + ")"
-
-
-def _failed_rejects_path(cfg: BuildConfig) -> Path:
-    """Where the rejects of a build that failed on them are kept: beside the output, ``OUT.rejects.jsonl``."""
-    out = Path(cfg.output)
-    return out.parent / f"{out.name}.{REJECTS}"
-
-
-def _keep_rejects(source: Path, dest: Path) -> None:
-    try:
-        shutil.copyfile(source, dest)
-    except OSError:
-        pass
 
 
 def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
@@ -610,34 +477,37 @@ def _flush_packed(workdir: Path, take: pa.Table, seq_counts: np.ndarray, seq_len
     }
 
 
-def _packing(cfg: BuildConfig, shards: list[dict]) -> dict | None:
+def _packing(cfg: BuildConfig, shards: list[ShardEntry]) -> dict | None:
     """The manifest's record of packing: None for a bucketed build."""
     if not cfg.pack:
         return None
-    rows, real = sum(s["rows"] for s in shards), sum(s["real_tokens"] for s in shards)
+    rows, real = sum(s.rows for s in shards), sum(s.real_tokens for s in shards)
     return {
         "algorithm": "best-fit decreasing",
         "seq_len": cfg.max_length,
         "rows": rows,
-        "sequences": sum(s["sequences"] for s in shards),
+        "sequences": sum(s.sequences or 0 for s in shards),
         "fill": real / (rows * cfg.max_length) if rows else 0.0,
         "position_ids": "restart at 0 at every sequence and at the padding tail",
         "first_label_of_each_sequence": IGNORE_INDEX,
     }
 
 
-def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, digests, key, counts: Counts,
-              stats: ChunkStats, histogram: Counter, bounds, shards, hazards, found: dict[str, FileFormat] | None = None) -> dict:
+def _manifest(cfg: BuildConfig, bundle: TokenizerBundle, template: str | None, template_origin: str | None, files: list[str],
+              digests: list[str | None], key: str | None, counts: Counts, stats: ChunkStats, histogram: Counter,
+              bounds: list[int], shard_dicts: list[dict], hazards: list[Hazard],
+              found: dict[str, FileFormat] | None = None) -> Manifest:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
-    real = sum(s["real_tokens"] for s in shards)
-    pad = sum(s["pad_tokens"] for s in shards)
+    shards = [ShardEntry.from_json(s) for s in shard_dicts]
+    real = sum(s.real_tokens for s in shards)
+    pad = sum(s.pad_tokens for s in shards)
     longest = max(histogram) if histogram else 0
-    return {
-        "padprep_version": __version__,
-        "format": "padprep-packed-shards/1" if cfg.pack else "padprep-shards/1",
-        "build_key": key,
-        "options": cfg.as_manifest(),
-        "tokenizer": {
+    return Manifest(
+        padprep_version=__version__,
+        format=PACKED_FORMAT if cfg.pack else FORMAT,
+        build_key=key,
+        options=cfg.as_manifest(),
+        tokenizer={
             "source": bundle.source,
             "fingerprint": bundle.fingerprint,
             "files": bundle.files,
@@ -646,11 +516,11 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, di
             "pad_id": bundle.pad_id,
             "pad_origin": bundle.pad_origin,
         },
-        "chat_template": {
+        chat_template={
             "origin": template_origin if template is not None else "none (raw-text inputs only)",
             "sha256": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
         },
-        "inputs": [
+        inputs=[
             {
                 "path": f,
                 "sha256": digest,
@@ -660,19 +530,20 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, di
             }
             for f, digest in zip(files, digests)
         ],
-        "buckets": bounds,
-        **({"packing": _packing(cfg, shards)} if cfg.pack else {}),
-        "shards": shards,
-        "totals": {
+        buckets=bounds,
+        packing=_packing(cfg, shards),
+        shards=shards,
+        totals={
             "records_read": counts.read,
             "rows_written": counts.written,
             "rejected": counts.rejected,
             "dropped": counts.dropped,
             "truncated": stats.truncated,
             "reasons": dict(sorted(counts.reasons.items())),
+            "reason_descriptions": dict(sorted(counts.descriptions.items())),
             "real_tokens": real,
             "pad_tokens": pad,
-            "trained_tokens": sum(s["trained_tokens"] for s in shards),
+            "trained_tokens": sum(s.trained_tokens for s in shards),
             "padding_fraction": pad / (real + pad) if real + pad else 0.0,
             "unbucketed_padding_fraction": padding_of(histogram, [longest]) / (longest * counts.written) if counts.written else 0.0,
             "realigned_boundaries": stats.realigned,
@@ -681,5 +552,5 @@ def _manifest(cfg, bundle: TokenizerBundle, template, template_origin, files, di
             "rows_with_fractional_weights": stats.weighted_rows,
             "think_blocks_masked": stats.think_masked,
         },
-        "hazards": [h.as_json() for h in hazards],
-    }
+        hazards=[h.as_json() for h in hazards],
+    )

@@ -178,7 +178,7 @@ class Processor:
                 continue
             except Exception as exc:  # RenderError, or anything else a template does with hostile data
                 reason = str(exc) if isinstance(exc, RenderError) else f"chat template failed: {type(exc).__name__}: {exc}"
-                code = exc.code if isinstance(exc, RenderError) else "render"
+                code = exc.code if isinstance(exc, RenderError) else "template_error"
                 prepared.outcome[k] = Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit, code=code)
                 continue
             prepared.chat.append((k, conv, record, rendered))
@@ -300,7 +300,7 @@ class Processor:
         if limit is not None and len(ids) > limit:
             if policy is Truncation.drop:
                 reason = f"longer than --max-length ({len(ids)} > {limit} tokens) with --truncation drop"
-                return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
+                return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit, code="too_long")
             keep = slice(0, limit) if policy is Truncation.right else slice(len(ids) - limit, None)
             ids, labels, truncated = ids[keep], labels[keep], True
             weights = None if weights is None else weights[keep]
@@ -308,7 +308,8 @@ class Processor:
             reason = "no trained token left after truncation" if truncated else "no trained token"
             if conv.weights and not truncated:
                 reason = "no trained token (every reply masked by its loss_weight / train flag)"
-            return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit)
+            return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit,
+                          code="no_trained_token")
         return Row(ids, labels, conv.source, conv.line, truncated, weights)
 
 

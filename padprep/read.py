@@ -31,6 +31,8 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
+from .errors import EXIT_USAGE, PadprepError
+
 STDIN = "-"
 # A record longer than this is not read into memory: it is reported as a record too long to process.
 MAX_LINE_BYTES = 64 << 20
@@ -53,14 +55,18 @@ class RawRecord:
     unit: str = "line"  # "line" or "index": what ``line`` counts
     format: str | None = None  # the format of the record's file, once detected (formats.with_formats)
     raw_is_prefix: bool = False  # ``raw`` holds only the first KEEP_PREFIX_BYTES of the record
+    error_code: str | None = None  # the reject code of ``error`` (not_utf8, too_long_line...)
 
     def with_format(self, fmt: str) -> "RawRecord":
         """This record tagged with its file's format (a direct copy: ``dataclasses.replace`` is 10x slower)."""
-        return RawRecord(self.source, self.line, self.text, self.error, self.raw, self.unit, fmt, self.raw_is_prefix)
+        return RawRecord(self.source, self.line, self.text, self.error, self.raw, self.unit, fmt, self.raw_is_prefix,
+                         self.error_code)
 
 
-class InputError(Exception):
-    """An input file that cannot be read at all (missing, unreadable, not a supported container)."""
+class InputError(PadprepError):
+    """An input file that cannot be read at all (missing, unreadable, not a supported container): exit 2."""
+
+    exit_code = EXIT_USAGE
 
 
 DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
@@ -241,12 +247,13 @@ def _decode(source: str, line: int, data: bytes, unit: str = "line") -> RawRecor
     try:
         return RawRecord(source, line, data.decode("utf-8"), unit=unit)
     except UnicodeDecodeError as exc:
-        return RawRecord(source, line, None, f"not valid UTF-8 at byte {exc.start}", raw=data, unit=unit)
+        return RawRecord(source, line, None, f"not valid UTF-8 at byte {exc.start}", raw=data, unit=unit, error_code="not_utf8")
 
 
 def _too_long(source: str, line: int, prefix: bytes, what: str, unit: str = "line") -> RawRecord:
     reason = f"{what} longer than {MAX_LINE_BYTES:,} bytes, not read (only its first {KEEP_PREFIX_BYTES} bytes are kept)"
-    return RawRecord(source, line, None, reason, raw=prefix[:KEEP_PREFIX_BYTES], unit=unit, raw_is_prefix=True)
+    return RawRecord(source, line, None, reason, raw=prefix[:KEEP_PREFIX_BYTES], unit=unit, raw_is_prefix=True,
+                     error_code="too_long_line")
 
 
 def _read_jsonl(path: str, fh: io.BufferedReader) -> Iterator[RawRecord]:
@@ -392,8 +399,10 @@ def _scan_element(path: str, buf: _Buffer, pos: int, index: int) -> tuple[RawRec
         if shift < 0:
             reason = "array element is cut off by the end of the file (truncated file, or a missing quote or bracket)"
             if prefix is not None:
-                return RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True), -1
-            return RawRecord(path, index, None, reason, raw=bytes(buf.data[start:]), unit="index"), -1
+                return RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True,
+                                 error_code="truncated_element"), -1
+            return RawRecord(path, index, None, reason, raw=bytes(buf.data[start:]), unit="index",
+                             error_code="truncated_element"), -1
         start -= shift
         i -= shift
 
@@ -413,4 +422,4 @@ def _after_array(path: str, buf: _Buffer, pos: int, index: int) -> Iterator[RawR
     while buf.refill(len(buf.data)) >= 0:
         pass
     reason = "content after the end of the JSON array (a .json input holds one array of records)"
-    yield RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True)
+    yield RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True, error_code="after_array")

@@ -30,6 +30,7 @@ from typing import Callable
 import jinja2
 
 from .config import Reasoning, TrainOn
+from .errors import PadprepError
 from .formats import content_of, reasoning_of, template_view
 from .normalize import Conversation
 from .templates import BUDGET, DEFAULT_MAX_CHARS, TemplateLimitError, compile_template
@@ -50,10 +51,16 @@ class Rendered:
     think_masked: int = 0  # think blocks masked by --reasoning
 
 
-class RenderError(ValueError):
-    """The chat template raised, or produced something padprep cannot align."""
+class RenderError(PadprepError, ValueError):
+    """The chat template raised, or produced something padprep cannot align (a reject; exit 1 if one escapes)."""
 
-    code = "render"
+    code = "template_error"
+
+
+class SpanError(RenderError):
+    """The trained spans cannot be located or trained as asked in the template's render."""
+
+    code = "span_check"
 
 
 class TemplateLimit(RenderError):
@@ -178,7 +185,7 @@ class Renderer:
         kept += [(self.message_span(conv, i, full), weights[i]) for i in extra]
         kept.sort()
         if any(a[1] > b[0] for (a, _), (b, _) in zip(kept, kept[1:])):
-            raise RenderError("the spans of the messages to train overlap (a training flag on a message the template merges with another)")
+            raise SpanError("the spans of the messages to train overlap (a training flag on a message the template merges with another)")
         return kept, masked, len(extra)
 
     def message_span(self, conv: Conversation, i: int, full: str) -> tuple[int, int]:
@@ -190,11 +197,11 @@ class Renderer:
             before = ""
         upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
         if not (full.startswith(upto) and upto.startswith(before)):
-            raise RenderError(f"cannot train message {i} ({role}) as its flag asks: the template renders it differently later on")
+            raise SpanError(f"cannot train message {i} ({role}) as its flag asks: the template renders it differently later on")
         content = content_of(conv.messages[i]).strip()
         start = full.find(content, len(before), len(upto)) if content else -1
         if start < 0:
-            raise RenderError(f"cannot train message {i} ({role}) as its flag asks: its content is not in its render")
+            raise SpanError(f"cannot train message {i} ({role}) as its flag asks: its content is not in its render")
         return start, len(before) + len(full[len(before) : len(upto)].rstrip())
 
     def _mask_reasoning(self, full: str, weighted: list) -> tuple[list, int]:
@@ -295,7 +302,7 @@ class Renderer:
             else:
                 problem = self._missing_text(conv.messages[i], full[start:end], full[floor:ceiling])
             if problem:
-                raise RenderError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
+                raise SpanError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
             floor = end
 
     def _missing_text(self, message: dict, span: str, region: str) -> str | None:
@@ -343,7 +350,7 @@ class Renderer:
         body = prompt[: len(prompt) - len(header)]
         at = _after_same_text(body, header, full, floor)
         if at is None:
-            raise RenderError(f"could not locate the prompt of reply at message {i} in the full render")
+            raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
         return at + common_prefix_length(header, full[at : at + len(header)]), 1
 
     def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:

@@ -19,6 +19,8 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .errors import EXIT_USAGE, PadprepError
+
 BUILTIN_TEMPLATES: dict[str, str] = {
     # The ChatML template (as in many ChatML models' tokenizer_config.json).
     "chatml": (
@@ -65,8 +67,10 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 }
 
 
-class TemplateError(Exception):
-    """No usable chat template, or the template failed to compile."""
+class TemplateError(PadprepError):
+    """No usable chat template, or the template failed to compile (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 # -- bounds on what one render may build ----------------------------------------------------------

@@ -14,12 +14,16 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from .errors import EXIT_USAGE, PadprepError
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
-class TokenizerError(Exception):
-    """The tokenizer could not be found, downloaded or parsed."""
+class TokenizerError(PadprepError):
+    """The tokenizer could not be found, downloaded or parsed (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)

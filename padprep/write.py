@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from .errors import EXIT_USAGE, PadprepError
+
 if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do not need
     from .pad import PaddedShard
 
@@ -31,8 +33,10 @@ REJECTS = "rejects.jsonl"
 _TMP_MARK = ".padprep-tmp-"
 
 
-class OutputExists(Exception):
-    """The output directory exists and ``--overwrite`` was not given."""
+class OutputExists(PadprepError):
+    """The output directory exists and ``--overwrite`` was not given (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def int32_array(values: np.ndarray) -> pa.Array:

@@ -69,7 +69,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def run_build(inputs, tokenizer, output: Path, **options) -> dict:
     cfg = BuildConfig(inputs=tuple(Path(i) for i in inputs), tokenizer=str(tokenizer), output=output, **options)
-    return build(cfg).manifest
+    return build(cfg).manifest.to_json()
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -325,4 +325,4 @@ def test_preflight_fast_path_check_uses_the_builds_format_options(tmp_path, qwen
     assert len(convs) == len(sample)  # normalized with the build's options: none is a reject
     checked = fast_spans_agree(processor, convs)
     assert checked.agree and checked.compared == len(sample) - checked.skipped > 0
-    assert run(cfg).manifest["totals"]["rows_written"] > 0
+    assert run(cfg).manifest.rows_written > 0

@@ -424,7 +424,7 @@ def test_random_and_corrupted_records_never_crash_and_always_reconcile(lines, co
         src.write_bytes(b"\n".join(lines) + b"\n" if container == "jsonl" else b"[" + b",\n".join(lines) + b"]")
         cfg = BuildConfig(inputs=(src,), tokenizer=str(TOK), output=tmp / "o", chunk_size=chunk_size, preflight_records=2,
                           train_on=train_on, max_length=max_length, truncation=truncation, max_reject_rate=1.0, allow_empty=True)
-        m = build(cfg).manifest
+        m = build(cfg).manifest.to_json()
         t = m["totals"]
         assert t["records_read"] == t["rows_written"] + t["rejected"] + t["dropped"]
         assert t["rows_written"] == len(unpadded_rows(tmp / "o"))

@@ -437,7 +437,7 @@ def test_with_format_keeps_every_field_of_the_record():
     from padprep.read import RawRecord
 
     values = {"source": "f.jsonl", "line": 7, "text": None, "error": "bad", "raw": b"\xff", "unit": "index",
-              "format": None, "raw_is_prefix": True}
+              "format": None, "raw_is_prefix": True, "error_code": "not_utf8"}
     assert set(values) == {f.name for f in dataclasses.fields(RawRecord)}, "a new RawRecord field: copy it in with_format"
     tagged = RawRecord(**values).with_format("alpaca")
     assert dataclasses.asdict(tagged) == {**values, "format": "alpaca"}

@@ -114,7 +114,7 @@ if __name__ == "__main__":  # spawned workers import this module again
     tok.encode_batch(["hello there, general kenobi"] * 64)  # the tokenizer's thread pool now runs
     assert start_method() == "spawn", start_method()
     cfg = BuildConfig(inputs=(Path({str(CHAT)!r}),), tokenizer={str(TOK)!r}, output=Path(sys.argv[1]), workers=2, chunk_size=4)
-    print(build(cfg).manifest["totals"]["rows_written"])
+    print(build(cfg).manifest.rows_written)
 """)
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
                           cwd=ROOT)

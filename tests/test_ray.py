@@ -1,0 +1,105 @@
+"""``--engine ray``: the same bytes as the local engine (shards, manifest but its engine, rejects).
+
+A local Ray cluster is started once for the module (one CPU per core, a small object store) and shut
+down after it. Skipped when Ray is not installed (``pip install 'padprep[ray]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from padprep import ray_engine
+from padprep.read import RawRecord
+from tests.conftest import ROOT, SAMPLE, alpaca_to_messages, run_build, sharegpt_to_messages, shared_file, tree_bytes
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'padprep[ray]'")
+
+TOK = SAMPLE / "tokenizer"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, object_store_memory=200 << 20, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()
+
+
+def _without_engine(tree: dict[str, bytes]) -> dict[str, bytes]:
+    """The tree with ``options.engine`` taken out of the manifest: the one field the engines may differ in."""
+    manifest = json.loads(tree["manifest.json"])
+    engine = manifest["options"].pop("engine")
+    return {**tree, "manifest.json": json.dumps(manifest, indent=2).encode(), "engine": engine.encode()}
+
+
+def _both(inputs: list[Path], tmp_path: Path, tokenizer, **options) -> tuple[dict, dict]:
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    run_build(inputs, tokenizer, local, **options)
+    run_build(inputs, tokenizer, distributed, engine="ray", **options)
+    a, b = _without_engine(tree_bytes(local)), _without_engine(tree_bytes(distributed))
+    assert a.pop("engine") == b"local" and b.pop("engine") == b"ray"
+    return a, b
+
+
+def test_sample_data_is_byte_identical(tmp_path, cluster):
+    inputs = [SAMPLE / "chat.jsonl", *sorted((SAMPLE / "formats").glob("*.json*"))]
+    local, distributed = _both(inputs, tmp_path, TOK, max_reject_rate=1.0, chunk_size=7)
+    assert local == distributed
+
+
+@pytest.mark.parametrize("options", [{"max_length": 1024, "seed": 5}, {"pack": True, "max_length": 2048}])
+def test_shared_data_with_bad_records_is_byte_identical(tmp_path, cluster, qwen_dir, monkeypatch, options):
+    glaive = json.loads(shared_file("glaive_toolcall_en_demo.json").read_text())
+    alpaca = json.loads(shared_file("alpaca_en_demo.json").read_text())
+    lines = [json.dumps(sharegpt_to_messages(r), ensure_ascii=False) for r in glaive]
+    lines += [json.dumps(alpaca_to_messages(r), ensure_ascii=False) for r in alpaca]
+    bad = ['{"messages": [{"role": "user", "content": "unterminated', '[1, 2]', '{"messages": []}',
+           '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}']
+    for i, b in enumerate(bad):
+        lines.insert(97 + 331 * i, b)
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    raw = shared_file("c4_demo.jsonl")
+    monkeypatch.setattr(ray_engine, "RANGE_BYTES", 64 << 10)  # many ranges: line numbers must still match
+    local, distributed = _both([src, raw, shared_file("alpaca_en_demo.json")], tmp_path, qwen_dir,
+                               max_reject_rate=0.05, chunk_size=64, **options)
+    rejects = [json.loads(line) for line in local["rejects.jsonl"].splitlines()]
+    assert len(rejects) >= len(bad) and {r["code"] for r in rejects} >= {"invalid_json", "wrong_type", "empty_reply"}
+    assert local == distributed
+
+
+def test_ranges_start_at_lines_and_cover_the_file(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"".join(b'{"text": "%d"}\n' % i * (1 + i % 5) for i in range(500)) + b'{"text": "last"}')
+    pieces = list(ray_engine.plan_pieces([str(path)], range_bytes=300))
+    data = path.read_bytes()
+    assert pieces[0].start == 0 and pieces[-1].end == len(data) and len(pieces) > 10
+    assert all(a.end == b.start and data[b.start - 1 : b.start] == b"\n" for a, b in zip(pieces, pieces[1:]))
+    lines, records = 0, []
+    for piece in pieces:
+        got, n = ray_engine.read_piece(piece, "text")
+        records += [RawRecord(r.source, r.line + lines, r.text, unit=r.unit, format=r.format) for r in got]
+        lines += n
+    from padprep.read import read_records
+
+    expected = [r.with_format("text") for r in read_records(str(path))]
+    assert records == expected
+
+
+def test_without_ray_the_engine_fails_in_one_line(tmp_path):
+    """A Python where ``import ray`` fails: exit 2 and the install command, no traceback."""
+    blocker = tmp_path / "ray.py"
+    blocker.write_text("raise ImportError('no ray here')\n")
+    src = SAMPLE / "chat.jsonl"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    res = subprocess.run([sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(tmp_path / "o"),
+                          "--engine", "ray"], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"padprep: error: {ray_engine.INSTALL_HINT}"]
