@@ -72,6 +72,15 @@ def run_build(inputs, tokenizer, output: Path, **options) -> dict:
     return build(cfg).manifest.to_json()
 
 
+SAMPLE_BOUNDS = (64, 128, 256, 700)  # four buckets over the sample conversations
+
+
+def build_bucketed_sample(out: Path, **options) -> Path:
+    """The sample conversations built into four buckets of small shards (loader and trainer tests)."""
+    run_build([SAMPLE / "chat.jsonl"], SAMPLE / "tokenizer", out, buckets=SAMPLE_BOUNDS, shard_tokens=2000, **options)
+    return out
+
+
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` and its bytes: two builds compare equal only if byte-identical."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

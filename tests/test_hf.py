@@ -27,7 +27,7 @@ from padprep.loader import BucketBatchSampler, collate, load, pad_collate
 from padprep.mask import IGNORE_INDEX
 from padprep.write import COLUMNS
 
-from .conftest import ROOT, SAMPLE, run_build, tree_bytes
+from .conftest import ROOT, SAMPLE, build_bucketed_sample, run_build, tree_bytes
 from .hf_support import BuildRows, recording, tiny_llama
 
 transformers = pytest.importorskip("transformers")
@@ -35,23 +35,17 @@ datasets = pytest.importorskip("datasets")
 from padprep.hf import bucket_indices, refuse_left_padding, to_dataset  # noqa: E402  (after the skips)
 
 # Several shards per bucket (shard_tokens is small), four buckets with several batches each.
-BOUNDS = (64, 128, 256, 700)
 SEED, BATCH = 3, 4
-
-
-def _build(out: Path, **options) -> Path:
-    run_build([SAMPLE / "chat.jsonl"], SAMPLE / "tokenizer", out, buckets=BOUNDS, shard_tokens=2000, **options)
-    return out
 
 
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("hf") / "right")
+    return build_bucketed_sample(tmp_path_factory.mktemp("hf") / "right")
 
 
 @pytest.fixture(scope="module")
 def left_dir(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("hf") / "left", padding_side=PaddingSide.left)
+    return build_bucketed_sample(tmp_path_factory.mktemp("hf") / "left", padding_side=PaddingSide.left)
 
 
 @pytest.fixture(scope="module")

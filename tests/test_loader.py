@@ -18,26 +18,21 @@ from padprep.loader import BucketBatchSampler, ShardDataset, collate, load, make
 from padprep.mask import IGNORE_INDEX
 from padprep.write import COLUMNS, file_sha256
 
-from .conftest import SAMPLE, run_build
+from .conftest import SAMPLE, build_bucketed_sample, run_build
+from .hf_support import tiny_llama
 
 # Explicit bounds give several shards per bucket (shard_tokens is small) and wide padding in the
 # 700 bucket, which the left-padding test needs.
-BOUNDS = (64, 128, 256, 700)
-
-
-def _build(out: Path, **options) -> Path:
-    run_build([SAMPLE / "chat.jsonl"], SAMPLE / "tokenizer", out, buckets=BOUNDS, shard_tokens=2000, **options)
-    return out
 
 
 @pytest.fixture(scope="module")
 def right_dir(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("loader") / "right")
+    return build_bucketed_sample(tmp_path_factory.mktemp("loader") / "right")
 
 
 @pytest.fixture(scope="module")
 def left_dir(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("loader") / "left", padding_side=PaddingSide.left)
+    return build_bucketed_sample(tmp_path_factory.mktemp("loader") / "left", padding_side=PaddingSide.left)
 
 
 @pytest.fixture(scope="module")
@@ -296,20 +291,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _tiny_llama(seed: int = 0):
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=3072,  # the sample tokenizer has 3,003 ids
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=1024,
-    )
-    return transformers.LlamaForCausalLM(config)
-
-
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Shifted cross entropy as transformers computes it: position t predicts label t + 1."""
     return F.cross_entropy(
@@ -318,7 +299,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def test_tiny_llama_trains_on_the_shards(right_dir, one_thread):
-    model = _tiny_llama()
+    model = tiny_llama()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     loader = make_dataloader(right_dir, max_tokens=512, seed=0)
     losses: list[float] = []
@@ -341,7 +322,7 @@ def test_tiny_llama_trains_on_the_shards(right_dir, one_thread):
 
 
 def test_loss_matches_transformers_and_masked_positions_carry_no_gradient(right_dir, one_thread):
-    model = _tiny_llama(seed=1)
+    model = tiny_llama(seed=1)
     ds = load(right_dir)
     batch = collate(ds.get_batch(ds.bucket_indices()[256][:4]))
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
@@ -361,7 +342,7 @@ def test_loss_matches_transformers_and_masked_positions_carry_no_gradient(right_
 
 
 def test_left_padding_batched_prediction_equals_unpadded(left_dir, one_thread):
-    model = _tiny_llama(seed=2).eval()
+    model = tiny_llama(seed=2).eval()
     ds = load(left_dir)
     assert ds.padding_side == "left"
     batch = collate(ds.get_batch(ds.bucket_indices()[700][:5]))
