@@ -9,7 +9,6 @@ starts, and ``--verify`` checks ``seq_lens`` against ``attention_mask``, ``posit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

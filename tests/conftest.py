@@ -81,6 +81,20 @@ def build_bucketed_sample(out: Path, **options) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def right_dir(tmp_path_factory) -> Path:
+    """The bucketed sample build, right-padded (read-only: shared by the loader and trainer tests)."""
+    return build_bucketed_sample(tmp_path_factory.mktemp("sample") / "right")
+
+
+@pytest.fixture(scope="session")
+def left_dir(tmp_path_factory) -> Path:
+    """The bucketed sample build, left-padded (read-only)."""
+    from padprep.config import PaddingSide
+
+    return build_bucketed_sample(tmp_path_factory.mktemp("sample") / "left", padding_side=PaddingSide.left)
+
+
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` and its bytes: two builds compare equal only if byte-identical."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

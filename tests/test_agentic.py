@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from padprep.config import SpanMethod, TrainOn
+from padprep.config import SpanMethod
 from padprep.render import Renderer, RenderError
 from padprep.normalize import Conversation
 from padprep.templates import BUILTIN_TEMPLATES
@@ -307,7 +307,7 @@ def test_preflight_fast_path_check_uses_the_builds_format_options(tmp_path, qwen
     """With renamed fields every sample record used to be a reject in the check, which then passed vacuously."""
     recs = [{"dialog": r["messages"], "tools": r["tools"]} for r in agentic_records(40, seed=3)]
     src = write_jsonl(tmp_path / "a.jsonl", recs)
-    from padprep.config import BuildConfig, InputFormat
+    from padprep.config import BuildConfig
     from padprep.pipeline import build as run
     from padprep.preflight import fast_spans_agree
     from padprep.process import ProcessOptions, Processor

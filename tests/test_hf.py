@@ -16,18 +16,15 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import padprep
-from padprep.config import PaddingSide
 from padprep.loader import BucketBatchSampler, collate, load, pad_collate
 from padprep.mask import IGNORE_INDEX
 from padprep.write import COLUMNS
 
-from .conftest import ROOT, SAMPLE, build_bucketed_sample, run_build, tree_bytes
+from .conftest import ROOT, SAMPLE, run_build, tree_bytes
 from .hf_support import BuildRows, recording, tiny_llama
 
 transformers = pytest.importorskip("transformers")
@@ -39,13 +36,8 @@ SEED, BATCH = 3, 4
 
 
 @pytest.fixture(scope="module")
-def build_dir(tmp_path_factory) -> Path:
-    return build_bucketed_sample(tmp_path_factory.mktemp("hf") / "right")
-
-
-@pytest.fixture(scope="module")
-def left_dir(tmp_path_factory) -> Path:
-    return build_bucketed_sample(tmp_path_factory.mktemp("hf") / "left", padding_side=PaddingSide.left)
+def build_dir(right_dir) -> Path:
+    return right_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,26 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from padprep.config import PaddingSide
 from padprep.loader import BucketBatchSampler, ShardDataset, collate, load, make_dataloader, position_ids
 from padprep.mask import IGNORE_INDEX
 from padprep.write import COLUMNS, file_sha256
 
-from .conftest import SAMPLE, build_bucketed_sample, run_build
 from .hf_support import tiny_llama
 
 # Explicit bounds give several shards per bucket (shard_tokens is small) and wide padding in the
 # 700 bucket, which the left-padding test needs.
-
-
-@pytest.fixture(scope="module")
-def right_dir(tmp_path_factory) -> Path:
-    return build_bucketed_sample(tmp_path_factory.mktemp("loader") / "right")
-
-
-@pytest.fixture(scope="module")
-def left_dir(tmp_path_factory) -> Path:
-    return build_bucketed_sample(tmp_path_factory.mktemp("loader") / "left", padding_side=PaddingSide.left)
 
 
 @pytest.fixture(scope="module")

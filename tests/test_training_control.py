@@ -4,7 +4,6 @@ per-message ``loss_weight`` / ``train`` / ``training`` flags and ``--reasoning t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
