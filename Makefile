@@ -34,9 +34,10 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
-## padprep vs the datasets pipeline vs the raw encode_batch ceiling, one input, one run (~10 min).
+## padprep vs the datasets pipeline vs the raw encode_batch ceiling at 10k and 50k conversations, then the
+## 100-conversation start-up; one run (~15 min).
 bench: install-test
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --sizes 10000,50000 --startup
 
 ## Peak memory at 20k and at 2M conversations (long: writes a 2.4 GB input).
 bench-memory: install-test

@@ -33,11 +33,13 @@ miss short spikes.
 
 Input: records from ../shared/data/alpaca_en_demo.json and ../shared/data/glaive_toolcall_en_demo.json
 (converted with tests.conftest's converters), or sample_data/chat.jsonl when ../shared is absent,
-replicated round-robin to N conversations. Every conversation is made unique by prefixing its first
-user message with ``"[#<index>] "`` so no cache of repeated text can help.
+replicated round-robin to N conversations. Every user, assistant and tool message is made unique by
+prefixing it with ``"[#<index>.<message>] "`` (only system prompts repeat, as in real data), so no
+cache of repeated text can win on text that real data does not repeat.
 
 Usage:
   python benchmarks/run.py [--conversations N] [--repeat R]   # throughput table + ratios (100k, best of 2)
+  python benchmarks/run.py --sizes 10000,50000 --startup       # one table per size, then 100-conversation start-up
   python benchmarks/run.py --memory [--conversations N] [--big N]  # peak memory at 20k vs at 2M
 """
 
@@ -96,12 +98,12 @@ def base_records() -> tuple[list[dict], str]:
 
 
 def make_unique(record: dict, index: int) -> dict:
-    """A copy of record whose first user message starts with a unique id."""
+    """A copy of record whose every user, assistant and tool message starts with a unique id (only system
+    prompts repeat, as in real data), so no cache of repeated text can win on text real data does not repeat."""
     messages = [dict(m) for m in record["messages"]]
-    for m in messages:
-        if m["role"] == "user" and isinstance(m.get("content"), str):
-            m["content"] = f"[#{index}] " + m["content"]
-            break
+    for k, m in enumerate(messages):
+        if m["role"] in ("user", "assistant", "tool") and isinstance(m.get("content"), str) and m["content"]:
+            m["content"] = f"[#{index}.{k}] " + m["content"]
     out = {"messages": messages}
     if record.get("tools"):
         out["tools"] = record["tools"]
@@ -429,6 +431,27 @@ def throughput(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
               "rates are per each pipeline's own real tokens")
 
 
+STARTUP_CONVERSATIONS = 100
+TARGET_STARTUP_SECONDS = 1.5
+
+
+def startup(tokdir: Path, workdir: Path, repeat: int = 5) -> None:
+    """Wall time of a whole ``padprep build`` of 100 conversations (interpreter start-up included)."""
+    sub = workdir / "startup"
+    sub.mkdir()
+    padprep_in, _ = write_padprep_input(STARTUP_CONVERSATIONS, sub)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "padprep.cli", "build", str(padprep_in), "--tokenizer", str(tokdir),
+                        "--output", str(sub / "out"), "--force"], check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    best = min(times)
+    print(f"\nstart-up: {STARTUP_CONVERSATIONS} conversations end to end: best {best:.2f} s of "
+          f"{', '.join(f'{t:.2f}' for t in times)}  (target <= {TARGET_STARTUP_SECONDS} s)  "
+          f"{verdict(best <= TARGET_STARTUP_SECONDS)}")
+
+
 def memory(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
     rows = []
     for n in (args.conversations, args.big):
@@ -463,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", action="store_true", help="padprep peak RSS at --conversations vs at --big")
     parser.add_argument("--big", type=int, default=2_000_000, help="larger size for --memory (default 2000000)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (inputs, logs)")
+    parser.add_argument("--sizes", default=None, help="comma-separated conversation counts: one throughput table each")
+    parser.add_argument("--startup", action="store_true", help="also time a 100-conversation build end to end (best of 5)")
     parser.add_argument("--datasets-worker", nargs=3, metavar=("INPUT", "OUTDIR", "TOKDIR"), help=argparse.SUPPRESS)
     parser.add_argument("--ceiling-worker", nargs=2, metavar=("TEXTS", "TOKDIR"), help=argparse.SUPPRESS)
     parser.add_argument("--input-worker", nargs=2, metavar=("N", "WORKDIR"), help=argparse.SUPPRESS)
@@ -484,7 +509,16 @@ def main(argv: list[str] | None = None) -> None:
     tokdir = qwen_tokenizer_dir()
     workdir = Path(tempfile.mkdtemp(prefix="padprep-bench-"))
     try:
-        (memory if args.memory else throughput)(args, tokdir, workdir)
+        if args.memory:
+            memory(args, tokdir, workdir)
+        sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else ([] if args.memory else [args.conversations])
+        for n in sizes:
+            sub = workdir / f"size{n}"
+            sub.mkdir()
+            print(f"\n=== {n:,} conversations ===", flush=True)
+            throughput(argparse.Namespace(**{**vars(args), "conversations": n}), tokdir, sub)
+        if args.startup:
+            startup(tokdir, workdir)
     finally:
         if args.keep:
             print(f"kept {workdir}")
