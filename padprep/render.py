@@ -100,7 +100,6 @@ class Renderer:
         self.max_chars = max_chars  # cap on one render's output and on any value the template builds
         self.too_long = too_long  # a render certainly longer than --max-length tokens (None: no such bound)
         self.too_long_chars = too_long_chars  # no text this short is too long
-        self._tools_probe: str | None = None
         self.end_marker = self._probe_end_marker()
         self.header = self._probe_generation_header()
         self.fast_path = fast_path and bool(self.header and self.end_marker)
@@ -398,31 +397,30 @@ class Renderer:
 
     @cached_property
     def renders_tool_calls(self) -> bool:
-        return _PROBE_FUNCTION in self._probe_tools_render()
+        return _PROBE_FUNCTION in self._tools_probe
 
     @cached_property
     def renders_tools(self) -> bool:
-        return _PROBE_TOOL in self._probe_tools_render()
+        return _PROBE_TOOL in self._tools_probe
 
-    def _probe_tools_render(self) -> str:
-        """A tool round trip rendered with a few common shapes (templates differ on null content, string arguments)."""
-        if self._tools_probe is None:
-            self._tools_probe = ""
-            for content, arguments in (("", {"city": "Paris"}), ("", '{"city": "Paris"}'), (None, {"city": "Paris"})):
-                call = {"type": "function", "function": {"name": _PROBE_FUNCTION, "arguments": arguments}}
-                reply = {"role": "assistant", "tool_calls": [call], **({"content": content} if content is not None else {})}
-                messages = [
-                    {"role": "user", "content": "hi"},
-                    reply,
-                    {"role": "tool", "content": "20 degrees", "name": _PROBE_FUNCTION},
-                    {"role": "assistant", "content": "It is 20 degrees."},
-                ]
-                try:
-                    self._tools_probe = self.render_text(messages, [_PROBE_TOOL_SCHEMA], generation=False)
-                    break
-                except RenderError:
-                    continue
-        return self._tools_probe
+    @cached_property
+    def _tools_probe(self) -> str:
+        """A tool round trip rendered with a few common shapes (templates differ on null content, string
+        arguments); '' when the template renders none of them."""
+        for content, arguments in (("", {"city": "Paris"}), ("", '{"city": "Paris"}'), (None, {"city": "Paris"})):
+            call = {"type": "function", "function": {"name": _PROBE_FUNCTION, "arguments": arguments}}
+            reply = {"role": "assistant", "tool_calls": [call], **({"content": content} if content is not None else {})}
+            messages = [
+                {"role": "user", "content": "hi"},
+                reply,
+                {"role": "tool", "content": "20 degrees", "name": _PROBE_FUNCTION},
+                {"role": "assistant", "content": "It is 20 degrees."},
+            ]
+            try:
+                return self.render_text(messages, [_PROBE_TOOL_SCHEMA], generation=False)
+            except RenderError:
+                continue
+        return ""
 
     @cached_property
     def renders_reasoning(self) -> bool:

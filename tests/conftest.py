@@ -95,6 +95,17 @@ def left_dir(tmp_path_factory) -> Path:
     return build_bucketed_sample(tmp_path_factory.mktemp("sample") / "left", padding_side=PaddingSide.left)
 
 
+@pytest.fixture
+def one_thread():
+    """A tiny model gains nothing from threads, and on a busy CI machine OpenMP barriers make it 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` and its bytes: two builds compare equal only if byte-identical."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

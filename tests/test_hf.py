@@ -45,15 +45,6 @@ def rows(build_dir) -> BuildRows:
     return BuildRows(build_dir)
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model gains nothing from threads, and on a busy CI machine OpenMP barriers make it 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _args(tmp_path: Path, config: type | None = None, **options):
     config = config or transformers.TrainingArguments
     defaults = dict(

@@ -270,15 +270,6 @@ def test_hf_load_dataset_arrow_gives_the_same_tensors(ds, right_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model gains nothing from threads, and on a busy CI machine OpenMP barriers make it 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Shifted cross entropy as transformers computes it: position t predicts label t + 1."""
     return F.cross_entropy(
