@@ -87,9 +87,12 @@ def chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]
 class Engine(Protocol):
     """Maps ``Processor.process`` over the input's chunks; a context manager that owns its workers.
 
-    ``results`` yields one ``PackedResult`` per chunk, in input order. ``checked`` is the preflight
-    sample's result when its rows may be reused (the sample is then not processed again); an engine
-    that reads the inputs itself ignores it and processes every record.
+    ``head_start`` lets the workers begin on the records after the preflight sample, with the
+    options preflight starts from, while this process runs preflight (an engine may ignore it).
+    ``results`` yields one ``PackedResult`` per chunk, in input order, made with the final
+    processor's options. ``checked`` is the preflight sample's result when its rows may be reused
+    (the sample is then not processed again); an engine that reads the inputs itself ignores it and
+    processes every record.
     """
 
     def describe(self) -> str: ...
@@ -97,6 +100,8 @@ class Engine(Protocol):
     def __enter__(self) -> "Engine": ...
 
     def __exit__(self, exc_type, exc, tb) -> None: ...
+
+    def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None: ...
 
     def results(self, stream: RecordStream, processor: Processor, chunk_size: int,
                 checked: ChunkResult | None) -> Iterator[PackedResult]: ...
@@ -108,15 +113,17 @@ class LocalEngine:
     Args:
         plan: from ``parallel.plan_workers``.
         bundle: the tokenizer, handed to the workers when they start.
+        processor: the processor preflight starts from; forked workers inherit it (no second compile).
 
     Example:
-        >>> with LocalEngine(plan_workers(0, size), bundle) as engine:  # doctest: +SKIP
+        >>> with LocalEngine(plan_workers(0, size), bundle, processor) as engine:  # doctest: +SKIP
+        ...     engine.head_start(stream, processor, 512)
         ...     for result in engine.results(stream, processor, 512, None): ...
     """
 
-    def __init__(self, plan: WorkerPlan, bundle: TokenizerBundle):
+    def __init__(self, plan: WorkerPlan, bundle: TokenizerBundle, processor: Processor | None = None):
         self.plan = plan
-        self._runner = ChunkRunner(plan, bundle)
+        self._runner = ChunkRunner(plan, bundle, processor)
 
     def describe(self) -> str:
         return f"local, {self.plan.describe()}"
@@ -128,12 +135,16 @@ class LocalEngine:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._runner.__exit__(exc_type, exc, tb)
 
+    def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None:
+        self._runner.head_start(chunked(stream.rest, chunk_size), processor.options)
+
     def results(self, stream: RecordStream, processor: Processor, chunk_size: int,
                 checked: ChunkResult | None) -> Iterator[PackedResult]:
-        if checked is None:
-            return self._runner.results(chunked(stream.from_start(), chunk_size), processor)
+        rest = chunked(stream.rest, chunk_size)
+        if checked is None:  # the sample is processed again, with the final options, ahead of the rest
+            return self._runner.results(rest, processor, first=chunked(iter(stream.sample), chunk_size))
         # the sample's rows are already made: the build does not make them twice
-        return itertools.chain([checked.packed()], self._runner.results(chunked(stream.rest, chunk_size), processor))
+        return itertools.chain([checked.packed()], self._runner.results(rest, processor))
 
 
 def detect_format(path: str, formats: FormatOptions, found: dict[str, FileFormat],

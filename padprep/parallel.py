@@ -20,6 +20,7 @@ spawned instead and parse the tokenizer themselves (see ``start_method``).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -99,23 +100,30 @@ _FALSE_SETTINGS = frozenset({"", "off", "false", "f", "no", "n", "0"})
 class ChunkRunner:
     """Runs ``Processor.process`` over chunks as planned; a context manager that owns the workers.
 
-    Enter it before this process tokenizes anything (see the module docstring).
+    Enter it before this process tokenizes anything (see the module docstring). ``processor``, when
+    given, is inherited by forked workers: they do not compile the template nor probe it again.
     """
 
-    def __init__(self, plan: WorkerPlan, bundle: TokenizerBundle):
+    def __init__(self, plan: WorkerPlan, bundle: TokenizerBundle, processor: Processor | None = None):
         self.plan = plan
         self._bundle = bundle
+        self._processor = processor
         self._pool = None
+        self._flight: _Flight | None = None
 
     def __enter__(self) -> "ChunkRunner":
         if self.plan.processes > 1:
-            ctx = multiprocessing.get_context(start_method())
+            method = start_method()
+            inherited = self._processor if method == "fork" else None  # a compiled template does not pickle
+            ctx = multiprocessing.get_context(method)
             self._pool = ctx.Pool(
-                self.plan.processes, initializer=_init_worker, initargs=(self._bundle, self.plan.tokenizer_threads)
+                self.plan.processes, initializer=_init_worker,
+                initargs=(self._bundle, self.plan.tokenizer_threads, inherited),
             )
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._flight = None
         if self._pool is not None:
             if exc_type is None:
                 self._pool.close()
@@ -124,11 +132,26 @@ class ChunkRunner:
             self._pool.join()
             self._pool = None
 
-    def results(self, chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[PackedResult]:
-        """Chunk results in input order."""
+    def head_start(self, chunks: Iterator[list[RawRecord]], options: ProcessOptions) -> None:
+        """Start the workers on ``chunks`` with ``options`` now (while this process runs preflight).
+
+        ``results`` then continues from them; what was started with other options than the final
+        ones is done again. Without worker processes this does nothing.
+        """
+        if self._pool is not None:
+            self._flight = _Flight(self._pool, chunks, 2 * self.plan.processes)
+            self._flight.fill(options)
+
+    def results(self, chunks: Iterator[list[RawRecord]], processor: Processor,
+                first: Iterator[list[RawRecord]] = iter(())) -> Iterator[PackedResult]:
+        """Chunk results in input order: ``first``'s chunks, then those given to ``head_start`` (if it was
+        called; ``chunks`` is then not read), else ``chunks``'."""
         if self._pool is None:
-            return _overlapped(chunks, processor)
-        return _from_pool(self._pool, chunks, processor.options, window=2 * self.plan.processes)
+            return _overlapped(itertools.chain(first, chunks), processor)
+        flight, self._flight = self._flight, None
+        if flight is None:
+            flight = _Flight(self._pool, chunks, 2 * self.plan.processes)
+        return flight.results(processor.options, first)
 
 
 def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[PackedResult]:
@@ -145,15 +168,42 @@ def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iter
             yield processor.finish(encoding.result()).packed()
 
 
-def _from_pool(pool, chunks: Iterator[list[RawRecord]], options: ProcessOptions, window: int) -> Iterator[PackedResult]:
-    """A bounded window of chunks in flight (memory stays flat), taken back in submission order."""
-    pending: deque = deque()
-    for chunk in chunks:
-        pending.append(pool.apply_async(_process_in_worker, (chunk, options)))
-        if len(pending) >= window:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
+class _Flight:
+    """Chunks in flight on the pool, a bounded window of them (memory stays flat), taken back in order."""
+
+    def __init__(self, pool, chunks: Iterator[list[RawRecord]], window: int):
+        self._pool = pool
+        self._chunks = chunks
+        self._window = window
+        self._pending: deque = deque()  # (chunk, options, async result)
+
+    def _submit(self, chunk: list[RawRecord], options: ProcessOptions, at_front: bool = False) -> None:
+        item = (chunk, options, self._pool.apply_async(_process_in_worker, (chunk, options)))
+        self._pending.appendleft(item) if at_front else self._pending.append(item)
+
+    def fill(self, options: ProcessOptions) -> None:
+        while len(self._pending) < self._window:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return
+            self._submit(chunk, options)
+
+    def results(self, options: ProcessOptions, first: Iterator[list[RawRecord]]) -> Iterator[PackedResult]:
+        # What was started with other options is started again (its results are never taken).
+        redo = [(chunk, opts, res) for chunk, opts, res in self._pending]
+        self._pending.clear()
+        for chunk in first:
+            self._submit(chunk, options)
+        for chunk, opts, res in redo:
+            if opts == options:
+                self._pending.append((chunk, opts, res))
+            else:
+                self._submit(chunk, options)
+        while True:
+            self.fill(options)
+            if not self._pending:
+                return
+            yield self._pending.popleft()[2].get()
 
 
 # -- inside a worker process ----------------------------------------------------------------------
@@ -163,7 +213,7 @@ _worker_bundle: TokenizerBundle | None = None
 _worker_processors: dict[ProcessOptions, Processor] = {}
 
 
-def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int) -> None:
+def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int, processor: Processor | None) -> None:
     global _worker_bundle
     # Ctrl-C and SIGTERM are the main process's to handle: it terminates the pool and cleans up. A
     # forked worker would otherwise inherit the CLI's SIGTERM handler and die with a traceback.
@@ -172,6 +222,8 @@ def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int) -> None:
     # Read by the tokenizer's thread pool when it starts, at this worker's first encode.
     os.environ["RAYON_NUM_THREADS"] = str(tokenizer_threads)
     _worker_bundle = bundle
+    if processor is not None:  # forked: the parent's, template compiled and probed
+        _worker_processors[processor.options] = processor
 
 
 def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> PackedResult:

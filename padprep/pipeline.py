@@ -41,13 +41,14 @@ from .formats import FileFormat, FormatOptions, needs_chat_template, with_format
 from .manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifest
 from .mask import IGNORE_INDEX
 from .pack import Placement, best_fit_decreasing
+from .padproc import PadProcess
 from .parallel import plan_workers
 from .preflight import (
     Hazard, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
 )
 from .process import ChunkResult, ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
 from .progress import Progress
-from .read import STDIN, expand_inputs, read_records
+from .read import STDIN, RawRecord, expand_inputs, read_records
 from .rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
     MIN_RECORDS_FOR_RATE, Counts, EmptyOutput, RejectLog, RejectsKept, TooManyRejects, check_limits, check_not_empty,
     failed_rejects_path, keep_rejects,
@@ -74,6 +75,29 @@ class BuildResult:
 
 
 def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
+    """Build ``cfg.output`` from ``cfg.inputs``: the whole of ``padprep build``, without the CLI.
+
+    Nothing is rebuilt when the output already holds this build (same build key; ``cfg.force``
+    rebuilds). The output directory appears whole or not at all: a failure leaves nothing that
+    looks complete (rejects of a failed run are kept beside it, see ``rejects.py``).
+
+    Args:
+        cfg: every option of the build (``config.BuildConfig``; the CLI's flags map onto it one to one).
+        progress: where log lines and progress go (default: nowhere).
+
+    Returns:
+        The output path, its manifest, the preflight and whole-run hazards, and whether it was up to date.
+
+    Raises:
+        PadprepError: a failure a user can cause (bad input, a template that breaks, too many rejects...),
+            with the exit code the CLI ends with.
+
+    Example:
+        >>> from padprep.config import BuildConfig
+        >>> cfg = BuildConfig(inputs=(Path("chat.jsonl"),), tokenizer="tok/", output=Path("out"), max_length=4096)  # doctest: +SKIP
+        >>> result = build(cfg)  # doctest: +SKIP
+        >>> result.manifest.rows_written  # doctest: +SKIP
+    """
     progress = progress or Progress()
     if cfg.engine is EngineName.ray:
         from .ray_engine import import_ray
@@ -85,6 +109,12 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     existing = None if cfg.force else up_to_date(cfg.output, key)
     if existing is not None:
         return BuildResult(cfg.output, existing, up_to_date=True)
+    # forked first: it imports torch while this process does pass 1 (not beside Ray, whose threads a fork would copy)
+    with PadProcess(enabled=cfg.engine is EngineName.local and PadProcess.worthwhile()) as pad:
+        return _build(cfg, progress, files, digests, key, pad)
+
+
+def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key: str, pad: PadProcess) -> BuildResult:
     bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     formats = cfg.format_options()
     template, template_origin = _template(cfg, bundle, files, formats)
@@ -96,26 +126,31 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     total_bytes = _input_bytes(files)
-    engine = _engine(cfg, bundle, files, formats, found, total_bytes, progress)
+    processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
+    engine = _engine(cfg, bundle, processor, files, formats, found, total_bytes, progress)
     out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
     try:
         with engine:  # local workers start before this process tokenizes anything
             progress.log(f"engine: {engine.describe()}")
             stream = RecordStream(files, formats, found, progress)
-            processor, checked, hazards = _preflight_stage(cfg, bundle, options, stream, progress, template_origin)
+            sample = stream.take_sample(cfg.preflight_records)
+            engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
+            processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
             progress.start(total_bytes)
             results = engine.results(stream, processor, cfg.chunk_size, checked)
             counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress)
             stream.close()
         check_limits(cfg, counts, final=True)
         check_not_empty(cfg, counts, files)
+        progress.log(f"pass 2 (pad and write) {pad.describe()}")
         weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
         if cfg.pack:
             bounds = [cfg.max_length]
-            shards = _pass_two_packed(out.path, _placement(lengths, cfg.max_length, progress), bundle.pad_id, cfg, weighted)
+            placement = _placement(lengths, cfg.max_length, progress)
+            shards = pad.run(_pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted)
         else:
             bounds = _bounds(cfg, histogram)
-            shards = _pass_two(out.path, bounds, bundle.pad_id, cfg, weighted)
+            shards = pad.run(_pass_two, out.path, bounds, bundle.pad_id, cfg, weighted)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
@@ -131,30 +166,28 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     return BuildResult(cfg.output, manifest, hazards)
 
 
-def _engine(cfg: BuildConfig, bundle: TokenizerBundle, files: list[str], formats: FormatOptions,
+def _engine(cfg: BuildConfig, bundle: TokenizerBundle, processor: Processor, files: list[str], formats: FormatOptions,
             found: dict[str, FileFormat], total_bytes: int | None, progress: Progress) -> Engine:
     """The engine ``--engine`` names: this machine's processes (as ``--workers`` plans), or Ray."""
     if cfg.engine is EngineName.ray:
         from .ray_engine import RayEngine  # imports ray: only when asked for
 
         return RayEngine(bundle, files, formats, found, cfg.ray_address, progress)
-    return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle)
+    return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle, processor)
 
 
-def _preflight_stage(cfg: BuildConfig, bundle: TokenizerBundle, options: ProcessOptions, stream: RecordStream,
+def _preflight_stage(cfg: BuildConfig, bundle: TokenizerBundle, processor: Processor, sample: list[RawRecord],
                      progress: Progress, template_origin: str | None) -> tuple[Processor, ChunkResult | None, list[Hazard]]:
     """The processor for the whole run, the preflight sample's result when its rows can be kept, and the hazards.
 
     When the header-scan spans disagree with the template's on the sample, the run uses the template's
     spans, and the sample is processed again with them (no kept result).
     """
-    processor = Processor(bundle, options)
     _report_reasoning_option(cfg, processor, progress)
-    sample = stream.take_sample(cfg.preflight_records)
     convs = sample_conversations(processor, sample)
     checked, hazards = _preflight(bundle, processor, sample, convs, cfg, progress, template_origin)
     if processor.renderer.fast_path and not fast_spans_agree(processor, convs).agree:
-        processor = Processor(bundle, dataclasses.replace(options, fast_spans=False))
+        processor = Processor(bundle, dataclasses.replace(processor.options, fast_spans=False))
         hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
                               "preflight sample: the template's boundaries are used for the whole run", handled=True))
         checked = None

@@ -209,6 +209,9 @@ class RayEngine:
             self._ray.shutdown()
             self._started = False
 
+    def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None:
+        """Nothing: the tasks read the inputs themselves once ``results`` plans the pieces."""
+
     def results(self, stream: RecordStream, processor: Processor, chunk_size: int,
                 checked: ChunkResult | None) -> Iterator[PackedResult]:
         """Every record processed by the workers (the preflight sample too: ``checked`` is not reused)."""

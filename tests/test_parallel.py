@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from padprep.parallel import SMALL_INPUT_BYTES, plan_workers
-from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, tree_bytes
+from padprep.config import SpanMethod
+from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, tree_bytes, unpadded_rows
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
@@ -129,3 +130,65 @@ def test_a_fresh_process_forks_its_workers():
     done = subprocess.run([sys.executable, "-c", "from padprep.parallel import start_method; print(start_method())"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.stdout.strip() == "fork", done.stderr
+
+
+# -- the pad process and the head start -------------------------------------------------------------
+
+def _shards(root) -> dict[str, bytes]:
+    return {name: data for name, data in tree_bytes(root).items() if name.endswith(".arrow")}
+
+
+@pytest.mark.parametrize("options", [["--seed", "7"], ["--pack", "--max-length", "512"]])
+def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_path, options):
+    import torch  # noqa: F401  (torch imported: the in-process build below pads here, not in a pad process)
+
+    src = _mixed_input(tmp_path)
+    cli = padprep_cli("build", str(src), "--tokenizer", str(TOK), "--output", str(tmp_path / "cli"),
+                      "--max-reject-rate", "0.5", *options)
+    assert cli.returncode == 0, cli.stderr
+    assert "pass 2 (pad and write) in the pad process" in cli.stderr  # a fresh CLI forks one
+    kwargs = {"seed": 7} if "--seed" in options else {"pack": True, "max_length": 512}
+    run_build([src], TOK, tmp_path / "here", max_reject_rate=0.5, **kwargs)
+    assert _shards(tmp_path / "cli") and _shards(tmp_path / "cli") == _shards(tmp_path / "here")
+
+
+def _fails_with_oserror(path: str) -> None:
+    raise PermissionError(13, "Permission denied", path)
+
+
+def test_pad_process_returns_results_and_raises_failures_here():
+    from padprep.padproc import PadProcess
+
+    with PadProcess() as pad:
+        assert pad.describe().startswith("in the pad process")
+        assert pad.run(divmod, 7, 2) == (3, 1)
+    with PadProcess() as pad, pytest.raises(PermissionError) as caught:
+        pad.run(_fails_with_oserror, "/out/bucket-000001-00000.arrow")
+    assert caught.value.filename == "/out/bucket-000001-00000.arrow" and caught.value.errno == 13
+    with PadProcess(enabled=False) as pad:  # no fork: the same call, here
+        assert pad.describe() == "in this process" and pad.run(divmod, 7, 2) == (3, 1)
+
+
+def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_spans(tmp_path, monkeypatch):
+    """Workers start on the chunks after the preflight sample with the header-scan spans; when preflight
+    then finds those spans differ from the template's, every chunk is made again with the template's."""
+    from padprep.render import Renderer
+
+    real = Renderer.header_spans
+
+    def half_spans(self, conv, full):  # a header scan that disagrees with the template (forked workers inherit it)
+        spans = real(self, conv, full)
+        return None if spans is None else [(start, (start + end) // 2) for start, end in spans]
+
+    monkeypatch.setattr(Renderer, "header_spans", half_spans)
+    shards = {}
+    for name, options in [("w1", {"workers": 1}), ("w2", {"workers": 2}), ("w3", {"workers": 3}),
+                          ("template", {"workers": 2, "span_method": SpanMethod.template})]:
+        m = run_build([CHAT], TOK, tmp_path / name, chunk_size=3, preflight_records=4, **options)
+        assert any(h["code"] == "fast_spans_disagree" for h in m["hazards"]) == (name != "template")
+        assert m["totals"]["rows_written"] == 48
+        shards[name] = _shards(tmp_path / name)
+    assert shards["w1"] == shards["w2"] == shards["w3"] == shards["template"]
+    monkeypatch.setattr(Renderer, "header_spans", real)
+    run_build([CHAT], TOK, tmp_path / "fast", chunk_size=3, preflight_records=4, workers=2)
+    assert _shards(tmp_path / "fast") == shards["template"]  # the true header scan agrees with the template

@@ -1,0 +1,122 @@
+"""The pad process: pass 2 (pad with torch kernels, write shards) in a process of its own.
+
+Importing torch costs about 1.3 s, and tearing it down at exit 0.4 s more: on a small build that
+was most of the wall time, and on any build it sat on the critical path, after pass 1. So a build
+forks this process first thing. It imports torch on a core that loading the tokenizer and preflight
+leave idle, waits for pass 2's one job, runs it, sends back the result and leaves without tearing
+torch down (``os._exit``). The output is the same bytes wherever pass 2 runs.
+
+Pass 2 runs in the calling process instead where a fork is not available (not Linux) or would
+gain nothing (torch is already imported there: a notebook, the test suite).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Callable
+
+
+class PadProcess:
+    """Runs one function (pass 2) in a forked process that imported torch while the build did the rest.
+
+    A context manager: enter it before the build's other work starts; leaving it stops the process.
+
+    Example:
+        >>> with PadProcess() as pad:  # doctest: +SKIP
+        ...     ...  # pass 1
+        ...     shards = pad.run(_pass_two, workdir, bounds, pad_id, cfg, weighted)
+    """
+
+    def __init__(self, enabled: bool = True):
+        self._enabled = enabled and sys.platform.startswith("linux")
+        self._proc = None
+        self._conn = None
+
+    @staticmethod
+    def worthwhile() -> bool:
+        """Whether a pad process saves time here: not where torch is imported already."""
+        return "torch" not in sys.modules
+
+    def describe(self) -> str:
+        if self._proc is not None:
+            return "in the pad process (torch imported there during pass 1)"
+        return "in this process"
+
+    def __enter__(self) -> "PadProcess":
+        if self._enabled:
+            ctx = multiprocessing.get_context("fork")
+            ours, theirs = ctx.Pipe()
+            self._proc = ctx.Process(target=_serve, args=(theirs, ours), name="padprep-pad", daemon=True)
+            self._proc.start()
+            theirs.close()
+            self._conn = ours
+        return self
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in the pad process (here when there is none); its exception is raised here."""
+        if self._proc is None:
+            return fn(*args)
+        self._conn.send((fn, args))
+        try:
+            ok, value = self._conn.recv()
+        except EOFError:
+            code = self._proc.exitcode if self._proc.join(5) is None else None
+            raise RuntimeError(f"the pad process ended without a result (exit status {code})") from None
+        if not ok:
+            raise value
+        return value
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._proc is None:
+            return
+        self._conn.close()
+        self._proc.join(2 if exc_type is None else 0)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._proc = None
+
+
+def _serve(conn, parents_end) -> None:
+    """The pad process: import torch, run the one job that comes, send back its result, leave."""
+    parents_end.close()
+    # Ctrl-C and SIGTERM are the build's to handle: it stops this process on the way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    import torch  # noqa: F401  (the point of this process: imported while the build renders and tokenizes)
+
+    from . import pad  # noqa: F401
+    try:
+        fn, args = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)  # the build ended before pass 2
+    try:
+        reply = (True, fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the build, which raises it
+        reply = (False, exc)
+    try:
+        conn.send(reply)
+    except Exception:  # an exception that does not pickle: send its text instead
+        conn.send((False, RuntimeError("pass 2 failed in the pad process:\n" + "".join(traceback.format_exception(reply[1])))))
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter teardown: torch's alone takes 0.4 s
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the build's process dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
