@@ -6,8 +6,9 @@ boundary (a header newline merged with the reply's first newline) is trained: it
 model must produce. Such tokens are counted so that preflight can report them.
 
 A conversation has a handful of span boundaries and hundreds of tokens, so the tokens overlapping a
-span are found from its two ends (``Encoding.char_to_token``), not by comparing every token's
-offsets. ``labels_by_offsets`` is the definition, used where a boundary character belongs to no
+span are found from its two ends (``Encoding.char_to_token``), or by binary search where the
+offsets were computed from the tokens' bytes (``encode.ByteOffsets``), not by comparing every
+token's offsets. ``labels_by_offsets`` is the definition, used where a boundary character belongs to no
 token (a normalizer removed it) and by the tests as the reference.
 """
 
@@ -37,7 +38,7 @@ _SCAN_BUDGET = 20_000_000
 def labels_from_spans(tokens: Tokens, spans) -> Mask:
     """Labels from the tokens overlapping each span, located from the span's two ends."""
     ids, enc = tokens.ids, tokens.encoding
-    if len(spans) * len(ids) > _SCAN_BUDGET:
+    if enc is None or len(spans) * len(ids) > _SCAN_BUDGET:  # offsets computed from bytes, or a huge conversation
         return labels_by_search(ids, tokens.offsets, spans)
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     straddling = 0
@@ -56,7 +57,7 @@ def weights_from_spans(tokens: Tokens, spans, weights, labels: np.ndarray) -> np
     ids, enc = tokens.ids, tokens.encoding
     out = np.zeros(len(ids), dtype=np.float32)
     for (s, e), w in zip(spans, weights):
-        found = _overlapping(enc, len(ids), s, e)
+        found = None if enc is None else _overlapping(enc, len(ids), s, e)
         if found is None:
             offsets = tokens.offsets
             out[(offsets[:, 0] < e) & (offsets[:, 1] > s)] = w

@@ -44,7 +44,7 @@ from .pack import Placement, best_fit_decreasing
 from .padproc import PadProcess
 from .parallel import plan_workers
 from .preflight import (
-    Hazard, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
+    Hazard, byte_offsets_agree, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
 )
 from .process import ChunkResult, ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
 from .progress import Progress
@@ -186,10 +186,17 @@ def _preflight_stage(cfg: BuildConfig, bundle: TokenizerBundle, processor: Proce
     _report_reasoning_option(cfg, processor, progress)
     convs = sample_conversations(processor, sample)
     checked, hazards = _preflight(bundle, processor, sample, convs, cfg, progress, template_origin)
+    changes = {}
     if processor.renderer.fast_path and not fast_spans_agree(processor, convs).agree:
-        processor = Processor(bundle, dataclasses.replace(processor.options, fast_spans=False))
+        changes["fast_spans"] = False
         hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
                               "preflight sample: the template's boundaries are used for the whole run", handled=True))
+    if not byte_offsets_agree(processor, convs):
+        changes["byte_offsets"] = False
+        hazards.append(Hazard("byte_offsets_disagree", "token offsets computed from the tokens' bytes differ from the "
+                              "tokenizer's own on the preflight sample: the tokenizer's are used for the whole run", handled=True))
+    if changes:
+        processor = Processor(bundle, dataclasses.replace(processor.options, **changes))
         checked = None
     return processor, checked, hazards
 

@@ -15,6 +15,7 @@ from .formats import reasoning_of
 from .normalize import Conversation, normalize
 from .read import RawRecord
 from .render import RenderError, Renderer
+from .encode import tokenize_batch
 from .process import ChunkResult, ChunkStats, Processor
 from .tokenizer import TokenizerBundle
 
@@ -155,6 +156,22 @@ def fast_spans_agree(processor: Processor, convs: list[Conversation]) -> SpanChe
             return SpanCheck(False, compared + 1, len(convs) - compared - 1)
         compared += 1
     return SpanCheck(True, compared, len(convs) - compared)
+
+
+def byte_offsets_agree(processor: Processor, convs: list[Conversation]) -> bool:
+    """Token offsets computed from the tokens' bytes equal the tokenizer's own on the sample's renders
+    (trivially true where the tokenizer does not allow them: ``processor.byte_offsets`` is None)."""
+    if processor.byte_offsets is None:
+        return True
+    texts = []
+    for conv in convs:
+        try:
+            texts.append(processor.renderer.render_text(conv.messages, conv.tools, generation=False))
+        except RenderError:
+            continue
+    given = tokenize_batch(processor.tokenizer, texts)
+    computed = tokenize_batch(processor.tokenizer, texts, byte_offsets=processor.byte_offsets)
+    return all(np.array_equal(a.ids, b.ids) and np.array_equal(a.offsets, b.offsets) for a, b in zip(given, computed))
 
 
 # Message fields (and the record's ``tools``) a template may leave out of the text entirely.

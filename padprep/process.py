@@ -21,7 +21,7 @@ from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
 from .render import RenderError, Renderer, TemplateLimit, TooLong
 from .templates import DEFAULT_MAX_CHARS
-from .encode import Tokens, tokenize_batch
+from .encode import ByteOffsets, Tokens, tokenize_batch
 from .tokenizer import TokenizerBundle
 
 
@@ -126,6 +126,7 @@ class ProcessOptions:
     formats: FormatOptions = field(default_factory=FormatOptions)
     append_eos: bool = True  # raw-text rows (text, string prompt-completion) end with the eos token
     reasoning: Reasoning = Reasoning.train
+    byte_offsets: bool = True  # token offsets from the tokens' bytes where the tokenizer allows (encode.ByteOffsets)
 
 
 class Processor:
@@ -142,6 +143,8 @@ class Processor:
                 self.too_long, bound,
             )
         self.options = options
+        # probed now, before any fork: worker processes inherit it
+        self.byte_offsets = ByteOffsets.probe(self.tokenizer, self._vocab) if options.byte_offsets else None
         self.special_text = _special_token_pattern(self.tokenizer)
         self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
         self.eos_id = self.tokenizer.token_to_id(bundle.special["eos_token"]) if "eos_token" in bundle.special else None
@@ -193,10 +196,11 @@ class Processor:
         window that holds the kept tokens (see ``_windows``): memory follows the row, not the record."""
         texts = [ren.text for _, _, _, ren in prepared.chat]
         windows = [self._window(text) for text in texts]
-        prepared.chat_tokens = tokenize_batch(self.tokenizer, [t if w is None else t[w[0] : w[1]] for t, w in zip(texts, windows)])
+        prepared.chat_tokens = tokenize_batch(self.tokenizer, [t if w is None else t[w[0] : w[1]] for t, w in zip(texts, windows)],
+                                              byte_offsets=self.byte_offsets)
         for i, w in enumerate(windows):
             if w is not None and not self._window_holds(texts[i], w, prepared.chat_tokens[i]):
-                prepared.chat_tokens[i] = tokenize_batch(self.tokenizer, [texts[i]])[0]
+                prepared.chat_tokens[i] = tokenize_batch(self.tokenizer, [texts[i]], byte_offsets=self.byte_offsets)[0]
                 windows[i] = None
         prepared.windows = windows
         # raw text has no template, so the tokenizer's own special tokens apply (a BOS post-processor)
@@ -229,9 +233,14 @@ class Processor:
         return result
 
     @cached_property
+    def _vocab(self) -> dict[str, int]:
+        return self.tokenizer.get_vocab(with_added_tokens=True)  # 0.15 s on Qwen3: read once
+
+    @cached_property
     def longest_token(self) -> int:
-        """The most characters one token covers (computed only where --max-length needs it: 0.1 s on Qwen3)."""
-        return longest_token_chars(self.tokenizer)
+        """The most characters one token covers (its string's length bounds it: a byte-level token's
+        characters are bytes; a ``▁`` or ``##`` marker only adds to it)."""
+        return max((len(token) for token in self._vocab), default=1)
 
     def _window(self, text: str) -> tuple[int, int] | None:
         """The part of a long render that holds every token ``--truncation right|left`` keeps, cut at a line break.
@@ -352,12 +361,6 @@ _WINDOW_MARGIN = 4096
 # A template writes a record's text a small number of times over: a value past the render budget on a
 # record at least this fraction of the budget is the data's size, not the template's doing.
 _DATA_GROWTH = 4
-
-
-def longest_token_chars(tokenizer) -> int:
-    """The most characters one token of this vocabulary covers (its string's length bounds it: a byte-level
-    token's characters are bytes; a ``▁`` or ``##`` marker only adds to it)."""
-    return max((len(token) for token in tokenizer.get_vocab(with_added_tokens=True)), default=1)
 
 
 class _NoTemplate:
