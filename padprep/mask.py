@@ -38,7 +38,9 @@ _SCAN_BUDGET = 20_000_000
 def labels_from_spans(tokens: Tokens, spans) -> Mask:
     """Labels from the tokens overlapping each span, located from the span's two ends."""
     ids, enc = tokens.ids, tokens.encoding
-    if enc is None or len(spans) * len(ids) > _SCAN_BUDGET:  # offsets computed from bytes, or a huge conversation
+    if enc is None:  # offsets computed from the tokens' bytes: in order, no token empty
+        return labels_by_ranges(ids, tokens.offsets, spans)
+    if len(spans) * len(ids) > _SCAN_BUDGET:
         return labels_by_search(ids, tokens.offsets, spans)
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     straddling = 0
@@ -106,6 +108,29 @@ def labels_by_offsets(ids: np.ndarray, offsets: np.ndarray, spans) -> Mask:
         trained |= inside
         straddling += int(np.count_nonzero(inside & ((starts < s) | (ends > e))))
     labels = np.where(trained, ids, IGNORE_INDEX).astype(np.int32, copy=False)
+    return Mask(labels, straddling, empty)
+
+
+def labels_by_ranges(ids: np.ndarray, offsets: np.ndarray, spans) -> Mask:
+    """The definition's result where token offsets never go backwards and no token is empty (offsets from
+    the tokens' bytes): the tokens overlapping a span are one run, found for every span in two searches."""
+    labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
+    if not len(spans) or not len(ids):
+        return Mask(labels, 0, len(spans))
+    bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    firsts = np.searchsorted(ends, bounds[:, 0], side="right")  # first token ending after the span's start
+    stops = np.searchsorted(starts, bounds[:, 1], side="left")  # one past the last token starting before its end
+    straddling = empty = 0
+    for (s, e), first, stop in zip(spans, firsts.tolist(), stops.tolist()):
+        if first >= stop:
+            empty += 1
+            continue
+        labels[first:stop] = ids[first:stop]
+        crossing = {first} if starts[first] < s else set()
+        if ends[stop - 1] > e:
+            crossing.add(stop - 1)
+        straddling += len(crossing)
     return Mask(labels, straddling, empty)
 
 
