@@ -238,6 +238,9 @@ class _Namespace(jinja2.utils.Namespace):
             raise jinja2.exceptions.SecurityError(f"templates cannot set underscore attributes ({name!r})")
 
 
+_FORMAT_METHODS = frozenset({"format", "format_map"})
+
+
 class _CachedSandbox(ImmutableSandboxedEnvironment):
     """``ImmutableSandboxedEnvironment``, with the same verdicts reached faster.
 
@@ -261,16 +264,28 @@ class _CachedSandbox(ImmutableSandboxedEnvironment):
         return verdict
 
     def getattr(self, obj, attribute):
-        if type(obj) is dict and attribute not in self._DICT_ATTRIBUTES:
+        kind = type(obj)
+        if kind is dict and attribute not in self._DICT_ATTRIBUTES:
             try:
                 return obj[attribute]
             except (TypeError, LookupError):
                 return self.undefined(obj=obj, name=attribute)
+        # An attribute already judged safe on this type (``content.strip``, ``loop.last``...): the sandbox
+        # would reach the same verdict; ``format`` / ``format_map`` always take its own path (it wraps them).
+        if self._verdicts.get((kind, attribute)) and attribute not in _FORMAT_METHODS:
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
         return super().getattr(obj, attribute)
 
     intercepted_binops = frozenset(["*", "+", "**"])
 
     def call_binop(self, context, operator, left, right):
+        if operator == "+" and type(left) is str and type(right) is str:  # most of a chat template's binops
+            if len(left) + len(right) > BUDGET.max_chars:
+                BUDGET.size(len(left) + len(right), "value")
+            return left + right
         BUDGET.size(_binop_size(operator, left, right), "value")
         if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
             if abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:

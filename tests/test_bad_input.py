@@ -272,6 +272,22 @@ def test_a_hostile_template_is_sandboxed(tmp_path):
     assert len(reasons) == 1 and reasons.pop().startswith("chat template raised an error")
 
 
+@pytest.mark.parametrize("reach", [
+    "{{ m.content.__class__.__mro__ }}",  # an underscore attribute of a type whose other attributes were judged safe
+    '{{ "{0.__class__.__mro__}".format(m.content) }}',  # str.format reaches attributes too
+    "{% set seen = [] %}{{ seen.append(m.content) }}",  # a mutating method (ImmutableSandboxedEnvironment)
+])
+def test_the_sandbox_judges_every_access_even_after_safe_ones(tmp_path, reach):
+    """Verdicts are cached per (type, attribute): a safe ``content.strip`` and ``loop.last`` must not open
+    ``content.__class__``, ``format`` or ``append`` on the same types."""
+    template = tmp_path / "reach.jinja"
+    template.write_text("{% for m in messages %}{{ m.content.strip() }}{{ loop.last }}{{ m.role.upper() }}" + reach + "{% endfor %}")
+    src = write_jsonl(tmp_path / "in.jsonl", [GOOD, GOOD])
+    m = run_build([src], TOK, tmp_path / "o", chat_template=str(template), max_reject_rate=1.0, allow_empty=True)
+    assert (m["totals"]["rows_written"], m["totals"]["rejected"]) == (0, 2)
+    assert all(r["stage"] == "render" for r in rejects_of(tmp_path / "o" / "rejects.jsonl"))
+
+
 # -- interruption ----------------------------------------------------------------------------------
 
 
