@@ -121,65 +121,69 @@ def build(
     text_field: str = typer.Option("text", help="Key of the text (text format).", rich_help_panel=_FORMAT_PANEL),
 ) -> None:
     """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
-    from .errors import PadprepError
-    from .pipeline import build as run_build
-    from .summary import print_build_summary
+    from .padproc import PadProcess
 
-    err = _console(stderr=True)
-    given_fields = {
-        "messages": messages_field, "conversations": conversations_field, "system": system_field, "tools": tools_field,
-        "instruction": instruction_field, "input": input_field, "output": output_field, "history": history_field,
-        "prompt": prompt_field, "completion": completion_field, "text": text_field,
-    }
-    try:
-        cfg = BuildConfig(
-            inputs=tuple(Path(i) for i in inputs),
-            tokenizer=tokenizer,
-            output=output,
-            chat_template=chat_template,
-            pad_token=pad_token,
-            train_on=train_on,
-            span_method=span_method,
-            max_length=max_length,
-            truncation=truncation,
-            pack=pack,
-            buckets=_int_list(buckets),
-            pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side,
-            shard_tokens=shard_tokens,
-            seed=seed,
-            overwrite=overwrite,
-            force=force,
-            strict=strict,
-            workers=workers,
-            input_format=input_format,
-            role_map=_pairs(role_map, "--role-map"),
-            field_names=tuple((k, v) for k, v in given_fields.items() if v != k),
-            append_eos=append_eos,
-            max_rejects=max_rejects,
-            max_reject_rate=max_reject_rate,
-            allow_empty=allow_empty,
-            reasoning=reasoning,
-            engine=engine,
-            ray_address=ray_address,
-        )
-    except ValueError as exc:
-        _fail(err, str(exc), EXIT_USAGE)
-    started = time.monotonic()
-    try:
-        with _sigterm_as_interrupt(), _progress(err) as progress:
-            result = run_build(cfg, progress)
-    except PadprepError as exc:
-        _fail(err, str(exc), exc.exit_code)
-    except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
-        _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
-    except KeyboardInterrupt:
-        _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
-    if result.up_to_date:
-        key = result.manifest.build_key
-        _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
-        return
-    print_build_summary(_console(), result.manifest, time.monotonic() - started)
+    # Forked first: pass 2's process imports torch (1.4 s) while this one starts the build.
+    with PadProcess.for_engine(engine) as pad:
+        from .errors import PadprepError
+        from .pipeline import build as run_build
+        from .summary import print_build_summary
+
+        err = _console(stderr=True)
+        given_fields = {
+            "messages": messages_field, "conversations": conversations_field, "system": system_field, "tools": tools_field,
+            "instruction": instruction_field, "input": input_field, "output": output_field, "history": history_field,
+            "prompt": prompt_field, "completion": completion_field, "text": text_field,
+        }
+        try:
+            cfg = BuildConfig(
+                inputs=tuple(Path(i) for i in inputs),
+                tokenizer=tokenizer,
+                output=output,
+                chat_template=chat_template,
+                pad_token=pad_token,
+                train_on=train_on,
+                span_method=span_method,
+                max_length=max_length,
+                truncation=truncation,
+                pack=pack,
+                buckets=_int_list(buckets),
+                pad_to_multiple_of=pad_to_multiple_of,
+                padding_side=padding_side,
+                shard_tokens=shard_tokens,
+                seed=seed,
+                overwrite=overwrite,
+                force=force,
+                strict=strict,
+                workers=workers,
+                input_format=input_format,
+                role_map=_pairs(role_map, "--role-map"),
+                field_names=tuple((k, v) for k, v in given_fields.items() if v != k),
+                append_eos=append_eos,
+                max_rejects=max_rejects,
+                max_reject_rate=max_reject_rate,
+                allow_empty=allow_empty,
+                reasoning=reasoning,
+                engine=engine,
+                ray_address=ray_address,
+            )
+        except ValueError as exc:
+            _fail(err, str(exc), EXIT_USAGE)
+        started = time.monotonic()
+        try:
+            with _sigterm_as_interrupt(), _progress(err) as progress:
+                result = run_build(cfg, progress, pad)
+        except PadprepError as exc:
+            _fail(err, str(exc), exc.exit_code)
+        except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
+            _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
+        except KeyboardInterrupt:
+            _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
+        if result.up_to_date:
+            key = result.manifest.build_key
+            _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
+            return
+        print_build_summary(_console(), result.manifest, time.monotonic() - started)
 
 
 @app.command()

@@ -35,11 +35,13 @@ class PadProcess:
         self._enabled = enabled and sys.platform.startswith("linux")
         self._proc = None
         self._conn = None
+        self._ran = False
 
-    @staticmethod
-    def worthwhile() -> bool:
-        """Whether a pad process saves time here: not where torch is imported already."""
-        return "torch" not in sys.modules
+    @classmethod
+    def for_engine(cls, engine: str) -> "PadProcess":
+        """A pad process where one saves time: not where torch is imported already, and not beside Ray
+        (a fork would copy its threads' state)."""
+        return cls(enabled=str(getattr(engine, "value", engine)) == "local" and "torch" not in sys.modules)
 
     def describe(self) -> str:
         if self._proc is not None:
@@ -60,6 +62,7 @@ class PadProcess:
         """``fn(*args)`` in the pad process (here when there is none); its exception is raised here."""
         if self._proc is None:
             return fn(*args)
+        self._ran = True
         self._conn.send((fn, args))
         try:
             ok, value = self._conn.recv()
@@ -74,8 +77,9 @@ class PadProcess:
         if self._proc is None:
             return
         self._conn.close()
-        self._proc.join(2 if exc_type is None else 0)
-        if self._proc.is_alive():
+        if self._ran and exc_type is None:
+            self._proc.join(2)  # it leaves right after sending its result
+        if self._proc.is_alive():  # never given pass 2 (an up-to-date build, a failure): stopped, not waited for
             self._proc.kill()
             self._proc.join()
         self._proc = None
@@ -90,7 +94,7 @@ def _serve(conn, parents_end) -> None:
     _die_with_parent()
     import torch  # noqa: F401  (the point of this process: imported while the build renders and tokenizes)
 
-    from . import pad  # noqa: F401
+    from . import pad, pipeline  # noqa: F401  (pass 2's code, loaded before its job comes)
     try:
         fn, args = conn.recv()
     except (EOFError, OSError):

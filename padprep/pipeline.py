@@ -74,7 +74,7 @@ class BuildResult:
     up_to_date: bool = False  # nothing was built: the output already held this build (same build key)
 
 
-def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
+def build(cfg: BuildConfig, progress: Progress | None = None, pad: PadProcess | None = None) -> BuildResult:
     """Build ``cfg.output`` from ``cfg.inputs``: the whole of ``padprep build``, without the CLI.
 
     Nothing is rebuilt when the output already holds this build (same build key; ``cfg.force``
@@ -84,6 +84,8 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     Args:
         cfg: every option of the build (``config.BuildConfig``; the CLI's flags map onto it one to one).
         progress: where log lines and progress go (default: nowhere).
+        pad: where pass 2 runs (``padproc.PadProcess``), entered by the caller; default: one forked here
+            (the CLI forks it before it imports this module, so that torch loads sooner).
 
     Returns:
         The output path, its manifest, the preflight and whole-run hazards, and whether it was up to date.
@@ -109,8 +111,9 @@ def build(cfg: BuildConfig, progress: Progress | None = None) -> BuildResult:
     existing = None if cfg.force else up_to_date(cfg.output, key)
     if existing is not None:
         return BuildResult(cfg.output, existing, up_to_date=True)
-    # forked first: it imports torch while this process does pass 1 (not beside Ray, whose threads a fork would copy)
-    with PadProcess(enabled=cfg.engine is EngineName.local and PadProcess.worthwhile()) as pad:
+    if pad is not None:
+        return _build(cfg, progress, files, digests, key, pad)
+    with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
         return _build(cfg, progress, files, digests, key, pad)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -165,6 +166,9 @@ def test_pad_process_returns_results_and_raises_failures_here():
     with PadProcess() as pad, pytest.raises(PermissionError) as caught:
         pad.run(_fails_with_oserror, "/out/bucket-000001-00000.arrow")
     assert caught.value.filename == "/out/bucket-000001-00000.arrow" and caught.value.errno == 13
+    with PadProcess() as pad:
+        unused = pad._proc
+    assert unused.exitcode == -signal.SIGKILL  # never given pass 2 (an up-to-date build): stopped, not waited for
     with PadProcess(enabled=False) as pad:  # no fork: the same call, here
         assert pad.describe() == "in this process" and pad.run(divmod, 7, 2) == (3, 1)
 
