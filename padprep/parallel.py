@@ -20,6 +20,7 @@ spawned instead and parse the tokenizer themselves (see ``start_method``).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import os
@@ -224,6 +225,9 @@ def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int, processor: Pro
     _worker_bundle = bundle
     if processor is not None:  # forked: the parent's, template compiled and probed
         _worker_processors[processor.options] = processor
+    # What the worker inherited lives as long as it does: out of the collector's sight, its pages are
+    # neither walked by every full collection nor copied by the writes a collection makes.
+    gc.freeze()
 
 
 def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> PackedResult:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -134,6 +133,10 @@ class Processor:
 
     def __init__(self, bundle: TokenizerBundle, options: ProcessOptions):
         self.tokenizer = bundle.tokenizer
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)  # 0.15 s on Qwen3: read once, not kept
+        # No token covers more characters than its string (a byte-level token's characters are bytes; a
+        # ``▁`` or ``##`` marker only adds to it): what --max-length's early checks rest on.
+        self.longest_token = max((len(token) for token in vocab), default=1)
         self.too_long, max_chars, bound = self._length_bound(options)
         if options.template is None:
             self.renderer: Renderer | _NoTemplate = _NoTemplate()
@@ -144,7 +147,7 @@ class Processor:
             )
         self.options = options
         # probed now, before any fork: worker processes inherit it
-        self.byte_offsets = ByteOffsets.probe(self.tokenizer, self._vocab) if options.byte_offsets else None
+        self.byte_offsets = ByteOffsets.probe(self.tokenizer, vocab) if options.byte_offsets else None
         self.special_text = _special_token_pattern(self.tokenizer)
         self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
         self.eos_id = self.tokenizer.token_to_id(bundle.special["eos_token"]) if "eos_token" in bundle.special else None
@@ -231,16 +234,6 @@ class Processor:
             if isinstance(row_or_reject, Row) and row_or_reject.truncated:
                 stats.truncated += 1
         return result
-
-    @cached_property
-    def _vocab(self) -> dict[str, int]:
-        return self.tokenizer.get_vocab(with_added_tokens=True)  # 0.15 s on Qwen3: read once
-
-    @cached_property
-    def longest_token(self) -> int:
-        """The most characters one token covers (its string's length bounds it: a byte-level token's
-        characters are bytes; a ``▁`` or ``##`` marker only adds to it)."""
-        return max((len(token) for token in self._vocab), default=1)
 
     def _window(self, text: str) -> tuple[int, int] | None:
         """The part of a long render that holds every token ``--truncation right|left`` keeps, cut at a line break.
