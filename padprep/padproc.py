@@ -28,7 +28,7 @@ class PadProcess:
     Example:
         >>> with PadProcess() as pad:  # doctest: +SKIP
         ...     ...  # pass 1
-        ...     shards = pad.run(_pass_two, workdir, bounds, pad_id, cfg, weighted)
+        ...     shards = pad.run(spill.pass_two, workdir, bounds, pad_id, cfg, weighted)
     """
 
     def __init__(self, enabled: bool = True):
@@ -94,7 +94,7 @@ def _serve(conn, parents_end) -> None:
     _die_with_parent()
     import torch  # noqa: F401  (the point of this process: imported while the build renders and tokenizes)
 
-    from . import pad, pipeline  # noqa: F401  (pass 2's code, loaded before its job comes)
+    from . import pad, spill  # noqa: F401  (pass 2's code, loaded before its job comes)
     try:
         fn, args = conn.recv()
     except (EOFError, OSError):

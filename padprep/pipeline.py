@@ -7,18 +7,16 @@ Two passes keep memory bounded by chunk and shard size, never by the input:
   results in input order: it appends unpadded rows to a spill file and their lengths to a histogram,
   and writes every reject as it comes (``rejects.py``);
 * between passes the bucket bounds are chosen from the histogram;
-* pass 2 streams the spill file, routes rows to buckets and pads and writes a shard each time a
-  bucket fills one.
+* pass 2 (``spill.py``) streams the spill file, routes rows to buckets and pads and writes each
+  bucket's shards, in the pad process (``padproc.py``) that imported torch meanwhile.
 
 With ``--pack`` the lengths of pass 1 (one int per row) go to best-fit decreasing placement
-(``pack.py``) instead of bucket bounds; pass 2 routes each row to the file of the shard its row of
-``--max-length`` tokens lies in, then puts each shard's rows in placement order, packs, pads and
-writes it. The manifest (``manifest.py``) is written last.
+(``pack.py``) instead of bucket bounds, and pass 2 packs the shards in placement order. The manifest
+(``manifest.py``) is written last.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -33,7 +31,7 @@ import pyarrow as pa
 
 from . import __version__
 from .buildkey import build_key, input_digests, up_to_date
-from .bucket import assign, explicit_bounds, optimal_bounds, padding_of
+from .bucket import explicit_bounds, optimal_bounds, padding_of
 from .config import BuildConfig, EngineName, Reasoning, SpanMethod
 from .engine import Engine, LocalEngine, RecordStream
 from .errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
@@ -42,29 +40,21 @@ from .manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifes
 from .mask import IGNORE_INDEX
 from .pack import Placement, best_fit_decreasing
 from .padproc import PadProcess
-from .parallel import plan_workers
+from .parallel import SMALL_INPUT_BYTES, plan_workers
 from .preflight import (
     Hazard, byte_offsets_agree, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
 )
-from .process import ChunkResult, ChunkStats, PackedResult, PackedRows, ProcessOptions, Processor
+from .process import ChunkResult, ChunkStats, PackedResult, ProcessOptions, Processor
 from .progress import Progress
 from .read import STDIN, RawRecord, expand_inputs, read_records
 from .rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
     MIN_RECORDS_FOR_RATE, Counts, EmptyOutput, RejectLog, RejectsKept, TooManyRejects, check_limits, check_not_empty,
     failed_rejects_path, keep_rejects,
 )
+from .spill import SCHEMA, SPILL, pass_two, pass_two_packed, spill_batch
 from .templates import TemplateError, resolve_template
 from .tokenizer import TokenizerBundle, load_tokenizer
-from .write import (
-    LOSS_WEIGHTS, REJECTS, AtomicDir, float32_array, float32_values, int32_array, int32_values, write_shard,
-)
-
-SPILL = "spill.arrow"
-# Loss weights are null for a chunk whose rows carry none (the usual case: nothing is written for them).
-_SPILL_SCHEMA = pa.schema([
-    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), (LOSS_WEIGHTS, pa.list_(pa.float32())),
-])
-
+from .write import REJECTS, AtomicDir
 
 @dataclass
 class BuildResult:
@@ -121,14 +111,14 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
     bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     formats = cfg.format_options()
     template, template_origin = _template(cfg, bundle, files, formats)
+    total_bytes = _input_bytes(files)
     options = ProcessOptions(
         template, cfg.train_on, _effective_max_length(cfg), cfg.truncation, cfg.span_method is SpanMethod.auto,
-        formats, cfg.append_eos, cfg.reasoning,
+        formats, cfg.append_eos, cfg.reasoning, byte_offsets=total_bytes is None or total_bytes >= SMALL_INPUT_BYTES,
     )
     found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
-    total_bytes = _input_bytes(files)
     processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
     engine = _engine(cfg, bundle, processor, files, formats, found, total_bytes, progress)
     out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
@@ -150,10 +140,10 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
         if cfg.pack:
             bounds = [cfg.max_length]
             placement = _placement(lengths, cfg.max_length, progress)
-            shards = pad.run(_pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted)
+            shards = pad.run(pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted)
         else:
             bounds = _bounds(cfg, histogram)
-            shards = pad.run(_pass_two, out.path, bounds, bundle.pad_id, cfg, weighted)
+            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, cfg, weighted)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
@@ -287,7 +277,7 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
         rejects = RejectLog(rejects_fh, progress.log)
         counts = rejects.counts
-        spill = pa.ipc.new_stream(sink, _SPILL_SCHEMA)
+        spill = pa.ipc.new_stream(sink, SCHEMA)
         for result in results:
             stats.add(result.stats)
             counts.read += result.stats.records
@@ -299,7 +289,7 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
                 if cfg.pack:
                     lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
-                spill.write_batch(_spill_batch(rows))
+                spill.write_batch(spill_batch(rows))
             counts.per_file.update(rows.per_file)
             check_limits(cfg, counts, final=False)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
@@ -307,117 +297,10 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
     return counts, stats, histogram, np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
 
 
-def _spill_batch(rows: PackedRows) -> pa.RecordBatch:
-    """Packed rows as list columns sharing one offsets array (no per-row conversion)."""
-    offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
-    ids = pa.ListArray.from_arrays(offsets, int32_array(rows.ids))
-    labels = pa.ListArray.from_arrays(offsets, int32_array(rows.labels))
-    if rows.weights is None:
-        weights = pa.nulls(len(rows.lengths), pa.list_(pa.float32()))
-    else:
-        weights = pa.ListArray.from_arrays(offsets, float32_array(rows.weights))
-    return pa.record_batch([ids, labels, weights], schema=_SPILL_SCHEMA)
-
-
-def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Every token's loss weight: as spilled where a row has them, else 1 where it trains and 0 elsewhere."""
-    out = (flat_labels != IGNORE_INDEX).astype(np.float32)
-    column = take.column(2).combine_chunks()
-    if column.null_count == len(column):
-        return out
-    given = np.diff(int32_values(column.offsets)) > 0  # a null entry is empty; a row's weights never are
-    out[np.repeat(given, lengths)] = float32_values(column.flatten())
-    return out
-
-
 def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
     if cfg.buckets is not None:
         return explicit_bounds(cfg.buckets, cfg.pad_to_multiple_of)
     return optimal_bounds(histogram, cfg.pad_to_multiple_of)
-
-
-def _pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
-    """Route the spilled rows into one file per bucket (input order kept), then pad and write each
-    bucket's shards from its file. Memory holds one batch or one shard, whatever the input size."""
-    shards: list[dict] = []
-    for bucket, path in _route(workdir, bounds).items():
-        shards += _write_bucket(workdir, path, bucket, pad_id, cfg, len(shards), weighted)
-        path.unlink()
-    return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
-
-
-def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
-    """One stream file per bucket that received rows, read back in bucket order."""
-    paths: dict[int, Path] = {}
-    with contextlib.ExitStack() as stack:
-        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        source = stack.enter_context(pa.OSFile(str(workdir / SPILL), "rb"))  # read, not mapped: RSS stays flat
-        for batch in pa.ipc.open_stream(source):
-            which = assign(_list_lengths(batch.column(0)), bounds)
-            for k in np.unique(which):
-                bucket = bounds[int(k)]
-                if bucket not in writers:
-                    paths[bucket] = workdir / f"route-{bucket:06d}.arrow"
-                    sink = stack.enter_context(pa.OSFile(str(paths[bucket]), "wb"))
-                    writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, _SPILL_SCHEMA))
-                writers[bucket].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
-    return dict(sorted(paths.items()))
-
-
-def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: BuildConfig, first_serial: int,
-                  weighted: bool) -> list[dict]:
-    """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
-    per_shard = max(1, cfg.shard_tokens // bucket)
-    shards: list[dict] = []
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    with pa.OSFile(str(path), "rb") as source:
-        for batch in pa.ipc.open_stream(source):
-            pending.append(batch)
-            count += batch.num_rows
-            while count >= per_shard:
-                table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
-                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards), weighted))
-                rest = table.slice(per_shard)
-                pending, count = rest.to_batches(), rest.num_rows
-                pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
-    if count:
-        table = pa.Table.from_batches(pending, schema=_SPILL_SCHEMA)
-        shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards), weighted))
-    return shards
-
-
-def _list_lengths(column: pa.ListArray) -> np.ndarray:
-    offsets = int32_values(column.offsets)
-    return np.diff(offsets)
-
-
-def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildConfig, serial: int, weighted: bool) -> dict:
-    """Pad and write these rows of a bucket as one shard."""
-    from .pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
-
-    rows = take.num_rows
-    ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
-    lengths = _list_lengths(ids_col)
-    flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
-    weights = _flat_weights(take, flat_labels, lengths) if weighted else None
-    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side, weights)
-    if cfg.seed is not None:
-        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
-    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
-    digest = write_shard(workdir / name, padded)
-    real = int(lengths.sum())
-    return {
-        "file": name,
-        "bucket": bucket,
-        "rows": rows,
-        "seq_len": bucket,
-        "real_tokens": real,
-        "pad_tokens": rows * bucket - real,
-        "trained_tokens": int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
-        "bytes": (workdir / name).stat().st_size,
-        "sha256": digest,
-    }
 
 
 def _placement(lengths: np.ndarray, capacity: int, progress: Progress) -> Placement:
@@ -427,97 +310,6 @@ def _placement(lengths: np.ndarray, capacity: int, progress: Progress) -> Placem
     progress.log(f"packing: {len(lengths):,} sequences into {placement.bins:,} rows of {capacity:,} tokens "
                  f"({fill:.2%} full) in {time.perf_counter() - started:.2f}s")
     return placement
-
-
-# Files open at once while routing packed rows to their shards; more shards are routed in two steps.
-_FANOUT = 64
-
-
-def _pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
-    """Route the spilled rows into one file per shard (input order kept), then put each shard's rows
-    in placement order, pack, pad and write it. Memory holds one batch or one shard."""
-    capacity = placement.capacity
-    per_shard = max(1, cfg.shard_tokens // capacity)  # rows of ``capacity`` tokens per shard
-    n_shards = -(-placement.bins // per_shard)
-    shard_of_row = placement.bin_of // per_shard
-    paths = _scatter(workdir / SPILL, shard_of_row, n_shards, workdir, "pack")
-    shards: list[dict] = []
-    for serial, path in enumerate(paths):
-        first, last = serial * per_shard, min((serial + 1) * per_shard, placement.bins)
-        final = placement.order[placement.starts[first] : placement.starts[last]]  # spill indices, placement order
-        with pa.OSFile(str(path), "rb") as source:
-            table = pa.ipc.open_stream(source).read_all()  # this shard's rows, in spill order
-        table = table.take(int32_array(np.searchsorted(np.sort(final), final)))
-        seq_counts = np.diff(placement.starts[first : last + 1])
-        shards.append(_flush_packed(workdir, table, seq_counts, capacity, pad_id, cfg, serial, weighted))
-        path.unlink()
-        del table
-        pa.default_memory_pool().release_unused()
-    return shards
-
-
-def _scatter(source: Path, dest: np.ndarray, n_dest: int, workdir: Path, name: str) -> list[Path]:
-    """Split a stream file of rows into one file per destination (``dest[i]``: row ``i``'s), each in
-    the source's order. At most ``_FANOUT`` files are open: with more destinations, rows go to
-    groups of destinations first and each group file is split again."""
-    if n_dest <= _FANOUT:
-        return _split(source, dest, [workdir / f"{name}-{d:05d}.arrow" for d in range(n_dest)])
-    per_group = -(-n_dest // _FANOUT)
-    group = dest // per_group
-    groups = _split(source, group, [workdir / f"{name}-{g}.arrow" for g in range(-(-n_dest // per_group))])
-    paths: list[Path] = []
-    for g, path in enumerate(groups):
-        first = g * per_group
-        paths += _scatter(path, dest[group == g] - first, min(per_group, n_dest - first), workdir, f"{name}-{g}")
-        path.unlink()
-    return paths
-
-
-def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
-    """One pass over ``source``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
-    with contextlib.ExitStack() as stack:
-        reader = pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
-        writers = [stack.enter_context(pa.ipc.new_stream(stack.enter_context(pa.OSFile(str(p), "wb")), _SPILL_SCHEMA))
-                   for p in paths]
-        done = 0
-        for batch in reader:
-            which = dest[done : done + batch.num_rows]
-            done += batch.num_rows
-            for k in np.unique(which):
-                writers[int(k)].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
-    if done != len(dest):
-        raise RuntimeError(f"internal: {source.name} holds {done} rows, the placement {len(dest)}")
-    return paths
-
-
-def _flush_packed(workdir: Path, take: pa.Table, seq_counts: np.ndarray, seq_len: int, pad_id: int, cfg: BuildConfig,
-                  serial: int, weighted: bool) -> dict:
-    """Pack these sequences (in order, ``seq_counts[r]`` to row ``r``), pad and write them as one shard."""
-    from .pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
-
-    ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
-    seq_lens = _list_lengths(ids_col)
-    flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
-    weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
-    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)
-    if cfg.seed is not None:
-        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
-    name = f"packed-{seq_len:06d}-{serial:05d}.arrow"
-    digest = write_shard(workdir / name, padded)
-    rows, real = len(seq_counts), int(seq_lens.sum())
-    return {
-        "file": name,
-        "bucket": seq_len,
-        "rows": rows,
-        "seq_len": seq_len,
-        "sequences": len(seq_lens),
-        "real_tokens": real,
-        "pad_tokens": rows * seq_len - real,
-        "fill": real / (rows * seq_len),
-        "trained_tokens": int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
-        "bytes": (workdir / name).stat().st_size,
-        "sha256": digest,
-    }
 
 
 def _packing(cfg: BuildConfig, shards: list[ShardEntry]) -> dict | None:

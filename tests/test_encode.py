@@ -118,8 +118,10 @@ def test_rows_are_the_same_with_offsets_from_bytes_or_from_the_tokenizer(qwen_di
 def test_preflight_falls_back_to_the_tokenizers_offsets_when_the_bytes_disagree_on_the_sample(tmp_path, monkeypatch):
     """A tokenizer the probe passes but whose byte offsets would be wrong on real renders: preflight
     compares both ways on the sample and the whole run (workers' head start included) takes the tokenizer's."""
+    import padprep.pipeline
     from tests.conftest import run_build, tree_bytes
 
+    monkeypatch.setattr(padprep.pipeline, "SMALL_INPUT_BYTES", 0)  # offsets from bytes, as for a large input
     tok, chat = SAMPLE / "tokenizer", SAMPLE / "chat.jsonl"
     run_build([chat], tok, tmp_path / "good", workers=2, chunk_size=4, preflight_records=8)
     real = ByteOffsets.char_offsets

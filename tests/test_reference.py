@@ -117,8 +117,13 @@ def shared_messages() -> list[dict]:
     return shared_records()
 
 
-@pytest.mark.parametrize("span_method", ["auto", "template"])
-def test_qwen3_on_shared_data_matches_transformers(tmp_path, qwen_dir, shared_messages, span_method):
+@pytest.mark.parametrize("span_method,offsets", [("auto", "bytes"), ("auto", "tokenizer"), ("template", "bytes")])
+def test_qwen3_on_shared_data_matches_transformers(tmp_path, qwen_dir, shared_messages, span_method, offsets, monkeypatch):
+    """Exact ids and labels; token offsets from the tokens' bytes (what a build of a few MiB or more uses)
+    and from the tokenizer (what a smaller one uses)."""
+    import padprep.pipeline
+
+    monkeypatch.setattr(padprep.pipeline, "SMALL_INPUT_BYTES", 0 if offsets == "bytes" else 1 << 40)
     tok = transformers.AutoTokenizer.from_pretrained(str(qwen_dir))
     template = tok.chat_template
     src = write_jsonl(tmp_path / "shared.jsonl", shared_messages)

@@ -1,0 +1,235 @@
+"""The spill file between the passes, and pass 2.
+
+Pass 1 appends each chunk's unpadded rows to one Arrow stream file (``spill_batch``: list columns
+sharing one offsets array). Pass 2 (``pass_two``) routes the spilled rows into one file per bucket
+(input order kept), then pads (``pad.py``, torch) and writes (``write.py``) each bucket's shards
+from its file; with ``--pack`` (``pass_two_packed``) each row goes to the file of the shard its packed
+row lies in, and each shard's rows are put in placement order, packed, padded and written. Memory
+holds one batch or one shard, whatever the input size.
+
+This module imports neither the template nor the tokenizer side of padprep: the pad process
+(``padproc.py``) loads it with torch while pass 1 runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from .bucket import assign
+from .config import BuildConfig
+from .mask import IGNORE_INDEX
+from .pack import Placement
+from .write import LOSS_WEIGHTS, float32_array, float32_values, int32_array, int32_values, write_shard
+
+if TYPE_CHECKING:
+    from .process import PackedRows
+
+SPILL = "spill.arrow"
+# Loss weights are null for a chunk whose rows carry none (the usual case: nothing is written for them).
+SCHEMA = pa.schema([
+    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), (LOSS_WEIGHTS, pa.list_(pa.float32())),
+])
+
+
+
+def spill_batch(rows: PackedRows) -> pa.RecordBatch:
+    """Packed rows as list columns sharing one offsets array (no per-row conversion)."""
+    offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
+    ids = pa.ListArray.from_arrays(offsets, int32_array(rows.ids))
+    labels = pa.ListArray.from_arrays(offsets, int32_array(rows.labels))
+    if rows.weights is None:
+        weights = pa.nulls(len(rows.lengths), pa.list_(pa.float32()))
+    else:
+        weights = pa.ListArray.from_arrays(offsets, float32_array(rows.weights))
+    return pa.record_batch([ids, labels, weights], schema=SCHEMA)
+
+
+def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+    """Route the spilled rows into one file per bucket (input order kept), then pad and write each
+    bucket's shards from its file. Memory holds one batch or one shard, whatever the input size."""
+    shards: list[dict] = []
+    for bucket, path in _route(workdir, bounds).items():
+        shards += _write_bucket(workdir, path, bucket, pad_id, cfg, len(shards), weighted)
+        path.unlink()
+    return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
+
+
+def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
+    """One stream file per bucket that received rows, read back in bucket order."""
+    paths: dict[int, Path] = {}
+    with contextlib.ExitStack() as stack:
+        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        source = stack.enter_context(pa.OSFile(str(workdir / SPILL), "rb"))  # read, not mapped: RSS stays flat
+        for batch in pa.ipc.open_stream(source):
+            which = assign(_list_lengths(batch.column(0)), bounds)
+            for k in np.unique(which):
+                bucket = bounds[int(k)]
+                if bucket not in writers:
+                    paths[bucket] = workdir / f"route-{bucket:06d}.arrow"
+                    sink = stack.enter_context(pa.OSFile(str(paths[bucket]), "wb"))
+                    writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, SCHEMA))
+                writers[bucket].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
+    return dict(sorted(paths.items()))
+
+
+def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: BuildConfig, first_serial: int,
+                  weighted: bool) -> list[dict]:
+    """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
+    per_shard = max(1, cfg.shard_tokens // bucket)
+    shards: list[dict] = []
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= per_shard:
+                table = pa.Table.from_batches(pending, schema=SCHEMA)
+                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards), weighted))
+                rest = table.slice(per_shard)
+                pending, count = rest.to_batches(), rest.num_rows
+                pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
+    if count:
+        table = pa.Table.from_batches(pending, schema=SCHEMA)
+        shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards), weighted))
+    return shards
+
+
+def _list_lengths(column: pa.ListArray) -> np.ndarray:
+    offsets = int32_values(column.offsets)
+    return np.diff(offsets)
+
+
+def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildConfig, serial: int, weighted: bool) -> dict:
+    """Pad and write these rows of a bucket as one shard."""
+    from .pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
+
+    rows = take.num_rows
+    ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
+    lengths = _list_lengths(ids_col)
+    flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
+    weights = _flat_weights(take, flat_labels, lengths) if weighted else None
+    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side, weights)
+    if cfg.seed is not None:
+        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
+    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
+    digest = write_shard(workdir / name, padded)
+    real = int(lengths.sum())
+    return {
+        "file": name,
+        "bucket": bucket,
+        "rows": rows,
+        "seq_len": bucket,
+        "real_tokens": real,
+        "pad_tokens": rows * bucket - real,
+        "trained_tokens": int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
+        "bytes": (workdir / name).stat().st_size,
+        "sha256": digest,
+    }
+
+
+def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Every token's loss weight: as spilled where a row has them, else 1 where it trains and 0 elsewhere."""
+    out = (flat_labels != IGNORE_INDEX).astype(np.float32)
+    column = take.column(2).combine_chunks()
+    if column.null_count == len(column):
+        return out
+    given = np.diff(int32_values(column.offsets)) > 0  # a null entry is empty; a row's weights never are
+    out[np.repeat(given, lengths)] = float32_values(column.flatten())
+    return out
+
+
+# Files open at once while routing packed rows to their shards; more shards are routed in two steps.
+_FANOUT = 64
+
+
+def pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+    """Route the spilled rows into one file per shard (input order kept), then put each shard's rows
+    in placement order, pack, pad and write it. Memory holds one batch or one shard."""
+    capacity = placement.capacity
+    per_shard = max(1, cfg.shard_tokens // capacity)  # rows of ``capacity`` tokens per shard
+    n_shards = -(-placement.bins // per_shard)
+    shard_of_row = placement.bin_of // per_shard
+    paths = _scatter(workdir / SPILL, shard_of_row, n_shards, workdir, "pack")
+    shards: list[dict] = []
+    for serial, path in enumerate(paths):
+        first, last = serial * per_shard, min((serial + 1) * per_shard, placement.bins)
+        final = placement.order[placement.starts[first] : placement.starts[last]]  # spill indices, placement order
+        with pa.OSFile(str(path), "rb") as source:
+            table = pa.ipc.open_stream(source).read_all()  # this shard's rows, in spill order
+        table = table.take(int32_array(np.searchsorted(np.sort(final), final)))
+        seq_counts = np.diff(placement.starts[first : last + 1])
+        shards.append(_flush_packed(workdir, table, seq_counts, capacity, pad_id, cfg, serial, weighted))
+        path.unlink()
+        del table
+        pa.default_memory_pool().release_unused()
+    return shards
+
+
+def _scatter(source: Path, dest: np.ndarray, n_dest: int, workdir: Path, name: str) -> list[Path]:
+    """Split a stream file of rows into one file per destination (``dest[i]``: row ``i``'s), each in
+    the source's order. At most ``_FANOUT`` files are open: with more destinations, rows go to
+    groups of destinations first and each group file is split again."""
+    if n_dest <= _FANOUT:
+        return _split(source, dest, [workdir / f"{name}-{d:05d}.arrow" for d in range(n_dest)])
+    per_group = -(-n_dest // _FANOUT)
+    group = dest // per_group
+    groups = _split(source, group, [workdir / f"{name}-{g}.arrow" for g in range(-(-n_dest // per_group))])
+    paths: list[Path] = []
+    for g, path in enumerate(groups):
+        first = g * per_group
+        paths += _scatter(path, dest[group == g] - first, min(per_group, n_dest - first), workdir, f"{name}-{g}")
+        path.unlink()
+    return paths
+
+
+def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
+    """One pass over ``source``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
+    with contextlib.ExitStack() as stack:
+        reader = pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
+        writers = [stack.enter_context(pa.ipc.new_stream(stack.enter_context(pa.OSFile(str(p), "wb")), SCHEMA))
+                   for p in paths]
+        done = 0
+        for batch in reader:
+            which = dest[done : done + batch.num_rows]
+            done += batch.num_rows
+            for k in np.unique(which):
+                writers[int(k)].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
+    if done != len(dest):
+        raise RuntimeError(f"internal: {source.name} holds {done} rows, the placement {len(dest)}")
+    return paths
+
+
+def _flush_packed(workdir: Path, take: pa.Table, seq_counts: np.ndarray, seq_len: int, pad_id: int, cfg: BuildConfig,
+                  serial: int, weighted: bool) -> dict:
+    """Pack these sequences (in order, ``seq_counts[r]`` to row ``r``), pad and write them as one shard."""
+    from .pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
+
+    ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
+    seq_lens = _list_lengths(ids_col)
+    flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
+    weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
+    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)
+    if cfg.seed is not None:
+        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
+    name = f"packed-{seq_len:06d}-{serial:05d}.arrow"
+    digest = write_shard(workdir / name, padded)
+    rows, real = len(seq_counts), int(seq_lens.sum())
+    return {
+        "file": name,
+        "bucket": seq_len,
+        "rows": rows,
+        "seq_len": seq_len,
+        "sequences": len(seq_lens),
+        "real_tokens": real,
+        "pad_tokens": rows * seq_len - real,
+        "fill": real / (rows * seq_len),
+        "trained_tokens": int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
+        "bytes": (workdir / name).stat().st_size,
+        "sha256": digest,
+    }
