@@ -363,6 +363,21 @@ class BucketBatchSampler(Sampler[list[int]]):
       partial batch.
     * Buckets: a ``ShardDataset``'s (from its manifest), or any ``{seq_len: row indices}`` mapping
       (what ``padprep.hf`` derives from a ``datasets.Dataset``).
+
+    Args:
+        dataset: a ``ShardDataset`` (``padprep.load``) or a ``{seq_len: row indices}`` mapping.
+        batch_size: rows per batch (give this, ``max_tokens``, or both).
+        max_tokens: padded tokens per batch: ``max(1, max_tokens // seq_len)`` rows of a bucket.
+        shuffle: shuffle rows within buckets and batches across them (else ascending buckets, file order).
+        seed: with the epoch, seeds the shuffle; the same on every rank.
+        drop_last: drop each bucket's final partial batch and the batches that do not fill the last round of ranks.
+        rank, world_size: this process's place among the data-parallel ranks.
+
+    Example:
+        >>> ds = padprep.load("out/sample")  # doctest: +SKIP
+        >>> sampler = BucketBatchSampler(ds, max_tokens=4096, seed=0, rank=0, world_size=2)  # doctest: +SKIP
+        >>> sampler.set_epoch(1)  # doctest: +SKIP
+        >>> loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate)  # doctest: +SKIP
     """
 
     def __init__(
