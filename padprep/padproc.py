@@ -19,6 +19,9 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from .config import EngineName
+from .errors import BuildFailed
+
 
 class PadProcess:
     """Runs one function (pass 2) in a forked process that imported torch while the build did the rest.
@@ -38,10 +41,10 @@ class PadProcess:
         self._ran = False
 
     @classmethod
-    def for_engine(cls, engine: str) -> "PadProcess":
+    def for_engine(cls, engine: EngineName) -> "PadProcess":
         """A pad process where one saves time: not where torch is imported already, and not beside Ray
         (a fork would copy its threads' state)."""
-        return cls(enabled=str(getattr(engine, "value", engine)) == "local" and "torch" not in sys.modules)
+        return cls(enabled=engine is EngineName.local and "torch" not in sys.modules)
 
     def describe(self) -> str:
         if self._proc is not None:
@@ -67,8 +70,10 @@ class PadProcess:
         try:
             ok, value = self._conn.recv()
         except EOFError:
-            code = self._proc.exitcode if self._proc.join(5) is None else None
-            raise RuntimeError(f"the pad process ended without a result (exit status {code})") from None
+            self._proc.join(5)
+            raise BuildFailed(f"pass 2's process (padding and writing the shards) ended without a result, exit status "
+                              f"{self._proc.exitcode} (a negative status is the signal that killed it: -9 is often "
+                              "the kernel out of memory); no output written") from None
         if not ok:
             raise value
         return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -157,7 +158,12 @@ def _fails_with_oserror(path: str) -> None:
     raise PermissionError(13, "Permission denied", path)
 
 
+def _killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+
+
 def test_pad_process_returns_results_and_raises_failures_here():
+    from padprep.errors import BuildFailed
     from padprep.padproc import PadProcess
 
     with PadProcess() as pad:
@@ -166,6 +172,8 @@ def test_pad_process_returns_results_and_raises_failures_here():
     with PadProcess() as pad, pytest.raises(PermissionError) as caught:
         pad.run(_fails_with_oserror, "/out/bucket-000001-00000.arrow")
     assert caught.value.filename == "/out/bucket-000001-00000.arrow" and caught.value.errno == 13
+    with PadProcess() as pad, pytest.raises(BuildFailed, match="exit status -9"):  # one line, not a traceback
+        pad.run(_killed)
     with PadProcess() as pad:
         unused = pad._proc
     assert unused.exitcode == -signal.SIGKILL  # never given pass 2 (an up-to-date build): stopped, not waited for
