@@ -9,8 +9,8 @@ The mask stage needs to know which characters each token covers. Two ways to kno
 * the ``tokenizers.Encoding`` of ``encode_batch``, which maps characters to tokens;
 * for a byte-level BPE tokenizer (GPT-2's byte alphabet: Qwen, Llama 3, ...), the tokens' own
   lengths: each token stands for a fixed byte string, and the tokens' bytes, end to end, are the
-  text's bytes. So ``encode_batch_fast`` (no offsets: about 17% less tokenizer time, measured
-  here) gives the ids, and each token's characters follow from the running sum of its bytes
+  text's bytes. So ``encode_batch_fast`` (no offsets: 2-7% less tokenizer time, measured in pairs
+  on 6,000 conversations) gives the ids, and each token's characters follow from the running sum of its bytes
   (``ByteOffsets``). This holds only where the text reaches the model as it is: no normalizer, or
   one that leaves this text unchanged (NFC on NFC text), and no added token that strips the spaces
   beside it. Each text is checked (its tokens' bytes must add up to its own); one that fails is
@@ -136,16 +136,15 @@ class ByteOffsets:
         text's tokens do not add up to its bytes (the text must be encoded with offsets)."""
         if not self._unchanged(text):
             return None
-        ends = np.cumsum(self.byte_lengths[ids]) if len(ids) else np.zeros(0, np.int64)
-        if text.isascii():
-            if (ends[-1] if len(ends) else 0) != len(text):
-                return None
-            starts = ends - self.byte_lengths[ids]
-            return np.stack([starts, ends], axis=1)
+        lengths = self.byte_lengths[ids]
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        total = int(ends[-1]) if len(ends) else 0
+        if text.isascii():  # one byte, one character
+            return np.stack([starts, ends], axis=1) if total == len(text) else None
         raw = text.encode("utf-8")
-        if (ends[-1] if len(ends) else 0) != len(raw):
+        if total != len(raw):
             return None
-        starts = ends - self.byte_lengths[ids]
         # the byte where each character starts; a token inside a character covers all of it
         char_starts = np.flatnonzero((np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80)
         first = np.searchsorted(char_starts, starts, side="right") - 1

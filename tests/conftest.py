@@ -111,6 +111,11 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def shard_bytes(root: Path) -> dict[str, bytes]:
+    """A build's shards only (``tree_bytes`` without the manifest and rejects, which name options and paths)."""
+    return {name: data for name, data in tree_bytes(root).items() if name.endswith(".arrow")}
+
+
 def unpadded_rows(output: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every row of a build, padding removed (by attention_mask), as (input_ids, labels)."""
     manifest = json.loads((output / "manifest.json").read_text())

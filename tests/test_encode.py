@@ -119,7 +119,7 @@ def test_preflight_falls_back_to_the_tokenizers_offsets_when_the_bytes_disagree_
     """A tokenizer the probe passes but whose byte offsets would be wrong on real renders: preflight
     compares both ways on the sample and the whole run (workers' head start included) takes the tokenizer's."""
     import padprep.pipeline
-    from tests.conftest import run_build, tree_bytes
+    from tests.conftest import run_build, shard_bytes
 
     monkeypatch.setattr(padprep.pipeline, "SMALL_INPUT_BYTES", 0)  # offsets from bytes, as for a large input
     tok, chat = SAMPLE / "tokenizer", SAMPLE / "chat.jsonl"
@@ -136,5 +136,4 @@ def test_preflight_falls_back_to_the_tokenizers_offsets_when_the_bytes_disagree_
     monkeypatch.setattr(ByteOffsets, "char_offsets", off_in_renders)
     m = run_build([chat], tok, tmp_path / "guarded", workers=2, chunk_size=4, preflight_records=8)
     assert any(h["code"] == "byte_offsets_disagree" for h in m["hazards"])
-    shards = lambda root: {k: v for k, v in tree_bytes(root).items() if k.endswith(".arrow")}  # noqa: E731
-    assert shards(tmp_path / "guarded") == shards(tmp_path / "good")
+    assert shard_bytes(tmp_path / "guarded") == shard_bytes(tmp_path / "good")

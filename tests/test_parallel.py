@@ -12,7 +12,7 @@ import pytest
 
 from padprep.parallel import SMALL_INPUT_BYTES, plan_workers
 from padprep.config import SpanMethod
-from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, tree_bytes, unpadded_rows
+from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, shard_bytes, tree_bytes
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
@@ -136,10 +136,6 @@ def test_a_fresh_process_forks_its_workers():
 
 # -- the pad process and the head start -------------------------------------------------------------
 
-def _shards(root) -> dict[str, bytes]:
-    return {name: data for name, data in tree_bytes(root).items() if name.endswith(".arrow")}
-
-
 @pytest.mark.parametrize("options", [["--seed", "7"], ["--pack", "--max-length", "512"]])
 def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_path, options):
     import torch  # noqa: F401  (torch imported: the in-process build below pads here, not in a pad process)
@@ -151,7 +147,7 @@ def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_pat
     assert "pass 2 (pad and write) in the pad process" in cli.stderr  # a fresh CLI forks one
     kwargs = {"seed": 7} if "--seed" in options else {"pack": True, "max_length": 512}
     run_build([src], TOK, tmp_path / "here", max_reject_rate=0.5, **kwargs)
-    assert _shards(tmp_path / "cli") and _shards(tmp_path / "cli") == _shards(tmp_path / "here")
+    assert shard_bytes(tmp_path / "cli") and shard_bytes(tmp_path / "cli") == shard_bytes(tmp_path / "here")
 
 
 def _fails_with_oserror(path: str) -> None:
@@ -199,8 +195,8 @@ def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_s
         m = run_build([CHAT], TOK, tmp_path / name, chunk_size=3, preflight_records=4, **options)
         assert any(h["code"] == "fast_spans_disagree" for h in m["hazards"]) == (name != "template")
         assert m["totals"]["rows_written"] == 48
-        shards[name] = _shards(tmp_path / name)
+        shards[name] = shard_bytes(tmp_path / name)
     assert shards["w1"] == shards["w2"] == shards["w3"] == shards["template"]
     monkeypatch.setattr(Renderer, "header_spans", real)
     run_build([CHAT], TOK, tmp_path / "fast", chunk_size=3, preflight_records=4, workers=2)
-    assert _shards(tmp_path / "fast") == shards["template"]  # the true header scan agrees with the template
+    assert shard_bytes(tmp_path / "fast") == shards["template"]  # the true header scan agrees with the template
