@@ -42,7 +42,7 @@ from .pack import Placement, best_fit_decreasing
 from .padproc import PadProcess
 from .parallel import SMALL_INPUT_BYTES, plan_workers
 from .preflight import (
-    Hazard, byte_offsets_agree, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
+    Hazard, encoding_agrees, fast_spans_agree, sample_conversations, stats_hazards, tokenizer_hazards, unrendered_field_hazards,
 )
 from .process import ChunkResult, ChunkStats, PackedResult, ProcessOptions, Processor
 from .progress import Progress
@@ -184,10 +184,11 @@ def _preflight_stage(cfg: BuildConfig, bundle: TokenizerBundle, processor: Proce
         changes["fast_spans"] = False
         hazards.append(Hazard("fast_spans_disagree", "header-scan spans differ from the template's own on the "
                               "preflight sample: the template's boundaries are used for the whole run", handled=True))
-    if not byte_offsets_agree(processor, convs):
-        changes["byte_offsets"] = False
-        hazards.append(Hazard("byte_offsets_disagree", "token offsets computed from the tokens' bytes differ from the "
-                              "tokenizer's own on the preflight sample: the tokenizer's are used for the whole run", handled=True))
+    if not encoding_agrees(processor, convs):
+        changes.update(byte_offsets=False, skip_normalizer=False)
+        hazards.append(Hazard("fast_encoding_disagree", "ids or offsets from padprep's shortcuts (offsets from the tokens' "
+                              "bytes, the normalizer skipped on text it leaves unchanged) differ from the tokenizer's own on "
+                              "the preflight sample: the tokenizer is used as it is for the whole run", handled=True))
     if changes:
         processor = Processor(bundle, dataclasses.replace(processor.options, **changes))
         checked = None

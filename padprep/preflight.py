@@ -158,10 +158,12 @@ def fast_spans_agree(processor: Processor, convs: list[Conversation]) -> SpanChe
     return SpanCheck(True, compared, len(convs) - compared)
 
 
-def byte_offsets_agree(processor: Processor, convs: list[Conversation]) -> bool:
-    """Token offsets computed from the tokens' bytes equal the tokenizer's own on the sample's renders
-    (trivially true where the tokenizer does not allow them: ``processor.byte_offsets`` is None)."""
-    if processor.byte_offsets is None:
+def encoding_agrees(processor: Processor, convs: list[Conversation]) -> bool:
+    """The processor's encoder (offsets from the tokens' bytes, the normalizer skipped on text it leaves
+    unchanged) gives the tokenizer's own ids and offsets on the sample's renders (trivially true where
+    it takes neither shortcut)."""
+    encoder = processor.encoder
+    if encoder.byte_offsets is None and encoder.twin is None:
         return True
     texts = []
     for conv in convs:
@@ -170,7 +172,7 @@ def byte_offsets_agree(processor: Processor, convs: list[Conversation]) -> bool:
         except RenderError:
             continue
     given = tokenize_batch(processor.tokenizer, texts)
-    computed = tokenize_batch(processor.tokenizer, texts, byte_offsets=processor.byte_offsets)
+    computed = encoder.encode(texts)
     return all(np.array_equal(a.ids, b.ids) and np.array_equal(a.offsets, b.offsets) for a, b in zip(given, computed))
 
 

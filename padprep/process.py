@@ -20,7 +20,7 @@ from .normalize import Conversation, Reject, normalize
 from .read import RawRecord
 from .render import RenderError, Renderer, TemplateLimit, TooLong
 from .templates import DEFAULT_MAX_CHARS
-from .encode import ByteOffsets, Tokens, tokenize_batch
+from .encode import Encoder, Tokens
 from .tokenizer import TokenizerBundle
 
 
@@ -128,6 +128,8 @@ class ProcessOptions:
     # Token offsets from the tokens' bytes where the tokenizer allows (encode.ByteOffsets): worth its probe
     # (0.1 s more at start) from a few MiB of input on; the rows are the same either way.
     byte_offsets: bool = True
+    # Text a Unicode-normal-form normalizer leaves unchanged is encoded without it (encode.Encoder).
+    skip_normalizer: bool = True
 
 
 class Processor:
@@ -151,7 +153,7 @@ class Processor:
             )
         self.options = options
         # probed now, before any fork: worker processes inherit it
-        self.byte_offsets = ByteOffsets.probe(self.tokenizer, vocab) if options.byte_offsets else None
+        self.encoder = Encoder.probe(self.tokenizer, vocab, options.byte_offsets, options.skip_normalizer)
         self.special_text = _special_token_pattern(self.tokenizer)
         self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
         self.eos_id = self.tokenizer.token_to_id(bundle.special["eos_token"]) if "eos_token" in bundle.special else None
@@ -203,15 +205,14 @@ class Processor:
         window that holds the kept tokens (see ``_windows``): memory follows the row, not the record."""
         texts = [ren.text for _, _, _, ren in prepared.chat]
         windows = [self._window(text) for text in texts]
-        prepared.chat_tokens = tokenize_batch(self.tokenizer, [t if w is None else t[w[0] : w[1]] for t, w in zip(texts, windows)],
-                                              byte_offsets=self.byte_offsets)
+        prepared.chat_tokens = self.encoder.encode([t if w is None else t[w[0] : w[1]] for t, w in zip(texts, windows)])
         for i, w in enumerate(windows):
             if w is not None and not self._window_holds(texts[i], w, prepared.chat_tokens[i]):
-                prepared.chat_tokens[i] = tokenize_batch(self.tokenizer, [texts[i]], byte_offsets=self.byte_offsets)[0]
+                prepared.chat_tokens[i] = self.encoder.encode([texts[i]])[0]
                 windows[i] = None
         prepared.windows = windows
         # raw text has no template, so the tokenizer's own special tokens apply (a BOS post-processor)
-        prepared.raw_tokens = tokenize_batch(self.tokenizer, [conv.text for _, conv, _ in prepared.raw], add_special_tokens=True)
+        prepared.raw_tokens = self.encoder.encode([conv.text for _, conv, _ in prepared.raw], add_special_tokens=True)
         return prepared
 
     def finish(self, prepared: Prepared) -> ChunkResult:
@@ -264,10 +265,10 @@ class Processor:
             return False
         if self.options.truncation is Truncation.right:
             wider = text.find("\n", window[1] + _WINDOW_MARGIN)
-            other = tokenize_batch(self.tokenizer, [text[: wider if wider > 0 else window[1] + 2 * _WINDOW_MARGIN]])[0].ids
+            other = self.encoder.encode([text[: wider if wider > 0 else window[1] + 2 * _WINDOW_MARGIN]])[0].ids
             return np.array_equal(tokens.ids[:limit], other[:limit])
         wider = text.rfind("\n", 0, max(window[0] - 1 - _WINDOW_MARGIN, 0))
-        other = tokenize_batch(self.tokenizer, [text[wider + 1 if wider >= 0 else max(window[0] - 2 * _WINDOW_MARGIN, 0) :]])[0].ids
+        other = self.encoder.encode([text[wider + 1 if wider >= 0 else max(window[0] - 2 * _WINDOW_MARGIN, 0) :]])[0].ids
         return np.array_equal(tokens.ids[-limit:], other[-limit:])
 
     def _over_limit(self, conv: Conversation, record: RawRecord, exc: RenderError) -> Reject:

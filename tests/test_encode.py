@@ -1,4 +1,7 @@
-"""Token offsets computed from the tokens' bytes (``encode.ByteOffsets``) against the tokenizer's own.
+"""padprep's encoding shortcuts (``encode.Encoder``) against the tokenizer used as it is.
+
+Token offsets computed from the tokens' bytes (``encode.ByteOffsets``), and the normalizer skipped
+on text it leaves unchanged (``Encoder.twin``), must give the tokenizer's own ids and offsets.
 
 The fast encode path (``encode_batch_fast``, no offsets) is only as good as the offsets padprep
 computes in their place: every test here compares them with ``Encoding.offsets`` token by token, or
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from padprep.encode import ByteOffsets, tokenize_batch
+from padprep.encode import ByteOffsets, Encoder, tokenize_batch
 from padprep.mask import labels_by_offsets, labels_from_spans
 from padprep.process import ProcessOptions, Processor
 from padprep.read import RawRecord, read_records
@@ -72,6 +75,38 @@ def _byte_level(normalizer=None) -> Tokenizer:
     return tok
 
 
+@pytest.mark.parametrize("byte_offsets", [True, False])
+@pytest.mark.parametrize("which", ["sample", "qwen3"])
+def test_text_the_normalizer_leaves_unchanged_is_encoded_without_it_to_the_same_ids_and_offsets(which, byte_offsets, request):
+    tokenizer = _tokenizer(which, request)
+    encoder = Encoder.probe(tokenizer, byte_offsets=byte_offsets)
+    assert type(tokenizer.normalizer).__name__ == "NFC" and encoder.twin is not None and encoder.twin.normalizer is None
+    texts = TEXTS + NOT_NFC + ["<|endoftext|>e\u0301<|im_end|>"]
+    for special in (False, True):
+        given = tokenize_batch(tokenizer, texts, add_special_tokens=special)
+        for batch in (texts, NOT_NFC, TEXTS[:3]):  # mixed, only text NFC rewrites, only text it leaves
+            computed = encoder.encode(batch, add_special_tokens=special)
+            for text, b in zip(batch, computed):
+                a = given[texts.index(text)]
+                assert a.ids.tolist() == b.ids.tolist(), text
+                assert a.offsets.tolist() == b.offsets.tolist(), text
+    # the twin really gives other ids where NFC rewrites the text: it must never see such text
+    assert encoder.twin.encode("\u212b").ids != tokenizer.encode("\u212b").ids
+
+
+def test_no_twin_where_the_normalizer_is_more_than_a_normal_form_or_absent():
+    assert Encoder.probe(_byte_level()).twin is None  # nothing to skip
+    assert Encoder.probe(_byte_level(normalizers.Lowercase())).twin is None
+    assert Encoder.probe(_byte_level(normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()]))).twin is None
+    nfkc = _byte_level(normalizers.NFKC())
+    encoder = Encoder.probe(nfkc, skip_normalizer=True)
+    assert encoder.twin is not None
+    texts = ["ﬁne ½ Ⅻ", "plain ascii", "café"]  # NFKC rewrites the first: it keeps the normalizer
+    for a, b in zip(tokenize_batch(nfkc, texts), encoder.encode(texts)):
+        assert a.ids.tolist() == b.ids.tolist() and a.offsets.tolist() == b.offsets.tolist()
+    assert Encoder.probe(nfkc, skip_normalizer=False).twin is None
+
+
 def test_the_probe_refuses_tokenizers_whose_bytes_do_not_give_offsets():
     assert ByteOffsets.probe(_byte_level()) is not None  # bare byte-level BPE, no normalizer
     assert ByteOffsets.probe(_byte_level(normalizers.Lowercase())) is None  # a normalizer that rewrites text
@@ -106,7 +141,7 @@ def test_rows_are_the_same_with_offsets_from_bytes_or_from_the_tokenizer(qwen_di
                           {"role": "assistant", "content": "Paris 😀, naïve café"}]}
     fast = Processor(bundle, ProcessOptions(template, max_length=512))
     slow = Processor(bundle, ProcessOptions(template, max_length=512, byte_offsets=False))
-    assert fast.byte_offsets is not None and slow.byte_offsets is None
+    assert fast.encoder.byte_offsets is not None and slow.encoder.byte_offsets is None
     records.append(RawRecord("extra.jsonl", 1, json.dumps(extra, ensure_ascii=False), format="messages"))
     a, b = fast.process(records), slow.process(records)
     assert [r.reason for r in a.rejects] == [r.reason for r in b.rejects]
@@ -135,5 +170,26 @@ def test_preflight_falls_back_to_the_tokenizers_offsets_when_the_bytes_disagree_
 
     monkeypatch.setattr(ByteOffsets, "char_offsets", off_in_renders)
     m = run_build([chat], tok, tmp_path / "guarded", workers=2, chunk_size=4, preflight_records=8)
-    assert any(h["code"] == "byte_offsets_disagree" for h in m["hazards"])
+    assert any(h["code"] == "fast_encoding_disagree" for h in m["hazards"])
+    assert shard_bytes(tmp_path / "guarded") == shard_bytes(tmp_path / "good")
+
+
+def test_preflight_encodes_with_the_normalizer_when_its_twin_disagrees_on_the_sample(tmp_path, monkeypatch):
+    """A twin the probe would pass but that is wrong on real renders (here: one that lowercases):
+    preflight compares it with the tokenizer on the sample, and the whole run keeps the normalizer."""
+    import padprep.encode
+    from tests.conftest import run_build, shard_bytes
+
+    tok, chat = SAMPLE / "tokenizer", SAMPLE / "chat.jsonl"
+    run_build([chat], tok, tmp_path / "good", workers=2, chunk_size=4, preflight_records=8)
+    real = padprep.encode._twin_without_normalizer
+
+    def lowercasing_twin(tokenizer, unchanged):
+        twin = real(tokenizer, unchanged)
+        twin.normalizer = normalizers.Lowercase()
+        return twin
+
+    monkeypatch.setattr(padprep.encode, "_twin_without_normalizer", lowercasing_twin)
+    m = run_build([chat], tok, tmp_path / "guarded", workers=2, chunk_size=4, preflight_records=8)
+    assert any(h["code"] == "fast_encoding_disagree" for h in m["hazards"])
     assert shard_bytes(tmp_path / "guarded") == shard_bytes(tmp_path / "good")
