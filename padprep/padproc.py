@@ -8,12 +8,16 @@ torch down (``os._exit``). The output is the same bytes wherever pass 2 runs.
 
 Pass 2 runs in the calling process instead where a fork is not available (not Linux) or would
 gain nothing (torch is already imported there: a notebook, the test suite).
+
+In the pad process torch has run nothing when the job comes, so pass 2 may fork a helper of its own
+(``fork_call``) and share its work on the second core, which pass 1 no longer uses.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import traceback
@@ -45,6 +49,11 @@ class PadProcess:
         """A pad process where one saves time: not where torch is imported already, and not beside Ray
         (a fork would copy its threads' state)."""
         return cls(enabled=engine is EngineName.local and "torch" not in sys.modules)
+
+    @property
+    def clean(self) -> bool:
+        """Whether pass 2 runs in a pad process, where torch has started no thread pool: it may fork helpers."""
+        return self._proc is not None
 
     def describe(self) -> str:
         if self._proc is not None:
@@ -116,6 +125,45 @@ def _serve(conn, parents_end) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # no interpreter teardown: torch's alone takes 0.4 s
+
+
+def fork_call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """Start ``fn(*args)`` in a forked child now; the function returned waits for its result.
+
+    Only for a process with no thread pool started (the pad process before pass 2 runs a torch op):
+    the child holds just the calling thread. The child's exception is raised by the waiting function;
+    a child that dies without a result is a ``BuildFailed`` naming its exit status.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        _die_with_parent()
+        try:
+            payload = pickle.dumps((True, fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            try:
+                payload = pickle.dumps((False, exc))
+            except Exception:  # an exception that does not pickle: its text
+                payload = pickle.dumps((False, RuntimeError("".join(traceback.format_exception(exc)))))
+        with os.fdopen(write_end, "wb") as out:
+            out.write(payload)
+        os._exit(0)
+    os.close(write_end)
+
+    def result() -> Any:
+        with os.fdopen(read_end, "rb") as source:
+            payload = source.read()
+        _, status = os.waitpid(pid, 0)
+        if not payload:
+            raise BuildFailed(f"a helper of pass 2 (padding and writing the shards) ended without a result, wait "
+                              f"status {status}; no output written")
+        ok, value = pickle.loads(payload)
+        if not ok:
+            raise value
+        return value
+
+    return result
 
 
 def _die_with_parent() -> None:

@@ -143,7 +143,7 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
             shards = pad.run(pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted)
         else:
             bounds = _bounds(cfg, histogram)
-            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, cfg, weighted)
+            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, cfg, weighted, pad.clean)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds,
@@ -278,7 +278,7 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
         rejects = RejectLog(rejects_fh, progress.log)
         counts = rejects.counts
-        spill = pa.ipc.new_stream(sink, SCHEMA)
+        spill = pa.ipc.new_file(sink, SCHEMA)  # a file, not a stream: pass 2 may read it in parts
         for result in results:
             stats.add(result.stats)
             counts.read += result.stats.records

@@ -14,8 +14,10 @@ This module imports neither the template nor the tokenizer side of padprep: the 
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -49,54 +51,140 @@ def spill_batch(rows: PackedRows) -> pa.RecordBatch:
     return pa.record_batch([ids, labels, weights], schema=SCHEMA)
 
 
-def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, weighted: bool,
+             helper: bool = False) -> list[dict]:
     """Route the spilled rows into one file per bucket (input order kept), then pad and write each
-    bucket's shards from its file. Memory holds one batch or one shard, whatever the input size."""
-    shards: list[dict] = []
-    for bucket, path in _route(workdir, bounds).items():
-        shards += _write_bucket(workdir, path, bucket, pad_id, cfg, len(shards), weighted)
-        path.unlink()
+    bucket's shards from its files. Memory holds one batch or one shard, whatever the input size.
+
+    With ``helper`` (only where no thread pool has started: ``padproc.fork_call``) and a spill worth it,
+    a forked helper routes the second half of the spill and then pads and writes about half of the
+    buckets' tokens while this process does the rest: the same files, on two cores.
+    """
+    parts = 2 if helper and len(os.sched_getaffinity(0)) > 1 and _spill_bytes(workdir) >= _HELPER_SPILL_BYTES else 1
+    if parts == 1:
+        routed = [_route(workdir, bounds)]
+    else:
+        from .padproc import fork_call
+
+        second = fork_call(_route, workdir, bounds, 1, 2)
+        routed = [_route(workdir, bounds, 0, 2), second()]
+    plan = _bucket_plan(routed, cfg)
+    if parts == 1:
+        shards = _write_buckets(workdir, plan, pad_id, cfg, weighted)
+    else:
+        import torch  # already imported: the helper path runs in the pad process
+
+        torch.set_num_threads(1)  # two processes on two cores: torch's own threads would spin against the other's
+        mine, theirs = _halves(plan)
+        other = fork_call(_write_buckets, workdir, theirs, pad_id, cfg, weighted)
+        shards = _write_buckets(workdir, mine, pad_id, cfg, weighted) + other()
     return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
 
 
-def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
-    """One stream file per bucket that received rows, read back in bucket order."""
+# Below this much spill a helper's fork and start cost more than it saves.
+_HELPER_SPILL_BYTES = 8 << 20
+
+
+def _spill_bytes(workdir: Path) -> int:
+    return (workdir / SPILL).stat().st_size
+
+
+def _spill_batches(path: Path, part: int = 0, parts: int = 1) -> Iterator[pa.RecordBatch]:
+    """The batches of the spill file's ``part``-th of ``parts`` contiguous parts, in order (read, not
+    mapped: RSS stays flat). The spill is an Arrow IPC *file*: its footer lists the batches."""
+    with pa.OSFile(str(path), "rb") as source:
+        reader = pa.ipc.open_file(source)
+        n = reader.num_record_batches
+        for i in range(n * part // parts, n * (part + 1) // parts):
+            yield reader.get_batch(i)
+
+
+def _route(workdir: Path, bounds: list[int], part: int = 0, parts: int = 1) -> dict[int, tuple[Path, int]]:
+    """One stream file per bucket that received rows of this part of the spill, and its row count."""
     paths: dict[int, Path] = {}
+    rows: dict[int, int] = {}
     with contextlib.ExitStack() as stack:
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        source = stack.enter_context(pa.OSFile(str(workdir / SPILL), "rb"))  # read, not mapped: RSS stays flat
-        for batch in pa.ipc.open_stream(source):
+        for batch in _spill_batches(workdir / SPILL, part, parts):
             which = assign(_list_lengths(batch.column(0)), bounds)
             for k in np.unique(which):
                 bucket = bounds[int(k)]
                 if bucket not in writers:
-                    paths[bucket] = workdir / f"route-{bucket:06d}.arrow"
+                    paths[bucket] = workdir / f"route-{bucket:06d}-{part}.arrow"
                     sink = stack.enter_context(pa.OSFile(str(paths[bucket]), "wb"))
                     writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, SCHEMA))
-                writers[bucket].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
-    return dict(sorted(paths.items()))
+                take = np.flatnonzero(which == k)
+                writers[bucket].write_batch(batch.take(int32_array(take)))
+                rows[bucket] = rows.get(bucket, 0) + len(take)
+    return {bucket: (paths[bucket], rows[bucket]) for bucket in paths}
 
 
-def _write_bucket(workdir: Path, path: Path, bucket: int, pad_id: int, cfg: BuildConfig, first_serial: int,
-                  weighted: bool) -> list[dict]:
+@dataclass(frozen=True)
+class _BucketJob:
+    bucket: int
+    paths: list[Path]  # the bucket's route files, in spill order
+    rows: int
+    first_serial: int  # shards are numbered across buckets, in bucket order
+
+    @property
+    def tokens(self) -> int:
+        return self.rows * self.bucket
+
+
+def _bucket_plan(routed: list[dict[int, tuple[Path, int]]], cfg: BuildConfig) -> list[_BucketJob]:
+    """Every bucket's route files (one per part of the spill) and the serial number of its first shard."""
+    jobs, serial = [], 0
+    for bucket in sorted(set().union(*routed)):
+        parts = [part[bucket] for part in routed if bucket in part]
+        rows = sum(n for _, n in parts)
+        jobs.append(_BucketJob(bucket, [path for path, _ in parts], rows, serial))
+        per_shard = max(1, cfg.shard_tokens // bucket)
+        serial += -(-rows // per_shard)
+    return jobs
+
+
+def _halves(jobs: list[_BucketJob]) -> tuple[list[_BucketJob], list[_BucketJob]]:
+    """Two lists of buckets with about the same padded tokens each (largest first to the lighter)."""
+    halves: tuple[list[_BucketJob], list[_BucketJob]] = ([], [])
+    load = [0, 0]
+    for job in sorted(jobs, key=lambda j: -j.tokens):
+        side = 0 if load[0] <= load[1] else 1
+        halves[side].append(job)
+        load[side] += job.tokens
+    return halves
+
+
+def _write_buckets(workdir: Path, jobs: list[_BucketJob], pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+    shards: list[dict] = []
+    for job in jobs:
+        shards += _write_bucket(workdir, job, pad_id, cfg, weighted)
+        for path in job.paths:
+            path.unlink()
+    return shards
+
+
+def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
     """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
+    bucket = job.bucket
     per_shard = max(1, cfg.shard_tokens // bucket)
     shards: list[dict] = []
     pending: list[pa.RecordBatch] = []
     count = 0
-    with pa.OSFile(str(path), "rb") as source:
-        for batch in pa.ipc.open_stream(source):
-            pending.append(batch)
-            count += batch.num_rows
-            while count >= per_shard:
-                table = pa.Table.from_batches(pending, schema=SCHEMA)
-                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, first_serial + len(shards), weighted))
-                rest = table.slice(per_shard)
-                pending, count = rest.to_batches(), rest.num_rows
-                pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
+    with contextlib.ExitStack() as stack:
+        for path in job.paths:
+            for batch in pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(path), "rb"))):
+                pending.append(batch)
+                count += batch.num_rows
+                while count >= per_shard:
+                    table = pa.Table.from_batches(pending, schema=SCHEMA)
+                    shards.append(_flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg,
+                                         job.first_serial + len(shards), weighted))
+                    rest = table.slice(per_shard)
+                    pending, count = rest.to_batches(), rest.num_rows
+                    pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
     if count:
         table = pa.Table.from_batches(pending, schema=SCHEMA)
-        shards.append(_flush(workdir, table, bucket, pad_id, cfg, first_serial + len(shards), weighted))
+        shards.append(_flush(workdir, table, bucket, pad_id, cfg, job.first_serial + len(shards), weighted))
     return shards
 
 
@@ -191,7 +279,8 @@ def _scatter(source: Path, dest: np.ndarray, n_dest: int, workdir: Path, name: s
 def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
     """One pass over ``source``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
     with contextlib.ExitStack() as stack:
-        reader = pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
+        reader = _spill_batches(source) if source.name == SPILL else pa.ipc.open_stream(
+            stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
         writers = [stack.enter_context(pa.ipc.new_stream(stack.enter_context(pa.OSFile(str(p), "wb")), SCHEMA))
                    for p in paths]
         done = 0

@@ -150,6 +150,43 @@ def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_pat
     assert shard_bytes(tmp_path / "cli") and shard_bytes(tmp_path / "cli") == shard_bytes(tmp_path / "here")
 
 
+_HELPED_CLI = """
+import sys
+import padprep.padproc, padprep.spill
+padprep.spill._HELPER_SPILL_BYTES = 0  # a helper whatever the spill's size
+real = padprep.padproc.fork_call
+def fork_call(fn, *args):
+    print(f"helper: {fn.__name__}", file=sys.stderr, flush=True)
+    return real(fn, *args)
+padprep.padproc.fork_call = fork_call
+from padprep.cli import app
+sys.argv[0] = "padprep"
+app()
+"""
+
+
+@pytest.mark.parametrize("options", [["--seed", "7"], []])
+def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, options):
+    """In the pad process, a helper routes the second half of the spill and pads and writes half of the
+    buckets; shard names (numbered across buckets), shuffles and bytes are those of one process."""
+    import torch  # noqa: F401  (the in-process build below pads here, alone)
+
+    src = _mixed_input(tmp_path)
+    src.write_text(src.read_text(encoding="utf-8") * 40, encoding="utf-8")  # spilled in several batches: two halves
+    common = ["--tokenizer", str(TOK), "--max-reject-rate", "0.5", "--shard-tokens", "3000", *options]
+    cli = subprocess.run([sys.executable, "-c", _HELPED_CLI, "build", str(src), "--output", str(tmp_path / "cli"), *common],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert "helper: _route" in cli.stderr and "helper: _write_buckets" in cli.stderr
+    kwargs = {"seed": 7} if options else {}
+    m = run_build([src], TOK, tmp_path / "here", max_reject_rate=0.5, shard_tokens=3000, **kwargs)
+    assert len(m["shards"]) > len({s["bucket"] for s in m["shards"]}) > 2  # several buckets, some of several shards
+    serials = [int(s["file"].rsplit("-", 1)[1].split(".")[0]) for s in sorted(m["shards"], key=lambda s: s["file"])]
+    assert serials == list(range(len(serials)))  # numbered across buckets, in bucket order
+    assert shard_bytes(tmp_path / "cli") == shard_bytes(tmp_path / "here")
+    assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["shards"] == m["shards"]
+
+
 def _fails_with_oserror(path: str) -> None:
     raise PermissionError(13, "Permission denied", path)
 
