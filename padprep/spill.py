@@ -17,7 +17,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -66,8 +66,7 @@ def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, we
     else:
         from .padproc import fork_call
 
-        second = fork_call(_route, workdir, bounds, 1, 2)
-        routed = [_route(workdir, bounds, 0, 2), second()]
+        routed = _with_helper(fork_call(_route, workdir, bounds, 1, 2), _route, workdir, bounds, 0, 2)
     plan = _bucket_plan(routed, cfg)
     if parts == 1:
         shards = _write_buckets(workdir, plan, pad_id, cfg, weighted)
@@ -76,9 +75,22 @@ def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, we
 
         torch.set_num_threads(1)  # two processes on two cores: torch's own threads would spin against the other's
         mine, theirs = _halves(plan)
-        other = fork_call(_write_buckets, workdir, theirs, pad_id, cfg, weighted)
-        shards = _write_buckets(workdir, mine, pad_id, cfg, weighted) + other()
+        halves = _with_helper(fork_call(_write_buckets, workdir, theirs, pad_id, cfg, weighted),
+                              _write_buckets, workdir, mine, pad_id, cfg, weighted)
+        shards = halves[0] + halves[1]
     return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
+
+
+def _with_helper(helper: Callable[[], Any], fn: Callable[..., Any], *args: Any) -> list:
+    """``[fn(*args), the helper's result]``; the helper is waited for even when ``fn`` fails (it writes
+    into the output directory, which the build then removes)."""
+    try:
+        mine = fn(*args)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            helper()
+        raise
+    return [mine, helper()]
 
 
 # Below this much spill a helper's fork and start cost more than it saves.

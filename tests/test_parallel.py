@@ -214,6 +214,18 @@ def test_pad_process_returns_results_and_raises_failures_here():
         assert pad.describe() == "in this process" and pad.run(divmod, 7, 2) == (3, 1)
 
 
+def test_a_helper_of_pass_two_returns_results_and_raises_failures_here():
+    from padprep.errors import BuildFailed
+    from padprep.padproc import fork_call
+
+    assert fork_call(divmod, 7, 2)() == (3, 1)
+    with pytest.raises(PermissionError) as caught:
+        fork_call(_fails_with_oserror, "/out/bucket-000001-00000.arrow")()
+    assert caught.value.filename == "/out/bucket-000001-00000.arrow"
+    with pytest.raises(BuildFailed, match="ended without a result"):  # killed: one line, not a hang
+        fork_call(_killed)()
+
+
 def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_spans(tmp_path, monkeypatch):
     """Workers start on the chunks after the preflight sample with the header-scan spans; when preflight
     then finds those spans differ from the template's, every chunk is made again with the template's."""
