@@ -6,7 +6,7 @@ What is measured (all on the SAME generated JSONL, in the same invocation):
                     pre-rendered with transformers ``apply_chat_template(tokenize=False)``. Rendering is
                     done beforehand and NOT timed; only the encode call is timed. Runs in its own
                     subprocess so its peak RSS is its own.
-  b. padprep     -- ``python -m padprep.cli build INPUT --tokenizer DIR --output OUT --force
+  b. padprep     -- ``python -m padprep build INPUT --tokenizer DIR --output OUT --force
                     --max-length 4096 --workers W`` for W = 0 (the default: one worker per core) and
                     W = 1, timed end to end as a subprocess (wall clock, interpreter start-up and
                     imports included). The ceiling and padprep run --repeat times, interleaved; the
@@ -287,7 +287,7 @@ def measure_padprep(padprep_in: Path, tokdir: Path, workdir: Path, workers: int,
     """workers 0: padprep's default (one worker per core for a large input)."""
     out = workdir / f"padprep_out_w{workers}{tag}"
     log = workdir / f"padprep_w{workers}{tag}.log"
-    cmd = [sys.executable, "-m", "padprep.cli", "build", str(padprep_in), "--tokenizer", str(tokdir),
+    cmd = [sys.executable, "-m", "padprep", "build", str(padprep_in), "--tokenizer", str(tokdir),
            "--output", str(out), "--force", "--max-length", str(MAX_LENGTH), "--workers", str(workers)]
     wall, maxrss, tree, pss = run_measured(cmd, log)
     totals = json.loads((out / "manifest.json").read_text())["totals"]
@@ -451,7 +451,7 @@ def startup(tokdir: Path, workdir: Path, repeat: int = 5) -> None:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "padprep.cli", "build", str(padprep_in), "--tokenizer", str(tokdir),
+        subprocess.run([sys.executable, "-m", "padprep", "build", str(padprep_in), "--tokenizer", str(tokdir),
                         "--output", str(sub / "out"), "--force"], check=True, capture_output=True)
         times.append(time.perf_counter() - started)
     best = min(times)

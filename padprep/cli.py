@@ -307,5 +307,5 @@ def _progress(console: Console) -> Iterator[_ProgressView]:
         yield _ProgressView(console, bar)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover  (``padprep`` and ``python -m padprep`` start in __main__.py)
     sys.exit(app())

@@ -129,10 +129,10 @@ def unpadded_rows(output: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def padprep_cli(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess (not a terminal), as CI would."""
+    """Run the real console entry point (``padprep`` is ``python -m padprep``) in a subprocess (not a terminal), as CI would."""
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.run(
-        [sys.executable, "-m", "padprep.cli", *args],
+        [sys.executable, "-m", "padprep", *args],
         capture_output=True,
         text=True,
         input=input,

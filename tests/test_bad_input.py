@@ -229,7 +229,7 @@ def test_hostile_records_stay_harmless(tmp_path):
     src = tmp_path / "hostile.jsonl"
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(out), "--max-reject-rate", "1", "--allow-empty"]
+    cmd = [sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(out), "--max-reject-rate", "1", "--allow-empty"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     totals = json.loads((out / "manifest.json").read_text())["totals"]
@@ -299,7 +299,7 @@ def _big_input(path: Path, n: int = 40_000) -> Path:
 
 
 def _start_build(src: Path, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(out)]
+    cmd = [sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(out)]
     # A job started in the background inherits SIGINT ignored (and then rightly ignores Ctrl-C); the
     # test is about what padprep does with the signal, so the build gets the default disposition.
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -223,7 +223,7 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path):
     src = tmp_path / "big.jsonl"
     src.write_text(CHAT.read_text() * 20)  # spill and shards well past the limit; the input itself is read only
     res = subprocess.run(
-        [sys.executable, "-m", "padprep.cli", "build", str(src), "--tokenizer", TOK, "--output", str(tmp_path / "out")],
+        [sys.executable, "-m", "padprep", "build", str(src), "--tokenizer", TOK, "--output", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"}, timeout=300,
         preexec_fn=_limit_file_size(64 * 1024),
     )

@@ -150,6 +150,21 @@ def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_pat
     assert shard_bytes(tmp_path / "cli") and shard_bytes(tmp_path / "cli") == shard_bytes(tmp_path / "here")
 
 
+def test_the_command_starts_a_builds_pad_process_before_the_cli_loads(tmp_path):
+    """``padprep build`` (here ``python -m padprep build``) forks its pad process from the entry point; an
+    up-to-date build and a usage error stop it at once (the pipes close: nothing outlives the command)."""
+    args = ["build", str(CHAT), "--tokenizer", str(TOK), "--output", str(tmp_path / "o")]
+    first = padprep_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "pass 2 (pad and write) in the pad process, started at launch" in first.stderr
+    again = padprep_cli(*args)
+    assert again.returncode == 0 and "is up to date" in again.stdout
+    usage = padprep_cli("build", "--tokenizer", str(TOK))  # no input, no output
+    assert usage.returncode == 2 and "Missing" in usage.stderr
+    other = padprep_cli(*args[:-1], str(tmp_path / "other"), "--engine", "nonesuch")  # --engine: no early fork
+    assert other.returncode == 2 and "nonesuch" in other.stderr
+
+
 _HELPED_CLI = """
 import sys
 import padprep.padproc, padprep.spill

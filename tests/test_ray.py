@@ -98,7 +98,7 @@ def test_without_ray_the_engine_fails_in_one_line(tmp_path):
     blocker.write_text("raise ImportError('no ray here')\n")
     src = SAMPLE / "chat.jsonl"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    res = subprocess.run([sys.executable, "-m", "padprep.cli", "build", str(src), "-t", str(TOK), "-o", str(tmp_path / "o"),
+    res = subprocess.run([sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(tmp_path / "o"),
                           "--engine", "ray"], capture_output=True, text=True, env=env,
                          cwd=ROOT, timeout=300)
     assert res.returncode == 2, res.stderr

@@ -1,0 +1,22 @@
+"""The ``padprep`` command (and ``python -m padprep``).
+
+A ``padprep build`` gets its pad process (``padproc.fork_early``) before the CLI's imports (typer,
+rich) and argument parsing: on a small build that process's torch import is the longest path.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from .padproc import fork_early
+
+    fork_early(sys.argv[1:])
+    from .cli import app
+
+    app()
+
+
+if __name__ == "__main__":
+    main()
