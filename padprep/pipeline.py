@@ -139,8 +139,9 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
         weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
         if cfg.pack:
             bounds = [cfg.max_length]
-            placement = _placement(lengths, cfg.max_length, progress)
-            shards = pad.run(pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted)
+            placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
+            shards = pad.run(pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted, [len(x) for x in lengths],
+                             pad.clean)
         else:
             bounds = _bounds(cfg, histogram)
             shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, cfg, weighted, pad.clean)
@@ -272,7 +273,8 @@ def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Haz
 
 def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, progress: Progress):
     """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
-    --pack, to an int32 array in spill order: all that placement needs). ``results`` come in input order."""
+    --pack, to one int32 array per spilled batch, in spill order: all that placement needs). ``results`` come in
+    input order."""
     stats, histogram = ChunkStats(), Counter()
     lengths: list[np.ndarray] = []
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
@@ -295,7 +297,7 @@ def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, 
             check_limits(cfg, counts, final=False)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
         spill.close()
-    return counts, stats, histogram, np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    return counts, stats, histogram, lengths
 
 
 def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:

@@ -17,7 +17,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +60,7 @@ def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, we
     a forked helper routes the second half of the spill and then pads and writes about half of the
     buckets' tokens while this process does the rest: the same files, on two cores.
     """
-    parts = 2 if helper and len(os.sched_getaffinity(0)) > 1 and _spill_bytes(workdir) >= _HELPER_SPILL_BYTES else 1
+    parts = 2 if helper and _helper_pays(workdir) else 1
     if parts == 1:
         routed = [_route(workdir, bounds)]
     else:
@@ -71,9 +71,7 @@ def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, we
     if parts == 1:
         shards = _write_buckets(workdir, plan, pad_id, cfg, weighted)
     else:
-        import torch  # already imported: the helper path runs in the pad process
-
-        torch.set_num_threads(1)  # two processes on two cores: torch's own threads would spin against the other's
+        _one_torch_thread()
         mine, theirs = _halves(plan)
         halves = _with_helper(fork_call(_write_buckets, workdir, theirs, pad_id, cfg, weighted),
                               _write_buckets, workdir, mine, pad_id, cfg, weighted)
@@ -97,8 +95,17 @@ def _with_helper(helper: Callable[[], Any], fn: Callable[..., Any], *args: Any) 
 _HELPER_SPILL_BYTES = 8 << 20
 
 
-def _spill_bytes(workdir: Path) -> int:
-    return (workdir / SPILL).stat().st_size
+def _helper_pays(workdir: Path) -> bool:
+    """A second core, and a spill big enough that a helper saves more than its fork costs."""
+    return len(os.sched_getaffinity(0)) > 1 and (workdir / SPILL).stat().st_size >= _HELPER_SPILL_BYTES
+
+
+def _one_torch_thread() -> None:
+    """Before forking the helper that pads: two processes on two cores, so torch's own threads would spin
+    against the other process's. (torch is imported: the helper path runs in the pad process.)"""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _spill_batches(path: Path, part: int = 0, parts: int = 1) -> Iterator[pa.RecordBatch]:
@@ -248,61 +255,102 @@ def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) 
 _FANOUT = 64
 
 
-def pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+def pass_two_packed(workdir: Path, placement: Placement, pad_id: int, cfg: BuildConfig, weighted: bool,
+                    batch_rows: list[int] | None = None, helper: bool = False) -> list[dict]:
     """Route the spilled rows into one file per shard (input order kept), then put each shard's rows
-    in placement order, pack, pad and write it. Memory holds one batch or one shard."""
+    in placement order, pack, pad and write it. Memory holds one batch or one shard.
+
+    With ``helper`` (as for ``pass_two``) and ``batch_rows`` (rows in each spilled batch), a forked
+    helper routes the second half of the spill, then packs, pads and writes the second half of the shards.
+    """
     capacity = placement.capacity
     per_shard = max(1, cfg.shard_tokens // capacity)  # rows of ``capacity`` tokens per shard
     n_shards = -(-placement.bins // per_shard)
     shard_of_row = placement.bin_of // per_shard
-    paths = _scatter(workdir / SPILL, shard_of_row, n_shards, workdir, "pack")
+    parts = 2 if helper and batch_rows and _helper_pays(workdir) else 1
+    if parts == 1:
+        routed = [_scatter(_spill_batches(workdir / SPILL), shard_of_row, n_shards, workdir, "pack")]
+    else:
+        from .padproc import fork_call
+
+        routed = _with_helper(fork_call(_scatter_part, workdir, shard_of_row, n_shards, batch_rows, 1),
+                              _scatter_part, workdir, shard_of_row, n_shards, batch_rows, 0)
+    jobs = [[part[serial] for part in routed] for serial in range(n_shards)]  # each shard's files, spill order
+    if parts == 1:
+        return _write_packed(workdir, jobs, 0, placement, per_shard, pad_id, cfg, weighted)
+    _one_torch_thread()
+    half = n_shards // 2
+    return sum(_with_helper(fork_call(_write_packed, workdir, jobs[half:], half, placement, per_shard, pad_id, cfg, weighted),
+                            _write_packed, workdir, jobs[:half], 0, placement, per_shard, pad_id, cfg, weighted), [])
+
+
+def _scatter_part(workdir: Path, shard_of_row: np.ndarray, n_shards: int, batch_rows: list[int], part: int) -> list[Path]:
+    """``_scatter`` of one half of the spill's batches (``batch_rows``: rows in each batch)."""
+    n = len(batch_rows)
+    first, last = n * part // 2, n * (part + 1) // 2
+    rows = int(sum(batch_rows[:first])), int(sum(batch_rows[:last]))
+    return _scatter(_spill_batches(workdir / SPILL, part, 2), shard_of_row[rows[0] : rows[1]], n_shards, workdir,
+                    f"pack{part}")
+
+
+def _write_packed(workdir: Path, jobs: list[list[Path]], first_serial: int, placement: Placement, per_shard: int,
+                  pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+    """Pack, pad and write the shards numbered from ``first_serial`` on, each from its files."""
     shards: list[dict] = []
-    for serial, path in enumerate(paths):
+    for serial, paths in enumerate(jobs, first_serial):
         first, last = serial * per_shard, min((serial + 1) * per_shard, placement.bins)
         final = placement.order[placement.starts[first] : placement.starts[last]]  # spill indices, placement order
-        with pa.OSFile(str(path), "rb") as source:
-            table = pa.ipc.open_stream(source).read_all()  # this shard's rows, in spill order
+        tables = []
+        for path in paths:
+            with pa.OSFile(str(path), "rb") as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+        table = pa.concat_tables(tables)  # this shard's rows, in spill order
         table = table.take(int32_array(np.searchsorted(np.sort(final), final)))
         seq_counts = np.diff(placement.starts[first : last + 1])
-        shards.append(_flush_packed(workdir, table, seq_counts, capacity, pad_id, cfg, serial, weighted))
-        path.unlink()
-        del table
+        shards.append(_flush_packed(workdir, table, seq_counts, placement.capacity, pad_id, cfg, serial, weighted))
+        for path in paths:
+            path.unlink()
+        del table, tables
         pa.default_memory_pool().release_unused()
     return shards
 
 
-def _scatter(source: Path, dest: np.ndarray, n_dest: int, workdir: Path, name: str) -> list[Path]:
-    """Split a stream file of rows into one file per destination (``dest[i]``: row ``i``'s), each in
-    the source's order. At most ``_FANOUT`` files are open: with more destinations, rows go to
+def _scatter(batches: Iterable[pa.RecordBatch], dest: np.ndarray, n_dest: int, workdir: Path, name: str) -> list[Path]:
+    """Split a sequence of row batches into one file per destination (``dest[i]``: row ``i``'s), each
+    in the batches' order. At most ``_FANOUT`` files are open: with more destinations, rows go to
     groups of destinations first and each group file is split again."""
     if n_dest <= _FANOUT:
-        return _split(source, dest, [workdir / f"{name}-{d:05d}.arrow" for d in range(n_dest)])
+        return _split(batches, dest, [workdir / f"{name}-{d:05d}.arrow" for d in range(n_dest)], name)
     per_group = -(-n_dest // _FANOUT)
     group = dest // per_group
-    groups = _split(source, group, [workdir / f"{name}-{g}.arrow" for g in range(-(-n_dest // per_group))])
+    groups = _split(batches, group, [workdir / f"{name}-{g}.arrow" for g in range(-(-n_dest // per_group))], name)
     paths: list[Path] = []
     for g, path in enumerate(groups):
         first = g * per_group
-        paths += _scatter(path, dest[group == g] - first, min(per_group, n_dest - first), workdir, f"{name}-{g}")
+        paths += _scatter(_stream_batches(path), dest[group == g] - first, min(per_group, n_dest - first), workdir,
+                          f"{name}-{g}")
         path.unlink()
     return paths
 
 
-def _split(source: Path, dest: np.ndarray, paths: list[Path]) -> list[Path]:
-    """One pass over ``source``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
+def _stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    with pa.OSFile(str(path), "rb") as source:  # read, not mapped
+        yield from pa.ipc.open_stream(source)
+
+
+def _split(batches: Iterable[pa.RecordBatch], dest: np.ndarray, paths: list[Path], name: str) -> list[Path]:
+    """One pass over ``batches``: row ``i`` goes to ``paths[dest[i]]`` (every path is written, rows in order)."""
     with contextlib.ExitStack() as stack:
-        reader = _spill_batches(source) if source.name == SPILL else pa.ipc.open_stream(
-            stack.enter_context(pa.OSFile(str(source), "rb")))  # read, not mapped
         writers = [stack.enter_context(pa.ipc.new_stream(stack.enter_context(pa.OSFile(str(p), "wb")), SCHEMA))
                    for p in paths]
         done = 0
-        for batch in reader:
+        for batch in batches:
             which = dest[done : done + batch.num_rows]
             done += batch.num_rows
             for k in np.unique(which):
                 writers[int(k)].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
     if done != len(dest):
-        raise RuntimeError(f"internal: {source.name} holds {done} rows, the placement {len(dest)}")
+        raise RuntimeError(f"internal: the rows routed to {name} are {done}, the placement's {len(dest)}")
     return paths
 
 

@@ -180,10 +180,12 @@ app()
 """
 
 
-@pytest.mark.parametrize("options", [["--seed", "7"], []])
+@pytest.mark.parametrize("options", [["--seed", "7"], [], ["--pack", "--max-length", "512"],
+                                     ["--pack", "--max-length", "512", "--seed", "7"]])
 def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, options):
     """In the pad process, a helper routes the second half of the spill and pads and writes half of the
-    buckets; shard names (numbered across buckets), shuffles and bytes are those of one process."""
+    buckets (or packed shards); shard names (numbered across buckets), shuffles and bytes are those of one
+    process."""
     import torch  # noqa: F401  (the in-process build below pads here, alone)
 
     src = _mixed_input(tmp_path)
@@ -192,10 +194,17 @@ def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, op
     cli = subprocess.run([sys.executable, "-c", _HELPED_CLI, "build", str(src), "--output", str(tmp_path / "cli"), *common],
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
-    assert "helper: _route" in cli.stderr and "helper: _write_buckets" in cli.stderr
-    kwargs = {"seed": 7} if options else {}
+    packed = "--pack" in options
+    helped = ("_scatter_part", "_write_packed") if packed else ("_route", "_write_buckets")
+    assert all(f"helper: {name}" in cli.stderr for name in helped), cli.stderr
+    kwargs = {"seed": 7} if "--seed" in options else {}
+    if packed:
+        kwargs.update(pack=True, max_length=512)
     m = run_build([src], TOK, tmp_path / "here", max_reject_rate=0.5, shard_tokens=3000, **kwargs)
-    assert len(m["shards"]) > len({s["bucket"] for s in m["shards"]}) > 2  # several buckets, some of several shards
+    if packed:
+        assert len(m["shards"]) > 2
+    else:
+        assert len(m["shards"]) > len({s["bucket"] for s in m["shards"]}) > 2  # several buckets, some of several shards
     serials = [int(s["file"].rsplit("-", 1)[1].split(".")[0]) for s in sorted(m["shards"], key=lambda s: s["file"])]
     assert serials == list(range(len(serials)))  # numbered across buckets, in bucket order
     assert shard_bytes(tmp_path / "cli") == shard_bytes(tmp_path / "here")
