@@ -116,6 +116,8 @@ def _serve(conn, parents_end) -> None:
     _die_with_parent()
     import torch  # noqa: F401  (the point of this process: imported while the build renders and tokenizes)
 
+    _fixed_malloc_thresholds()
+
     from . import pad, spill  # noqa: F401  (pass 2's code, loaded before its job comes)
     try:
         fn, args = conn.recv()
@@ -195,6 +197,21 @@ def fork_call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         return value
 
     return result
+
+
+def _fixed_malloc_thresholds() -> None:
+    """Pass 2 allocates and frees a shard's tensors (megabytes each) over and over. glibc raises its mmap
+    threshold to the largest block freed so far, and from then on keeps such blocks in its heap after
+    they are freed: resident memory that grows with the shard size, not with what is in use. A fixed
+    threshold of 1 MiB keeps big blocks mapped, so freeing them gives them back."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (setting it also stops the dynamic adjustment)
+        libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return
 
 
 def _die_with_parent() -> None:
