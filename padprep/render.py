@@ -249,10 +249,11 @@ class Renderer:
 
     def template_spans(self, conv: Conversation, full: str, turns: list[int]) -> tuple[tuple, int]:
         """Spans from the template's own prefix renders (two extra renders per reply), each found after the last."""
-        spans, realigned, floor = [], 0, 0
+        spans, realigned, floor, previous = [], 0, 0, -1
         for i in turns:
             prompt, header = self._prompt(conv, i)
-            start, moved_start = self._reply_start(i, prompt, header, full, floor)
+            start, moved_start = self._reply_start(i, prompt, header, full, floor, conv.messages[previous + 1 : i])
+            previous = i
             end, moved_end = self._reply_end(conv, i, prompt, header, full, start)
             spans.append((start, max(start, end)))
             realigned += moved_start + moved_end
@@ -280,7 +281,7 @@ class Renderer:
                 return None
             end += len(marker)
             content = content_of(conv.messages[i]).strip()
-            if content and content not in full[start:end]:
+            if content and content not in full[self._with_header(full, h, start) : end]:
                 return None
             spans.append((start, end))
         return spans
@@ -299,10 +300,23 @@ class Renderer:
             if not floor <= start < end <= min(ceiling, len(full)):
                 problem = "its span is empty, out of order or overlaps another reply's"
             else:
-                problem = self._missing_text(conv.messages[i], full[start:end], full[floor:ceiling])
+                problem = self._missing_text(conv.messages[i], full[self._with_header(full, floor, start) : end], full[floor:ceiling])
             if problem:
                 raise SpanError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
             floor = end
+
+    def _with_header(self, full: str, floor: int, start: int) -> int:
+        """Where the generation header (or the end of it that the full render writes) begins before ``start``.
+
+        A reply's own text may begin with the end of the header: reasoning kept in ``content`` opens with
+        ``<think>\\n``, which a template whose prompt opens the think block writes where the prompt ends.
+        That text is prompt, not reply, yet it is the field's own text: the check looks for the field in
+        the span together with that header text, and nowhere else."""
+        header = self.header
+        for j in range(min(len(header), start - floor), 0, -1):
+            if full.startswith(header[-j:], start - j):
+                return start - j
+        return start
 
     def _missing_text(self, message: dict, span: str, region: str) -> str | None:
         """What of the reply's own text lies outside its span (None: nothing)."""
@@ -337,20 +351,42 @@ class Renderer:
         bare = self.render_text(conv.messages[:i], conv.tools, generation=False)
         return prompt, prompt[len(bare) :] if prompt.startswith(bare) else ""
 
-    def _reply_start(self, i: int, prompt: str | None, header: str, full: str, floor: int) -> tuple[int, int]:
-        """Where reply ``i`` starts in ``full``: after its prompt, found after the previous reply (``floor``)."""
+    def _reply_start(self, i: int, prompt: str | None, header: str, full: str, floor: int, between) -> tuple[int, int]:
+        """Where reply ``i`` starts in ``full``: after its prompt, found after the previous reply (``floor``).
+
+        ``between`` are the messages since the previous reply (user and tool turns)."""
         if prompt is None:
             return 0, 1  # the reply starts the text
         if floor <= len(prompt) and full.startswith(prompt):
             return len(prompt), 0
+        if floor <= len(prompt) and full.startswith(prompt[:floor]):
+            return self._where_renders_part(i, prompt, header, full, floor, between), 1
         # The template rewrote an earlier turn. What lies between the previous reply and this one is the
         # same text in both renders: the prompt ends with it, the full render has it at ``floor``, and a
         # generation header (or as much of it as the full render repeats) comes right after it.
         body = prompt[: len(prompt) - len(header)]
-        at = _after_same_text(body, header, full, floor)
+        at = _after_same_text(body, self._head_of(header), full, floor)
         if at is None:
             raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
         return at + common_prefix_length(header, full[at : at + len(header)]), 1
+
+    def _where_renders_part(self, i: int, prompt: str, header: str, full: str, floor: int, between) -> int:
+        """Reply ``i``'s start where both renders agree through the previous reply and part after it: the
+        prompt ends with text that only a render ending there writes (DeepSeek-R1 closes its tool outputs
+        block, ``<｜tool▁outputs▁end｜>``, only at the end; a generation header the full render repeats in
+        part). The reply starts where the two part, then after as much of the header as the full render
+        repeats; the turns since the previous reply must lie before that point, else it is not placed."""
+        start = floor + common_prefix_length(prompt[floor:], full[floor : len(prompt)])
+        head = self._head_of(header) if header else ""
+        if head and start < len(prompt) - len(header):  # they part before the header: it must follow
+            if not full.startswith(head, start):
+                raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
+            start += common_prefix_length(header, full[start : start + len(header)])
+        for m in between:
+            content = content_of(m).strip()
+            if content and content in full[floor:] and content not in full[floor:start]:
+                raise SpanError(f"could not locate the prompt of reply at message {i}: the turns before it are not all before it")
+        return start
 
     def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:
         """Where reply ``i`` ends in ``full``: its render as the last message, re-synchronised after ``start``."""
@@ -372,6 +408,30 @@ class Renderer:
             if found >= 0:
                 end, moved = found + len(marker), 1
         return end, moved
+
+    def _head_of(self, header: str) -> str:
+        """The part of a generation header that the full render writes before every reply: its first line,
+        and no more than the probed reply head (DeepSeek-R1's prompt ends ``<｜Assistant｜><think>\\n``, its
+        replies are written after ``<｜Assistant｜>`` alone)."""
+        head = header[: header.index("\n") + 1] if "\n" in header else header
+        if header == self.header and self.reply_head:
+            head = head[: common_prefix_length(head, self.reply_head)]
+        return head
+
+    @cached_property
+    def reply_head(self) -> str:
+        """What the template writes between a user turn and an earlier reply's content in a full render ('' where
+        the probe cannot tell)."""
+        first = [{"role": "user", "content": "hi"}]
+        probe = first + [{"role": "assistant", "content": _PROBE}, {"role": "user", "content": "ok"},
+                         {"role": "assistant", "content": "A."}]
+        try:
+            bare = self.render_text(first, None, generation=False)
+            text = self.render_text(probe, None, generation=False)
+        except RenderError:
+            return ""
+        at = text.find(_PROBE)
+        return text[len(bare) : at] if at >= len(bare) and text.startswith(bare) else ""
 
     def _probe_end_marker(self) -> str:
         """What the template writes right after a reply (``<|im_end|>``, ``<|eot_id|>``...), whitespace trimmed."""
@@ -484,11 +544,10 @@ def _forms(text: str) -> tuple[str, ...]:
     return (text.strip(), escaped, json.dumps(text)[1:-1])
 
 
-def _after_same_text(body: str, header: str, full: str, floor: int) -> int | None:
-    """The first place at or after ``floor`` where ``full`` holds the generation header's first line and
-    the text from ``floor`` up to it is how ``body`` ends (None: nowhere; then the longest tail of
-    ``body`` found after ``floor`` is used)."""
-    head = header[: header.index("\n") + 1] if "\n" in header else header
+def _after_same_text(body: str, head: str, full: str, floor: int) -> int | None:
+    """The first place at or after ``floor`` where ``full`` holds ``head`` (what the template writes before
+    every reply, see ``Renderer._head_of``) and the text from ``floor`` up to it is how ``body`` ends
+    (None: nowhere; without a head, the longest tail of ``body`` found after ``floor`` is used)."""
     if not head:
         return align_tail(body, full, floor)
     at = full.find(head, floor)
