@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import traceback
 from dataclasses import dataclass
 from functools import cached_property
@@ -134,9 +135,15 @@ class Renderer:
             traceback.clear_frames(exc.__traceback__)  # its frames hold the oversized values: free them now
             raise TemplateLimit(f"chat template went past a limit: {exc}") from None
         except jinja2.TemplateError as exc:
-            raise RenderError(f"chat template raised an error: {exc}") from None
+            # the template's own raise_exception(message) says what is wrong in its author's words
+            at = "" if type(exc) is jinja2.TemplateError else _at_line(exc)
+            raise RenderError(f"chat template raised an error: {exc}{at}") from None
+        except RecursionError as exc:  # a macro that calls itself without end on this record's data
+            at = _at_line(exc)
+            traceback.clear_frames(exc.__traceback__)  # a thousand frames: free them now
+            raise RenderError(f"chat template recursed past Python's limit of {sys.getrecursionlimit():,} calls{at}") from None
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
-            raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}") from None
+            raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}{_at_line(exc)}") from None
 
     def render(self, conv: Conversation) -> Rendered:
         full = self.render_text(conv.messages, conv.tools, generation=False, stop_when_too_long=True)
@@ -297,13 +304,20 @@ class Renderer:
         floor = 0
         for k, (i, (start, end)) in enumerate(zip(turns, spans)):
             ceiling = spans[k + 1][0] if k + 1 < len(spans) else len(full)
-            if not floor <= start < end <= min(ceiling, len(full)):
+            if start == end and floor <= start <= min(ceiling, len(full)) and self._writes_nothing(conv.messages[i]):
+                problem = None  # a reply the template writes nothing of (GLM-4 drops tool calls): nothing to train
+            elif not floor <= start < end <= min(ceiling, len(full)):
                 problem = "its span is empty, out of order or overlaps another reply's"
             else:
                 problem = self._missing_text(conv.messages[i], full[self._with_header(full, floor, start) : end], full[floor:ceiling])
             if problem:
                 raise SpanError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
             floor = end
+
+    def _writes_nothing(self, message: dict) -> bool:
+        """The reply has no text the template writes: no content, and no tool calls or reasoning it renders."""
+        return not (content_of(message).strip() or (self.renders_tool_calls and message.get("tool_calls"))
+                    or (self.renders_reasoning and reasoning_of(message).strip()))
 
     def _with_header(self, full: str, floor: int, start: int) -> int:
         """Where the generation header (or the end of it that the full render writes) begins before ``start``.
@@ -506,6 +520,17 @@ _PROBE_TOOL_SCHEMA = {
 # The end of a reply's content is checked on its own too: templates drop a leading ``<think>`` block
 # written inside content from earlier replies (Qwen3), so the whole content is not in the text.
 _TAIL = 64
+
+
+def _at_line(exc: BaseException) -> str:
+    """`` (template line N)``: the innermost line of the template that was running when ``exc`` was raised
+    (jinja maps its frames to template lines); '' when no template frame is in the traceback."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (template line {line})" if line is not None else ""
 
 
 def _tool_call_pieces(message: dict) -> list[tuple[str, list[tuple[str, ...]]]]:

