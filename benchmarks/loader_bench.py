@@ -6,7 +6,7 @@ records, each made unique by a suffix) and are timed in the same run, on the sam
 
 * padprep: ``padprep build`` once (Python API), then one epoch of ``make_dataloader`` (memory-mapped
   shards, batches of ``--batch-size`` rows drawn from one bucket, already padded);
-* padprep through ``datasets``: ``padprep.hf.to_dataset`` of the same build, ``BucketBatchSampler``
+* padprep through ``datasets``: ``padprep.train.hf.to_dataset`` of the same build, ``BucketBatchSampler``
   over its buckets and ``pad_collate`` (what ``BucketBatchesMixin`` does with a ``datasets.Dataset``);
 * datasets: ``load_dataset("json")`` -> ``map`` with the transformers tokenizer's
   ``apply_chat_template`` once, then one epoch of a ``DataLoader`` whose ``DataCollatorForSeq2Seq``
@@ -87,7 +87,7 @@ def _sha256(path: Path) -> str:
 def build_shards(data: Path, output: Path, workers: int) -> float:
     """``padprep build`` through the Python API; reuses an earlier build of the same input. Returns seconds (0 if reused)."""
     from padprep.config import BuildConfig
-    from padprep.pipeline import build
+    from padprep.run.pipeline import build
 
     manifest = output / "manifest.json"
     if manifest.is_file():
@@ -136,7 +136,7 @@ def run_epoch(name: str, loader) -> Epoch:
 
 
 def padprep_epoch(build_dir: Path, batch_size: int, workers: int, seed: int) -> Epoch:
-    from padprep.loader import make_dataloader
+    from padprep.train.loader import make_dataloader
 
     loader = make_dataloader(build_dir, batch_size=batch_size, shuffle=True, seed=seed, num_workers=workers)
     return run_epoch("padprep loader + BucketBatchSampler", loader)
@@ -147,8 +147,8 @@ def padprep_datasets_epoch(build_dir: Path, batch_size: int, workers: int, seed:
 
     from torch.utils.data import DataLoader
 
-    from padprep.hf import bucket_indices, to_dataset
-    from padprep.loader import BucketBatchSampler, pad_collate
+    from padprep.train.hf import bucket_indices, to_dataset
+    from padprep.train.loader import BucketBatchSampler, pad_collate
 
     full = to_dataset(build_dir)
     sampler = BucketBatchSampler(bucket_indices(full), batch_size=batch_size, seed=seed)

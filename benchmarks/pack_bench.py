@@ -9,7 +9,7 @@ is checked on a second index per digit count), so conversation ``i``'s length is
 ``base[i % n] + extra[i % n][digits(i)]``, exactly as the build would count it (``--max-length``
 drops the longer ones, as the build does).
 
-Then the placement alone runs in a fresh process that holds nothing but numpy, ``padprep.pack``
+Then the placement alone runs in a fresh process that holds nothing but numpy, ``padprep.layout.pack``
 and the int32 lengths (loaded from a ``.npy``): it is timed (``pack.best_fit_decreasing``, best of
 ``--repeat``) and its memory measured as Python's ``tracemalloc`` peak (numpy reports its arrays
 there) and the process's peak RSS (``VmHWM``) before and after the first placement.
@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from padprep.pack import best_fit_decreasing  # noqa: E402  (the rest is imported where lengths are computed)
+from padprep.layout.pack import best_fit_decreasing  # noqa: E402  (the rest is imported where lengths are computed)
 
 DIGITS = range(1, 8)  # indices below 10,000,000
 
@@ -45,7 +45,7 @@ DIGITS = range(1, 8)  # indices below 10,000,000
 def record_lengths(processor, records: list[dict], index: int) -> np.ndarray:
     """Token count of ``make_unique(record, index)`` for every record (no length limit: -1 if rejected)."""
     from benchmarks.run import make_unique
-    from padprep.read import RawRecord
+    from padprep.input.read import RawRecord
 
     raw = [RawRecord("bench", k, json.dumps(make_unique(r, index)), format="messages") for k, r in enumerate(records)]
     result = processor.process(raw)
@@ -58,10 +58,10 @@ def record_lengths(processor, records: list[dict], index: int) -> np.ndarray:
 def memory_run_lengths(n: int, max_length: int) -> tuple[np.ndarray, str, int]:
     """The lengths of the memory run's ``n`` conversations that a build at ``max_length`` keeps, in input order."""
     from benchmarks.run import base_records, qwen_tokenizer_dir
-    from padprep.formats import FormatOptions
-    from padprep.process import ProcessOptions, Processor
-    from padprep.templates import resolve_template
-    from padprep.tokenizer import load_tokenizer
+    from padprep.input.formats import FormatOptions
+    from padprep.chat.process import ProcessOptions, Processor
+    from padprep.chat.templates import resolve_template
+    from padprep.chat.tokenizer import load_tokenizer
 
     records, source = base_records()
     bundle = load_tokenizer(str(qwen_tokenizer_dir()))
@@ -140,7 +140,7 @@ def place(lengths: np.ndarray, max_length: int, repeat: int) -> dict:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--place"]:  # the child: numpy, padprep.pack and the lengths only
+    if sys.argv[1:2] == ["--place"]:  # the child: numpy, padprep.layout.pack and the lengths only
         path, max_length, repeat = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         print(json.dumps(measure(np.load(path), max_length, repeat)))
         return

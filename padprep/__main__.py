@@ -10,10 +10,10 @@ import sys
 
 
 def main() -> None:
-    from .padproc import fork_early
+    from padprep.run.padproc import fork_early
 
     fork_early(sys.argv[1:])
-    from .cli import app
+    from padprep.cli import app
 
     app()
 

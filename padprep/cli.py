@@ -18,11 +18,22 @@ from typing import Iterator, List, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 
-from . import __version__
-from .progress import Throughput, format_duration
-from .config import DEFAULT_MAX_REJECT_RATE, BuildConfig, EngineName, InputFormat, PaddingSide, Reasoning, SpanMethod, TrainOn, Truncation
+from padprep import __version__
+from padprep.config import (
+    DEFAULT_MAX_REJECT_RATE,
+    BuildConfig,
+    EngineName,
+    InputFormat,
+    PaddingSide,
+    Reasoning,
+    SpanMethod,
+    TrainOn,
+    Truncation,
+)
+from padprep.run.progress import Throughput, format_duration
 
 app = typer.Typer(
     add_completion=False,
@@ -30,7 +41,7 @@ app = typer.Typer(
     help="Chat / instruction data -> tokenized, label-masked, length-bucketed, padded Arrow shards.",
 )
 
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: E402  (the codes have one owner)
+from padprep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: E402  (the codes have one owner)
 
 
 def _console(stderr: bool = False) -> Console:
@@ -56,7 +67,9 @@ def _pairs(value: Optional[str], option: str) -> tuple[tuple[str, str], ...]:
             continue
         key, sep, target = item.partition("=")
         if not sep or not key.strip() or not target.strip():
-            raise typer.BadParameter(f"expected FROM=TO pairs separated by commas, e.g. bot=assistant,char=user; got {item!r}", param_hint=option)
+            raise typer.BadParameter(
+                f"expected FROM=TO pairs separated by commas, e.g. bot=assistant,char=user; got {item!r}", param_hint=option
+            )
         out.append((key.strip(), target.strip()))
     return tuple(out)
 
@@ -80,60 +93,139 @@ def main(
 
 @app.command()
 def build(
-    inputs: List[str] = typer.Argument(..., help="Input files or globs: .jsonl, .json (one array), either .gz or .zst; - for standard input. Formats may differ from file to file."),
+    inputs: List[str] = typer.Argument(
+        ...,
+        help="Input files or globs: .jsonl, .json (one array), either .gz or .zst; - for standard input. Formats may differ from file to file.",
+    ),
     tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (created atomically)."),
-    chat_template: Optional[str] = typer.Option(None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."),
-    pad_token: Optional[str] = typer.Option(None, help="Pad token text (default: the tokenizer's pad token, else eos, reported)."),
+    chat_template: Optional[str] = typer.Option(
+        None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."
+    ),
+    pad_token: Optional[str] = typer.Option(
+        None, help="Pad token text (default: the tokenizer's pad token, else eos, reported)."
+    ),
     train_on: TrainOn = typer.Option(TrainOn.assistant, help="assistant: every reply; last: the final reply; all: every token."),
-    reasoning: Reasoning = typer.Option(Reasoning.train, help="Think blocks the template writes into replies: train them; mask-empty: mask empty ones (<think>\\n\\n</think>); mask: mask them all. Ids never change."),
-    span_method: SpanMethod = typer.Option(SpanMethod.auto, help="auto: header scan where preflight proves it equals the template's boundaries; template: always the template's prefix renders."),
+    reasoning: Reasoning = typer.Option(
+        Reasoning.train,
+        help="Think blocks the template writes into replies: train them; mask-empty: mask empty ones (<think>\\n\\n</think>); mask: mask them all. Ids never change.",
+    ),
+    span_method: SpanMethod = typer.Option(
+        SpanMethod.auto,
+        help="auto: header scan where preflight proves it equals the template's boundaries; template: always the template's prefix renders.",
+    ),
     max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens."),
-    truncation: Truncation = typer.Option(Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."),
-    pack: bool = typer.Option(False, "--pack", help="Pack whole conversations into rows of exactly --max-length tokens (best-fit decreasing over the whole dataset) with restarted position_ids and seq_lens, for padding-free attention; needs --max-length."),
-    buckets: Optional[str] = typer.Option(None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed to keep padding under 2.5%)."),
+    truncation: Truncation = typer.Option(
+        Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."
+    ),
+    pack: bool = typer.Option(
+        False,
+        "--pack",
+        help="Pack whole conversations into rows of exactly --max-length tokens (best-fit decreasing over the whole dataset) with restarted position_ids and seq_lens, for padding-free attention; needs --max-length.",
+    ),
+    buckets: Optional[str] = typer.Option(
+        None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed to keep padding under 2.5%)."
+    ),
     pad_to_multiple_of: int = typer.Option(1, help="Round every bucket's length up to a multiple of this."),
     padding_side: PaddingSide = typer.Option(PaddingSide.right, help="right for training, left for batched generation."),
     shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most (one bucket per shard)."),
     seed: Optional[int] = typer.Option(None, help="Shuffle rows within each shard with this seed (default: input order)."),
-    workers: int = typer.Option(0, help="Worker processes for render + tokenize; 0: one per core (one process for inputs under 4 MiB)."),
-    engine: EngineName = typer.Option(EngineName.local, help="What runs render + tokenize: local (this machine's processes) or ray (Ray tasks; pip install 'padprep[ray]'). The output is the same bytes."),
-    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="--engine ray: the Ray cluster to join (default: RAY_ADDRESS, else a local cluster started for the run)."),
+    workers: int = typer.Option(
+        0, help="Worker processes for render + tokenize; 0: one per core (one process for inputs under 4 MiB)."
+    ),
+    engine: EngineName = typer.Option(
+        EngineName.local,
+        help="What runs render + tokenize: local (this machine's processes) or ray (Ray tasks; pip install 'padprep[ray]'). The output is the same bytes.",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        envvar="RAY_ADDRESS",
+        help="--engine ray: the Ray cluster to join (default: RAY_ADDRESS, else a local cluster started for the run).",
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
-    force: bool = typer.Option(False, help="Rebuild even when OUTPUT is up to date (same inputs, tokenizer, template, options and version); replaces it."),
-    strict: bool = typer.Option(False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL),
-    max_rejects: Optional[int] = typer.Option(None, help="Fail when more than this many records are rejected (default: no count limit).", rich_help_panel=_REJECT_PANEL),
-    max_reject_rate: float = typer.Option(DEFAULT_MAX_REJECT_RATE, help="Fail when more than this fraction of the records read is rejected (checked from 1,000 records on, and at the end).", rich_help_panel=_REJECT_PANEL),
-    allow_empty: bool = typer.Option(False, help="Succeed with an empty output when no row is written (no records, or all rejected or dropped); by default that fails.", rich_help_panel=_REJECT_PANEL),
-    input_format: InputFormat = typer.Option(InputFormat.auto, "--format", help="Record format; auto: detected per file from its first record.", rich_help_panel=_FORMAT_PANEL),
-    role_map: Optional[str] = typer.Option(None, help="Rename roles / ShareGPT speakers, e.g. bot=assistant,char=user (targets: system, user, assistant, tool, function_call).", rich_help_panel=_FORMAT_PANEL),
-    append_eos: bool = typer.Option(True, help="End raw-text rows (text, string prompt-completion) with the tokenizer's eos token.", rich_help_panel=_FORMAT_PANEL),
-    messages_field: str = typer.Option("messages", help="Key of the message list (messages format).", rich_help_panel=_FORMAT_PANEL),
-    conversations_field: str = typer.Option("conversations", help="Key of the turn list (sharegpt format).", rich_help_panel=_FORMAT_PANEL),
-    system_field: str = typer.Option("system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_FORMAT_PANEL),
-    tools_field: str = typer.Option("tools", help="Key of the tool schemas (messages, sharegpt, prompt-completion).", rich_help_panel=_FORMAT_PANEL),
+    force: bool = typer.Option(
+        False, help="Rebuild even when OUTPUT is up to date (same inputs, tokenizer, template, options and version); replaces it."
+    ),
+    strict: bool = typer.Option(
+        False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL
+    ),
+    max_rejects: Optional[int] = typer.Option(
+        None, help="Fail when more than this many records are rejected (default: no count limit).", rich_help_panel=_REJECT_PANEL
+    ),
+    max_reject_rate: float = typer.Option(
+        DEFAULT_MAX_REJECT_RATE,
+        help="Fail when more than this fraction of the records read is rejected (checked from 1,000 records on, and at the end).",
+        rich_help_panel=_REJECT_PANEL,
+    ),
+    allow_empty: bool = typer.Option(
+        False,
+        help="Succeed with an empty output when no row is written (no records, or all rejected or dropped); by default that fails.",
+        rich_help_panel=_REJECT_PANEL,
+    ),
+    input_format: InputFormat = typer.Option(
+        InputFormat.auto,
+        "--format",
+        help="Record format; auto: detected per file from its first record.",
+        rich_help_panel=_FORMAT_PANEL,
+    ),
+    role_map: Optional[str] = typer.Option(
+        None,
+        help="Rename roles / ShareGPT speakers, e.g. bot=assistant,char=user (targets: system, user, assistant, tool, function_call).",
+        rich_help_panel=_FORMAT_PANEL,
+    ),
+    append_eos: bool = typer.Option(
+        True,
+        help="End raw-text rows (text, string prompt-completion) with the tokenizer's eos token.",
+        rich_help_panel=_FORMAT_PANEL,
+    ),
+    messages_field: str = typer.Option(
+        "messages", help="Key of the message list (messages format).", rich_help_panel=_FORMAT_PANEL
+    ),
+    conversations_field: str = typer.Option(
+        "conversations", help="Key of the turn list (sharegpt format).", rich_help_panel=_FORMAT_PANEL
+    ),
+    system_field: str = typer.Option(
+        "system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_FORMAT_PANEL
+    ),
+    tools_field: str = typer.Option(
+        "tools", help="Key of the tool schemas (messages, sharegpt, prompt-completion).", rich_help_panel=_FORMAT_PANEL
+    ),
     instruction_field: str = typer.Option("instruction", help="Key of the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL),
-    input_field: str = typer.Option("input", help="Key of the optional input, joined to the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL),
+    input_field: str = typer.Option(
+        "input", help="Key of the optional input, joined to the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL
+    ),
     output_field: str = typer.Option("output", help="Key of the reply (alpaca).", rich_help_panel=_FORMAT_PANEL),
-    history_field: str = typer.Option("history", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_FORMAT_PANEL),
+    history_field: str = typer.Option(
+        "history", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_FORMAT_PANEL
+    ),
     prompt_field: str = typer.Option("prompt", help="Key of the prompt (prompt-completion).", rich_help_panel=_FORMAT_PANEL),
-    completion_field: str = typer.Option("completion", help="Key of the completion (prompt-completion).", rich_help_panel=_FORMAT_PANEL),
+    completion_field: str = typer.Option(
+        "completion", help="Key of the completion (prompt-completion).", rich_help_panel=_FORMAT_PANEL
+    ),
     text_field: str = typer.Option("text", help="Key of the text (text format).", rich_help_panel=_FORMAT_PANEL),
 ) -> None:
     """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
-    from .padproc import PadProcess
+    from padprep.run.padproc import PadProcess
 
     # Forked first: pass 2's process imports torch (1.4 s) while this one starts the build.
     with PadProcess.for_engine(engine) as pad:
-        from .errors import PadprepError
-        from .pipeline import build as run_build
-        from .summary import print_build_summary
+        from padprep.errors import PadprepError
+        from padprep.output.summary import print_build_summary
+        from padprep.run.pipeline import build as run_build
 
         err = _console(stderr=True)
         given_fields = {
-            "messages": messages_field, "conversations": conversations_field, "system": system_field, "tools": tools_field,
-            "instruction": instruction_field, "input": input_field, "output": output_field, "history": history_field,
-            "prompt": prompt_field, "completion": completion_field, "text": text_field,
+            "messages": messages_field,
+            "conversations": conversations_field,
+            "system": system_field,
+            "tools": tools_field,
+            "instruction": instruction_field,
+            "input": input_field,
+            "output": output_field,
+            "history": history_field,
+            "prompt": prompt_field,
+            "completion": completion_field,
+            "text": text_field,
         }
         try:
             cfg = BuildConfig(
@@ -181,7 +273,9 @@ def build(
             _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
         if result.up_to_date:
             key = result.manifest.build_key
-            _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
+            _console().print(
+                f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False
+            )
             return
         print_build_summary(_console(), result.manifest, time.monotonic() - started)
 
@@ -195,8 +289,8 @@ def inspect(
     tokenizer: Optional[str] = typer.Option(None, help="Tokenizer for --show (default: the one recorded in the manifest)."),
 ) -> None:
     """Report what is in OUTPUT's shards; optionally show examples and verify every invariant."""
-    from .errors import PadprepError
-    from .inspection import load_stats, print_stats, show_examples, verify_shards
+    from padprep.errors import PadprepError
+    from padprep.output.inspection import load_stats, print_stats, show_examples, verify_shards
 
     err = _console(stderr=True)
     problems: list[str] = []
@@ -283,8 +377,10 @@ class _ProgressView(Throughput):
         snap = self.snapshot()
         if self.bar is not None:
             done = f" · {snap.fraction:.0%} · ETA {format_duration(snap.eta_seconds)}" if snap.eta_seconds is not None else ""
-            info = (f"{snap.records:,} records ({snap.records_per_second:,.0f}/s) · {snap.tokens:,} tokens "
-                    f"({snap.tokens_per_second:,.0f}/s){done}")
+            info = (
+                f"{snap.records:,} records ({snap.records_per_second:,.0f}/s) · {snap.tokens:,} tokens "
+                f"({snap.tokens_per_second:,.0f}/s){done}"
+            )
             total = 1.0 if snap.fraction is not None else None
             self.bar.update(self.task, completed=snap.fraction or 0.0, total=total, info=info)
             self.bar.refresh()
@@ -300,8 +396,13 @@ def _progress(console: Console) -> Iterator[_ProgressView]:
         yield _ProgressView(console, None)
         return
     bar = RichProgress(
-        TextColumn("[bold]build"), BarColumn(bar_width=30), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-        console=console, transient=True, auto_refresh=False,
+        TextColumn("[bold]build"),
+        BarColumn(bar_width=30),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        auto_refresh=False,
     )
     with bar:
         yield _ProgressView(console, bar)

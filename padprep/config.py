@@ -73,9 +73,19 @@ class PaddingSide(str, Enum):
 # Options that change how a build runs but never what it writes: kept out of the manifest so that
 # output is byte-identical whatever their value.
 # The reject limits decide whether a build succeeds, never what a successful one writes.
-_NOT_IN_MANIFEST = frozenset({
-    "output", "overwrite", "force", "workers", "chunk_size", "max_rejects", "max_reject_rate", "allow_empty", "ray_address",
-})
+_NOT_IN_MANIFEST = frozenset(
+    {
+        "output",
+        "overwrite",
+        "force",
+        "workers",
+        "chunk_size",
+        "max_rejects",
+        "max_reject_rate",
+        "allow_empty",
+        "ray_address",
+    }
+)
 # Options held as (key, value) pairs, recorded in the manifest as objects.
 _PAIRS = frozenset({"role_map", "field_names"})
 # With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
@@ -154,15 +164,19 @@ class BuildConfig:
         if self.buckets is not None:
             raise ValueError("--pack and --buckets exclude each other: packed rows all have --max-length tokens; drop one")
         if self.pad_to_multiple_of != 1:
-            raise ValueError("--pad-to-multiple-of applies to buckets; with --pack every row is --max-length tokens: "
-                             "choose a --max-length that is the multiple you need")
+            raise ValueError(
+                "--pad-to-multiple-of applies to buckets; with --pack every row is --max-length tokens: "
+                "choose a --max-length that is the multiple you need"
+            )
         if PaddingSide(self.padding_side) is not PaddingSide.right:
-            raise ValueError("--pack writes right-padded rows for training; --padding-side left (batched generation) "
-                             "needs a bucketed build: drop --pack")
+            raise ValueError(
+                "--pack writes right-padded rows for training; --padding-side left (batched generation) "
+                "needs a bucketed build: drop --pack"
+            )
 
     def format_options(self):
         """The options of the read/normalize stages (``formats.FormatOptions``)."""
-        from .formats import FieldNames, FormatOptions
+        from padprep.input.formats import FieldNames, FormatOptions
 
         known = FieldNames.names()
         for key, value in self.field_names:

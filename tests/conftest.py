@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from padprep.config import BuildConfig
-from padprep.pipeline import build
-from padprep.write import read_shard
+from padprep.layout.shards import read_shard
+from padprep.run.pipeline import build
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

@@ -89,14 +89,18 @@ def deepseek_r1_tagged(template: str) -> str:
     for old, new in (
         ("{{'<｜Assistant｜><｜tool▁calls▁begin｜>", head + gen + "{{'<｜tool▁calls▁begin｜>"),
         # reasoning kept in content opens with ``<think>\\n``, where the generation prompt ends: prompt, not reply
-        ("{{'<｜Assistant｜>' + message['content'] + '<｜tool▁calls▁begin｜>",
-         head + "{% set content = message['content'] %}{% if content.startswith('<think>\\n') %}{{'<think>\\n'}}"
-         "{% set content = content[8:] %}{% endif %}" + gen + "{{content + '<｜tool▁calls▁begin｜>"),
+        (
+            "{{'<｜Assistant｜>' + message['content'] + '<｜tool▁calls▁begin｜>",
+            head + "{% set content = message['content'] %}{% if content.startswith('<think>\\n') %}{{'<think>\\n'}}"
+            "{% set content = content[8:] %}{% endif %}" + gen + "{{content + '<｜tool▁calls▁begin｜>",
+        ),
         ("{{'\\n' + '<｜tool▁call▁begin｜>'", gen + "{{'\\n' + '<｜tool▁call▁begin｜>'"),
         (call_end, call_end + end),  # closes the three statements above
         ("{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}", gen + "{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}" + end),
-        ("{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}",
-         "{{'<｜tool▁outputs▁end｜>'}}" + gen + "{{message['content'] + '<｜end▁of▁sentence｜>'}}" + end),
+        (
+            "{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}",
+            "{{'<｜tool▁outputs▁end｜>'}}" + gen + "{{message['content'] + '<｜end▁of▁sentence｜>'}}" + end,
+        ),
         ("{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}", head + gen + "{{content + '<｜end▁of▁sentence｜>'}}" + end),
     ):
         out = _replace_once(out, old, new)
@@ -113,15 +117,18 @@ def qwen35_tagged(template: str) -> str:
         "{{- reasoning_content + '\\n</think>\\n\\n' + content }}{% endgeneration %}",
     )
     out = _replace_once(
-        out, "{{- '<|im_start|>' + message.role + '\\n' + content }}",
+        out,
+        "{{- '<|im_start|>' + message.role + '\\n' + content }}",
         "{{- '<|im_start|>' + message.role + '\\n' }}{% generation %}{{- content }}{% endgeneration %}",
     )
     out = _replace_once(
-        out, "{%- if message.tool_calls and message.tool_calls is iterable",
+        out,
+        "{%- if message.tool_calls and message.tool_calls is iterable",
         "{% generation %}{%- if message.tool_calls and message.tool_calls is iterable",
     )
     return _replace_once(
-        out, "{{- '<|im_end|>\\n' }}\n    {%- elif message.role == \"tool\" %}",
+        out,
+        "{{- '<|im_end|>\\n' }}\n    {%- elif message.role == \"tool\" %}",
         "{{- '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}\n    {%- elif message.role == \"tool\" %}",
     )
 
@@ -133,7 +140,9 @@ def qwen3_tagged(template: str) -> str:
 
 
 TAGGERS: dict[str, Callable[[str], str]] = {
-    "qwen3": qwen3_tagged, "deepseek-r1": deepseek_r1_tagged, "qwen-3.5": qwen35_tagged,
+    "qwen3": qwen3_tagged,
+    "deepseek-r1": deepseek_r1_tagged,
+    "qwen-3.5": qwen35_tagged,
 }
 
 
@@ -147,8 +156,9 @@ def _ids(encoded) -> list[int]:
 def tagged_reference(tok, messages: list[dict], tools, tagged: str) -> tuple[list, list]:
     text = tok.apply_chat_template(messages, tools=tools, tokenize=False)
     assert tok.apply_chat_template(messages, tools=tools, chat_template=tagged, tokenize=False) == text
-    enc = tok.apply_chat_template(messages, tools=tools, chat_template=tagged, tokenize=True, return_dict=True,
-                                  return_assistant_tokens_mask=True)
+    enc = tok.apply_chat_template(
+        messages, tools=tools, chat_template=tagged, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     ids = list(enc["input_ids"])
     return ids, [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from padprep.loader import load
-from padprep.mask import IGNORE_INDEX
+from padprep.schema import IGNORE_INDEX
+from padprep.train.loader import load
 
 TINY_LLAMA = dict(
     vocab_size=3072,  # the sample tokenizer has 3,003 ids
@@ -34,7 +34,7 @@ def tiny_llama(seed: int = 0):
 
 def recording(base: type) -> type:
     """``class (BucketBatchesMixin, base)`` whose ``compute_loss`` keeps a CPU copy of every batch it is given."""
-    from padprep.hf import BucketBatchesMixin
+    from padprep.train.hf import BucketBatchesMixin
 
     class Recording(BucketBatchesMixin, base):
         def __init__(self, *args, **kwargs):

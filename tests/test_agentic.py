@@ -15,29 +15,50 @@ from pathlib import Path
 
 import pytest
 
+from padprep.chat.render import Renderer, RenderError
+from padprep.chat.templates import BUILTIN_TEMPLATES
 from padprep.config import SpanMethod
-from padprep.render import Renderer, RenderError
-from padprep.normalize import Conversation
-from padprep.templates import BUILTIN_TEMPLATES
+from padprep.input.conversation import Conversation
 from tests.conftest import SAMPLE, padprep_cli, run_build, unpadded_rows, write_jsonl
 from tests.test_reference import qwen3_generation_template
 
 transformers = pytest.importorskip("transformers")
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
-    {"type": "function", "function": {"name": "search_docs", "description": "Search the docs",
-                                      "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}}}}},
-    {"type": "function", "function": {"name": "calculate", "description": "Evaluate an expression",
-                                      "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the docs",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}}},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "calculate",
+            "description": "Evaluate an expression",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+        },
+    },
 ]
 
 
 def _call(rng: random.Random, tag: str) -> dict:
     name = rng.choice(["get_weather", "search_docs", "calculate"])
-    args = {"get_weather": {"city": f"City-{tag}"}, "search_docs": {"query": f"how to {tag}", "limit": 3},
-            "calculate": {"expression": f"{len(tag)} * 7"}}[name]
+    args = {
+        "get_weather": {"city": f"City-{tag}"},
+        "search_docs": {"query": f"how to {tag}", "limit": 3},
+        "calculate": {"expression": f"{len(tag)} * 7"},
+    }[name]
     arguments = json.dumps(args) if rng.random() < 0.3 else args  # OpenAI gives a JSON string, others an object
     return {"type": "function", "function": {"name": name, "arguments": arguments}}
 
@@ -106,8 +127,14 @@ def reference(tok, records: list[dict], template: str, tagged: str) -> dict[int,
             out[n] = None
             continue
         assert tok.apply_chat_template(rec["messages"], tools=rec["tools"], chat_template=tagged, tokenize=False) == text
-        enc = tok.apply_chat_template(rec["messages"], tools=rec["tools"], chat_template=tagged, tokenize=True,
-                                      return_dict=True, return_assistant_tokens_mask=True)
+        enc = tok.apply_chat_template(
+            rec["messages"],
+            tools=rec["tools"],
+            chat_template=tagged,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
         ids = list(enc["input_ids"])
         out[n] = (ids, [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])])
     return out
@@ -137,8 +164,13 @@ def qwen_tok(qwen_dir):
 def records() -> list[dict]:
     recs = agentic_records()
     shapes = {
-        "tool->assistant": 0, "tool->tool->assistant": 0, "rounds before next user": 0,
-        "final with reasoning": 0, "final without reasoning": 0, "null content": 0, "empty content": 0,
+        "tool->assistant": 0,
+        "tool->tool->assistant": 0,
+        "rounds before next user": 0,
+        "final with reasoning": 0,
+        "final without reasoning": 0,
+        "null content": 0,
+        "empty content": 0,
     }
     for rec in recs:
         m = rec["messages"]
@@ -173,35 +205,56 @@ def test_think_opening_generation_prompt_matches_its_reference(tmp_path, qwen_di
     ref = reference(qwen_tok, records, template, think_prompt_generation_template(qwen_tok.chat_template))
     # the same shapes without reasoning anywhere: the think-opening prompt alone used to break them
     src = write_jsonl(tmp_path / "agentic.jsonl", records)
-    manifest = run_build([src], qwen_dir, tmp_path / "out", chat_template=str(tmp_path / "t.jinja"),
-                         span_method=SpanMethod(span_method), max_reject_rate=1.0)
+    manifest = run_build(
+        [src],
+        qwen_dir,
+        tmp_path / "out",
+        chat_template=str(tmp_path / "t.jinja"),
+        span_method=SpanMethod(span_method),
+        max_reject_rate=1.0,
+    )
     assert_exact(tmp_path / "out", records, ref, manifest)
-    plain = [{**r, "messages": [{k: v for k, v in m.items() if k != "reasoning_content"} for m in r["messages"]]} for r in records]
+    plain = [
+        {**r, "messages": [{k: v for k, v in m.items() if k != "reasoning_content"} for m in r["messages"]]} for r in records
+    ]
     ref = reference(qwen_tok, plain, template, think_prompt_generation_template(qwen_tok.chat_template))
     src = write_jsonl(tmp_path / "plain.jsonl", plain)
-    manifest = run_build([src], qwen_dir, tmp_path / "out2", chat_template=str(tmp_path / "t.jinja"),
-                         span_method=SpanMethod(span_method), max_reject_rate=1.0)
+    manifest = run_build(
+        [src],
+        qwen_dir,
+        tmp_path / "out2",
+        chat_template=str(tmp_path / "t.jinja"),
+        span_method=SpanMethod(span_method),
+        max_reject_rate=1.0,
+    )
     assert_exact(tmp_path / "out2", plain, ref, manifest)
 
 
 def test_reply_after_a_tool_result_is_trained(tmp_path, qwen_dir):
     """The issue's smallest case: ANSWER-ONE follows a tool result, and a later user turn drops the first think block."""
-    rec = {"messages": [
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "reasoning_content": "I need the tool.",
-         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "content": "20C"},
-        {"role": "assistant", "content": "ANSWER-ONE"},
-        {"role": "user", "content": "Thanks!"},
-        {"role": "assistant", "content": "You are welcome."},
-    ], "tools": TOOLS}
+    rec = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "I need the tool.",
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            },
+            {"role": "tool", "content": "20C"},
+            {"role": "assistant", "content": "ANSWER-ONE"},
+            {"role": "user", "content": "Thanks!"},
+            {"role": "assistant", "content": "You are welcome."},
+        ],
+        "tools": TOOLS,
+    }
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(qwen_dir / "tokenizer.json"))
     for method in ("auto", "template"):
         out = tmp_path / method
         run_build([write_jsonl(tmp_path / "a.jsonl", [rec])], qwen_dir, out, span_method=SpanMethod(method))
-        (ids, labels), = unpadded_rows(out)
+        ((ids, labels),) = unpadded_rows(out)
         trained = tok.decode([int(t) for t in labels if t != -100], skip_special_tokens=False)
         assert "ANSWER-ONE<|im_end|>" in trained
         assert trained.count("get_weather") == 1 and "20C" not in trained and "Thanks!" not in trained
@@ -215,8 +268,16 @@ def test_self_check_rejects_a_span_it_cannot_place(tmp_path):
     )
     r = Renderer(template, {})
     conv = Conversation(
-        ({"role": "user", "content": "a"}, {"role": "assistant", "content": "B1"},
-         {"role": "user", "content": "c"}, {"role": "assistant", "content": "B2"}), None, "x", 1)
+        (
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "B1"},
+            {"role": "user", "content": "c"},
+            {"role": "assistant", "content": "B2"},
+        ),
+        None,
+        "x",
+        1,
+    )
     full = r.render_text(conv.messages, None, generation=False)
     r.check_spans(conv, full, [1, 3], ((full.index("B1"), full.index("B1") + 12), (full.index("B2"), full.index("B2") + 12)))
     with pytest.raises(RenderError, match="could not locate reply 1 of 2.*overlaps"):
@@ -233,16 +294,27 @@ def test_null_content_reaches_the_template_as_transformers_passes_it(tmp_path, q
         "{% for c in m.tool_calls %}CALL {{ c.function.name }} {{ c.function.arguments | tojson }}{% endfor %}{% endif %}"
         "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    rec = {"messages": [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": None, "x_custom": 1,
-         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
-        {"role": "tool", "content": "cold"},
-        {"role": "assistant", "content": "Cold."},
-    ]}
+    rec = {
+        "messages": [
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": None,
+                "x_custom": 1,
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}],
+            },
+            {"role": "tool", "content": "cold"},
+            {"role": "assistant", "content": "Cold."},
+        ]
+    }
     (tmp_path / "t.jinja").write_text(template)
-    run_build([write_jsonl(tmp_path / "a.jsonl", [rec])], SAMPLE / "tokenizer", tmp_path / "out", chat_template=str(tmp_path / "t.jinja"))
-    (ids, labels), = unpadded_rows(tmp_path / "out")
+    run_build(
+        [write_jsonl(tmp_path / "a.jsonl", [rec])],
+        SAMPLE / "tokenizer",
+        tmp_path / "out",
+        chat_template=str(tmp_path / "t.jinja"),
+    )
+    ((ids, labels),) = unpadded_rows(tmp_path / "out")
     tok = transformers.AutoTokenizer.from_pretrained(str(SAMPLE / "tokenizer"))
     ref = tok.apply_chat_template(rec["messages"], chat_template=template, tokenize=True, return_dict=False)
     assert ids.tolist() == list(ref["input_ids"] if hasattr(ref, "keys") else ref)
@@ -252,12 +324,19 @@ def test_null_content_reaches_the_template_as_transformers_passes_it(tmp_path, q
 
 def test_llama3_builtin_renders_tools_and_tool_calls(tmp_path):
     """The built-in llama3 template writes tools, tool calls (JSON) and results (ipython), as Llama 3.1+ does."""
-    rec = {"messages": [
-        {"role": "user", "content": "Weather in Rome?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
-        {"role": "tool", "content": "{\"temp\": 25}"},
-        {"role": "assistant", "content": "25 degrees."},
-    ], "tools": TOOLS}
+    rec = {
+        "messages": [
+            {"role": "user", "content": "Weather in Rome?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}],
+            },
+            {"role": "tool", "content": '{"temp": 25}'},
+            {"role": "assistant", "content": "25 degrees."},
+        ],
+        "tools": TOOLS,
+    }
     src = write_jsonl(tmp_path / "a.jsonl", [rec])
     m = run_build([src], SAMPLE / "tokenizer-bos", tmp_path / "out", chat_template="llama3")
     assert "unrendered_field" not in {h["code"] for h in m["hazards"]}
@@ -265,7 +344,7 @@ def test_llama3_builtin_renders_tools_and_tool_calls(tmp_path):
     text = tok.apply_chat_template(rec["messages"], tools=TOOLS, chat_template=BUILTIN_TEMPLATES["llama3"], tokenize=False)
     assert '{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot_id|>' in text
     assert "<|start_header_id|>ipython<|end_header_id|>" in text and '"name": "search_docs"' in text
-    (ids, labels), = unpadded_rows(tmp_path / "out")
+    ((ids, labels),) = unpadded_rows(tmp_path / "out")
     trained = tok.decode([int(t) for t in labels if t != -100])
     assert trained == '{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot_id|>25 degrees.<|eot_id|>'
     # a plain chat renders exactly as Meta-Llama-3-Instruct's template did
@@ -280,13 +359,20 @@ def test_dropped_fields_are_a_hazard_and_strict_fails(tmp_path):
     """A template that never writes tool calls or reasoning: the data's fields are reported, --strict exits 3."""
     template = tmp_path / "chatml.jinja"
     template.write_text(BUILTIN_TEMPLATES["chatml"])
-    rec = {"messages": [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "Checking.", "reasoning_content": "Use the tool.",
-         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
-        {"role": "tool", "content": "25"},
-        {"role": "assistant", "content": "25 degrees."},
-    ], "tools": TOOLS}
+    rec = {
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "reasoning_content": "Use the tool.",
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}],
+            },
+            {"role": "tool", "content": "25"},
+            {"role": "assistant", "content": "25 degrees."},
+        ],
+        "tools": TOOLS,
+    }
     src = write_jsonl(tmp_path / "a.jsonl", [rec, rec])
     m = run_build([src], SAMPLE / "tokenizer", tmp_path / "out", chat_template=str(template))
     hazards = {h["code"]: h for h in m["hazards"]}
@@ -294,8 +380,17 @@ def test_dropped_fields_are_a_hazard_and_strict_fails(tmp_path):
     message = hazards["unrendered_field"]["message"]
     assert "tool_calls" in message and "reasoning_content" in message and "tools" in message
     assert hazards["unrendered_field"]["count"] == 2
-    res = padprep_cli("build", str(src), "-t", str(SAMPLE / "tokenizer"), "-o", str(tmp_path / "strict"),
-                      "--chat-template", str(template), "--strict")
+    res = padprep_cli(
+        "build",
+        str(src),
+        "-t",
+        str(SAMPLE / "tokenizer"),
+        "-o",
+        str(tmp_path / "strict"),
+        "--chat-template",
+        str(template),
+        "--strict",
+    )
     assert res.returncode == 3 and "unrendered_field" in res.stderr
     # the sample tokenizer's own template renders tool calls and tools: no hazard for those
     m = run_build([src], SAMPLE / "tokenizer", tmp_path / "own")
@@ -307,18 +402,19 @@ def test_preflight_fast_path_check_uses_the_builds_format_options(tmp_path, qwen
     """With renamed fields every sample record used to be a reject in the check, which then passed vacuously."""
     recs = [{"dialog": r["messages"], "tools": r["tools"]} for r in agentic_records(40, seed=3)]
     src = write_jsonl(tmp_path / "a.jsonl", recs)
+    from padprep.chat.process import ProcessOptions, Processor
+    from padprep.chat.tokenizer import load_tokenizer
     from padprep.config import BuildConfig
-    from padprep.pipeline import build as run
-    from padprep.preflight import fast_spans_agree
-    from padprep.process import ProcessOptions, Processor
-    from padprep.read import read_records
-    from padprep.tokenizer import load_tokenizer
+    from padprep.input.read import read_records
+    from padprep.run.pipeline import build as run
+    from padprep.run.preflight import fast_spans_agree
 
-    cfg = BuildConfig(inputs=(src,), tokenizer=str(qwen_dir), output=tmp_path / "o", field_names=(("messages", "dialog"),),
-                      max_reject_rate=1.0)
+    cfg = BuildConfig(
+        inputs=(src,), tokenizer=str(qwen_dir), output=tmp_path / "o", field_names=(("messages", "dialog"),), max_reject_rate=1.0
+    )
     bundle = load_tokenizer(str(qwen_dir))
     processor = Processor(bundle, ProcessOptions(bundle.chat_template, formats=cfg.format_options()))
-    from padprep.preflight import sample_conversations
+    from padprep.run.preflight import sample_conversations
 
     sample = list(read_records(str(src)))
     convs = sample_conversations(processor, sample)

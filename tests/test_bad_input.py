@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from padprep import read
 from padprep.config import BuildConfig, TrainOn, Truncation
-from padprep.pipeline import BuildFailed, TooManyRejects, build
-from padprep.read import InputError, read_records
+from padprep.input import read
+from padprep.input.read import InputError, read_records
+from padprep.run.pipeline import BuildFailed, TooManyRejects, build
 from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, unpadded_rows, write_jsonl
 
 TOK = SAMPLE / "tokenizer"
@@ -71,8 +71,14 @@ def test_broken_sample_accounts_for_every_record(tmp_path):
     t = m["totals"]
     assert (t["records_read"], t["rows_written"], t["rejected"], t["dropped"]) == (14, 3, 10, 1)
     assert t["records_read"] == t["rows_written"] + t["rejected"] + t["dropped"]
-    assert m["inputs"][0] | {} == {**m["inputs"][0], "format": "messages", "records_read": 14, "rows_written": 3,
-                                   "rejected": 10, "dropped": 1}
+    assert m["inputs"][0] | {} == {
+        **m["inputs"][0],
+        "format": "messages",
+        "records_read": 14,
+        "rows_written": 3,
+        "rejected": 10,
+        "dropped": 1,
+    }
     rejects = rejects_of(tmp_path / "o" / "rejects.jsonl")
     assert {r["line"]: (r["stage"], r["reason"][: len(BROKEN_EXPECTED[r["line"]][1])]) for r in rejects} == BROKEN_EXPECTED
     lines = file_lines(BROKEN)
@@ -218,18 +224,45 @@ def test_hostile_records_stay_harmless(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     recs = [
-        {"messages": [{"role": "user", "content": str(fifo)}, {"role": "assistant", "content": "{{ 7 * 7 }} {% raise %}"}],
-         "tools": [{"$ref": f"file://{fifo}"}], "images": [str(fifo)], "file": str(fifo)},
-        {"messages": [{"role": "user", "content": "Read this file."}, {"role": "assistant", "content": str(fifo)}],
-         "path": str(fifo)},
-        {"messages": [{"role": "user", "content": [{"type": "image", "image": str(fifo)}]}, {"role": "assistant", "content": "x"}]},
+        {
+            "messages": [{"role": "user", "content": str(fifo)}, {"role": "assistant", "content": "{{ 7 * 7 }} {% raise %}"}],
+            "tools": [{"$ref": f"file://{fifo}"}],
+            "images": [str(fifo)],
+            "file": str(fifo),
+        },
+        {
+            "messages": [{"role": "user", "content": "Read this file."}, {"role": "assistant", "content": str(fifo)}],
+            "path": str(fifo),
+        },
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image", "image": str(fifo)}]},
+                {"role": "assistant", "content": "x"},
+            ]
+        },
     ]
-    lines = [json.dumps(r) for r in recs] + ["[" * 100_000 + "]" * 100_000, '{"text": ' + "9" * 5000 + "}",
-                                             '{"messages": ' + "[" * 50_000 + "]" * 50_000 + "}"]
+    lines = [json.dumps(r) for r in recs] + [
+        "[" * 100_000 + "]" * 100_000,
+        '{"text": ' + "9" * 5000 + "}",
+        '{"messages": ' + "[" * 50_000 + "]" * 50_000 + "}",
+    ]
     src = tmp_path / "hostile.jsonl"
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(out), "--max-reject-rate", "1", "--allow-empty"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "padprep",
+        "build",
+        str(src),
+        "-t",
+        str(TOK),
+        "-o",
+        str(out),
+        "--max-reject-rate",
+        "1",
+        "--allow-empty",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     totals = json.loads((out / "manifest.json").read_text())["totals"]
@@ -272,16 +305,21 @@ def test_a_hostile_template_is_sandboxed(tmp_path):
     assert len(reasons) == 1 and reasons.pop().startswith("chat template raised an error")
 
 
-@pytest.mark.parametrize("reach", [
-    "{{ m.content.__class__.__mro__ }}",  # an underscore attribute of a type whose other attributes were judged safe
-    '{{ "{0.__class__.__mro__}".format(m.content) }}',  # str.format reaches attributes too
-    "{% set seen = [] %}{{ seen.append(m.content) }}",  # a mutating method (ImmutableSandboxedEnvironment)
-])
+@pytest.mark.parametrize(
+    "reach",
+    [
+        "{{ m.content.__class__.__mro__ }}",  # an underscore attribute of a type whose other attributes were judged safe
+        '{{ "{0.__class__.__mro__}".format(m.content) }}',  # str.format reaches attributes too
+        "{% set seen = [] %}{{ seen.append(m.content) }}",  # a mutating method (ImmutableSandboxedEnvironment)
+    ],
+)
 def test_the_sandbox_judges_every_access_even_after_safe_ones(tmp_path, reach):
     """Verdicts are cached per (type, attribute): a safe ``content.strip`` and ``loop.last`` must not open
     ``content.__class__``, ``format`` or ``append`` on the same types."""
     template = tmp_path / "reach.jinja"
-    template.write_text("{% for m in messages %}{{ m.content.strip() }}{{ loop.last }}{{ m.role.upper() }}" + reach + "{% endfor %}")
+    template.write_text(
+        "{% for m in messages %}{{ m.content.strip() }}{{ loop.last }}{{ m.role.upper() }}" + reach + "{% endfor %}"
+    )
     src = write_jsonl(tmp_path / "in.jsonl", [GOOD, GOOD])
     m = run_build([src], TOK, tmp_path / "o", chat_template=str(template), max_reject_rate=1.0, allow_empty=True)
     assert (m["totals"]["rows_written"], m["totals"]["rejected"]) == (0, 2)
@@ -292,8 +330,14 @@ def test_the_sandbox_judges_every_access_even_after_safe_ones(tmp_path, reach):
 
 
 def _big_input(path: Path, n: int = 40_000) -> Path:
-    rec = json.dumps({"messages": [{"role": "user", "content": "Tell me about rivers. " * 6},
-                                   {"role": "assistant", "content": "Rivers flow to the sea. " * 10}]})
+    rec = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "Tell me about rivers. " * 6},
+                {"role": "assistant", "content": "Rivers flow to the sea. " * 10},
+            ]
+        }
+    )
     path.write_text((rec + "\n") * n)
     return path
 
@@ -302,8 +346,14 @@ def _start_build(src: Path, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(out)]
     # A job started in the background inherits SIGINT ignored (and then rightly ignores Ctrl-C); the
     # test is about what padprep does with the signal, so the build gets the default disposition.
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_spill(out: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -362,7 +412,9 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, sig):
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 _role = st.sampled_from(["user", "assistant", "system", "tool", "bot", "human", "gpt", ""])
-_content = st.one_of(_text, st.none(), st.integers(), st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _text}), max_size=2))
+_content = st.one_of(
+    _text, st.none(), st.integers(), st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _text}), max_size=2)
+)
 _message = st.fixed_dictionaries({"role": _role, "content": _content})
 _call = st.just(json.dumps({"name": "f", "arguments": {"x": 1}}))
 _json = st.recursive(
@@ -373,15 +425,29 @@ _json = st.recursive(
 _record = st.one_of(
     st.fixed_dictionaries({"messages": st.lists(_message, max_size=4)}, optional={"tools": st.just([{"name": "f"}])}),
     st.fixed_dictionaries(
-        {"conversations": st.lists(st.fixed_dictionaries({
-            "from": st.sampled_from(["human", "gpt", "system", "function_call", "observation", "bot"]),
-            "value": st.one_of(_text, _call)}), max_size=4)},
-        optional={"system": _text, "tools": st.sampled_from(["[]", "[{\"name\": \"f\"}]", "oops"])},
+        {
+            "conversations": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "from": st.sampled_from(["human", "gpt", "system", "function_call", "observation", "bot"]),
+                        "value": st.one_of(_text, _call),
+                    }
+                ),
+                max_size=4,
+            )
+        },
+        optional={"system": _text, "tools": st.sampled_from(["[]", '[{"name": "f"}]', "oops"])},
     ),
-    st.fixed_dictionaries({"instruction": _text, "output": _text},
-                          optional={"input": _text, "system": _text, "history": st.lists(st.lists(_text, min_size=2, max_size=2), max_size=2)}),
-    st.fixed_dictionaries({"prompt": st.one_of(_text, st.lists(_message, max_size=2)),
-                           "completion": st.one_of(_text, st.lists(_message, max_size=2))}),
+    st.fixed_dictionaries(
+        {"instruction": _text, "output": _text},
+        optional={"input": _text, "system": _text, "history": st.lists(st.lists(_text, min_size=2, max_size=2), max_size=2)},
+    ),
+    st.fixed_dictionaries(
+        {
+            "prompt": st.one_of(_text, st.lists(_message, max_size=2)),
+            "completion": st.one_of(_text, st.lists(_message, max_size=2)),
+        }
+    ),
     st.fixed_dictionaries({"text": _text}),
     _json,
 )
@@ -399,7 +465,7 @@ def _lines(draw) -> list[bytes]:
             data = data[:at]
         elif how == "flip" and data:
             i = min(at, len(data) - 1)
-            data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
+            data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1 :]
         elif how == "nul":
             data = data[:at] + b"\x00" + data[at:]
         elif how == "bom":
@@ -433,13 +499,25 @@ _EXAMPLES = int(os.environ.get("PADPREP_FUZZ_EXAMPLES", "40"))
     max_length=st.sampled_from([None, 24]),
     truncation=st.sampled_from(list(Truncation)),
 )
-def test_random_and_corrupted_records_never_crash_and_always_reconcile(lines, container, chunk_size, train_on, max_length, truncation):
+def test_random_and_corrupted_records_never_crash_and_always_reconcile(
+    lines, container, chunk_size, train_on, max_length, truncation
+):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = tmp / f"in.{container}"
         src.write_bytes(b"\n".join(lines) + b"\n" if container == "jsonl" else b"[" + b",\n".join(lines) + b"]")
-        cfg = BuildConfig(inputs=(src,), tokenizer=str(TOK), output=tmp / "o", chunk_size=chunk_size, preflight_records=2,
-                          train_on=train_on, max_length=max_length, truncation=truncation, max_reject_rate=1.0, allow_empty=True)
+        cfg = BuildConfig(
+            inputs=(src,),
+            tokenizer=str(TOK),
+            output=tmp / "o",
+            chunk_size=chunk_size,
+            preflight_records=2,
+            train_on=train_on,
+            max_length=max_length,
+            truncation=truncation,
+            max_reject_rate=1.0,
+            allow_empty=True,
+        )
         m = build(cfg).manifest.to_json()
         t = m["totals"]
         assert t["records_read"] == t["rows_written"] + t["rejected"] + t["dropped"]
@@ -486,14 +564,17 @@ def test_json_array_reader_finds_exactly_the_elements(values, chunk, indent):
         assert [json.loads(r.text) for r in recs] == values
 
 
-@pytest.mark.parametrize("body, texts", [
-    ("[}", ["}"]),
-    ("[1}]", ["1", "}"]),
-    ("[}}{]", ["}", "}", "{]"]),
-    ('[1{"a":1}]', ["1", '{"a":1}']),
-    ('[{"a": [1, 2}, {"b": 2}]', ['{"a": [1, 2}', '{"b": 2}']),  # a missing bracket costs one element
-    ("[,,{}, ,]", ["{}"]),
-])
+@pytest.mark.parametrize(
+    "body, texts",
+    [
+        ("[}", ["}"]),
+        ("[1}]", ["1", "}"]),
+        ("[}}{]", ["}", "}", "{]"]),
+        ('[1{"a":1}]', ["1", '{"a":1}']),
+        ('[{"a": [1, 2}, {"b": 2}]', ['{"a": [1, 2}', '{"b": 2}']),  # a missing bracket costs one element
+        ("[,,{}, ,]", ["{}"]),
+    ],
+)
 def test_malformed_arrays_end_and_lose_nothing(tmp_path, body, texts):
     src = tmp_path / "a.json"
     src.write_text(body)

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from padprep.encode import ByteOffsets, Encoder, tokenize_batch
-from padprep.mask import labels_by_offsets, labels_from_spans
-from padprep.process import ProcessOptions, Processor
-from padprep.read import RawRecord, read_records
-from padprep.formats import FormatOptions, with_formats
-from padprep.templates import resolve_template
-from padprep.tokenizer import load_tokenizer
+from padprep.chat.encode import ByteOffsets, Encoder, tokenize_batch
+from padprep.chat.mask import labels_by_offsets, labels_from_spans
+from padprep.chat.process import ProcessOptions, Processor
+from padprep.chat.templates import resolve_template
+from padprep.chat.tokenizer import load_tokenizer
+from padprep.input.formats import FormatOptions, with_formats
+from padprep.input.read import RawRecord, read_records
 from tests.conftest import SAMPLE
 
 TEXTS = [
@@ -137,8 +137,12 @@ def test_rows_are_the_same_with_offsets_from_bytes_or_from_the_tokenizer(qwen_di
     bundle = load_tokenizer(str(qwen_dir))
     template, _ = resolve_template(None, bundle.chat_template)
     records = list(with_formats(str(SAMPLE / "chat.jsonl"), read_records(str(SAMPLE / "chat.jsonl")), FormatOptions(), {}))
-    extra = {"messages": [{"role": "user", "content": "Quelle est la capitale ? e\u0301"},  # not NFC: falls back
-                          {"role": "assistant", "content": "Paris 😀, naïve café"}]}
+    extra = {
+        "messages": [
+            {"role": "user", "content": "Quelle est la capitale ? e\u0301"},  # not NFC: falls back
+            {"role": "assistant", "content": "Paris 😀, naïve café"},
+        ]
+    }
     fast = Processor(bundle, ProcessOptions(template, max_length=512))
     slow = Processor(bundle, ProcessOptions(template, max_length=512, byte_offsets=False))
     assert fast.encoder.byte_offsets is not None and slow.encoder.byte_offsets is None
@@ -153,10 +157,10 @@ def test_rows_are_the_same_with_offsets_from_bytes_or_from_the_tokenizer(qwen_di
 def test_preflight_falls_back_to_the_tokenizers_offsets_when_the_bytes_disagree_on_the_sample(tmp_path, monkeypatch):
     """A tokenizer the probe passes but whose byte offsets would be wrong on real renders: preflight
     compares both ways on the sample and the whole run (workers' head start included) takes the tokenizer's."""
-    import padprep.pipeline
+    import padprep.run.pipeline
     from tests.conftest import run_build, shard_bytes
 
-    monkeypatch.setattr(padprep.pipeline, "SMALL_INPUT_BYTES", 0)  # offsets from bytes, as for a large input
+    monkeypatch.setattr(padprep.run.pipeline, "SMALL_INPUT_BYTES", 0)  # offsets from bytes, as for a large input
     tok, chat = SAMPLE / "tokenizer", SAMPLE / "chat.jsonl"
     run_build([chat], tok, tmp_path / "good", workers=2, chunk_size=4, preflight_records=8)
     real = ByteOffsets.char_offsets
@@ -177,19 +181,19 @@ def test_preflight_falls_back_to_the_tokenizers_offsets_when_the_bytes_disagree_
 def test_preflight_encodes_with_the_normalizer_when_its_twin_disagrees_on_the_sample(tmp_path, monkeypatch):
     """A twin the probe would pass but that is wrong on real renders (here: one that lowercases):
     preflight compares it with the tokenizer on the sample, and the whole run keeps the normalizer."""
-    import padprep.encode
+    import padprep.chat.encode
     from tests.conftest import run_build, shard_bytes
 
     tok, chat = SAMPLE / "tokenizer", SAMPLE / "chat.jsonl"
     run_build([chat], tok, tmp_path / "good", workers=2, chunk_size=4, preflight_records=8)
-    real = padprep.encode._twin_without_normalizer
+    real = padprep.chat.encode._twin_without_normalizer
 
     def lowercasing_twin(tokenizer, unchanged):
         twin = real(tokenizer, unchanged)
         twin.normalizer = normalizers.Lowercase()
         return twin
 
-    monkeypatch.setattr(padprep.encode, "_twin_without_normalizer", lowercasing_twin)
+    monkeypatch.setattr(padprep.chat.encode, "_twin_without_normalizer", lowercasing_twin)
     m = run_build([chat], tok, tmp_path / "guarded", workers=2, chunk_size=4, preflight_records=8)
     assert any(h["code"] == "fast_encoding_disagree" for h in m["hazards"])
     assert shard_bytes(tmp_path / "guarded") == shard_bytes(tmp_path / "good")

@@ -55,12 +55,17 @@ def test_family_builds_exactly_what_its_template_renders(tmp_path, family, data)
     manifest = run_build([src], family_dir(fam.name), tmp_path / "out", max_reject_rate=1.0)
     written = unpadded_rows(tmp_path / "out")
     rows = {tuple(ids.tolist()): labels.tolist() for ids, labels in written}
-    rejects = {r["line"] if "line" in r else r["index"] + 1: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
+    rejects = {
+        r["line"] if "line" in r else r["index"] + 1: r
+        for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())
+    }
 
     raises = {n + 1: r for n, r in enumerate(ref) if isinstance(r, str)}
     untrained = {n + 1 for n, r in enumerate(ref) if not isinstance(r, str) and all(x == -100 for x in r[1])}
-    REPORT.append(f"{fam.name:15s} {data:8s} {len(records):4d} records, {len(rejects):3d} rejected ({len(rejects) / len(records):5.1%}): "
-                  f"{len(raises)} the template raises on, {len(untrained)} with nothing to train")
+    REPORT.append(
+        f"{fam.name:15s} {data:8s} {len(records):4d} records, {len(rejects):3d} rejected ({len(rejects) / len(records):5.1%}): "
+        f"{len(raises)} the template raises on, {len(untrained)} with nothing to train"
+    )
     assert len(written) + len(rejects) == len(records) == manifest["totals"]["records_read"]
     assert set(rejects) == set(raises) | untrained, {n: rejects[n]["reason"] for n in set(rejects) - set(raises) - untrained}
     for n, message in raises.items():  # rejected with the template's own message

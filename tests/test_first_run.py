@@ -46,7 +46,9 @@ def build(out: Path, *inputs, extra=()) -> subprocess.CompletedProcess:
 # -- empty outcomes --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", ["", "\n\n  \n", "[]", "[\n]\n"], ids=["empty", "blank-lines", "empty-array", "empty-array-2"])
+@pytest.mark.parametrize(
+    "content", ["", "\n\n  \n", "[]", "[\n]\n"], ids=["empty", "blank-lines", "empty-array", "empty-array-2"]
+)
 def test_input_without_records_fails(tmp_path, content):
     path = tmp_path / ("data.json" if content.startswith("[") else "data.jsonl")
     path.write_text(content)
@@ -105,7 +107,9 @@ def test_a_directory_is_read_as_the_data_files_inside_it(tmp_path):
     assert "README.md" in res.stderr and "notes.txt" in res.stderr and "skipped" in res.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [Path(i["path"]).relative_to(data).as_posix() for i in manifest["inputs"]] == [
-        "a.jsonl", "b/b.jsonl", "b/deeper/c.jsonl"
+        "a.jsonl",
+        "b/b.jsonl",
+        "b/deeper/c.jsonl",
     ]
     assert manifest["totals"]["rows_written"] == 48
     # the same records as the one file: the same shards
@@ -224,7 +228,11 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path):
     src.write_text(CHAT.read_text() * 20)  # spill and shards well past the limit; the input itself is read only
     res = subprocess.run(
         [sys.executable, "-m", "padprep", "build", str(src), "--tokenizer", TOK, "--output", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"}, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120"},
+        timeout=300,
         preexec_fn=_limit_file_size(64 * 1024),
     )
     assert_one_line_failure(res, 1, "File too large", "no output written")

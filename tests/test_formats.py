@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from padprep.config import InputFormat
-from padprep.formats import FieldNames, FormatOptions, convert, detect_format
-from padprep.normalize import Conversation, Reject, normalize
-from padprep.read import RawRecord, read_records
+from padprep.input.conversation import Conversation, Reject, normalize
+from padprep.input.formats import FieldNames, FormatOptions, convert, detect_format
+from padprep.input.read import RawRecord, read_records
 from tests.conftest import (
     SAMPLE,
     alpaca_to_messages,
@@ -48,7 +48,7 @@ def hf_tok_bos():
 
 def conversations_of(path: Path, options: FormatOptions = FormatOptions()) -> list[Conversation]:
     """What normalize makes of each record of a file, with the file's detected format."""
-    from padprep.formats import with_formats
+    from padprep.input.formats import with_formats
 
     out = []
     for rec in with_formats(str(path), read_records(str(path)), options, {}):
@@ -130,8 +130,11 @@ def test_sharegpt_sample(tmp_path, hf_tok):
     assert [list(c.messages) for c in convs] == [sharegpt_to_messages(r)["messages"] for r in records]
     assert convs[1].messages[0] == {"role": "system", "content": "You are a patient maths tutor."}
     call = convs[2].messages[1]
-    assert call == {"role": "assistant", "content": "", "tool_calls": [
-        {"type": "function", "function": {"name": "get_current_weather", "arguments": {"city": "Oslo"}}}]}
+    assert call == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "get_current_weather", "arguments": {"city": "Oslo"}}}],
+    }
     assert convs[2].messages[2]["role"] == "tool"
     assert convs[2].tools == json.loads(records[2]["tools"])  # the JSON string is parsed
     manifest = run_build([src], TOK, tmp_path / "o")
@@ -147,12 +150,24 @@ def test_alpaca_sample(tmp_path, hf_tok):
     convs = conversations_of(src)
     assert [plain(c.messages) for c in convs] == [
         [{"role": "user", "content": "Give a synonym for the word.\nhappy"}, {"role": "assistant", "content": "Cheerful."}],
-        [{"role": "user", "content": "Write a haiku about the sea."},
-         {"role": "assistant", "content": "Grey waves fold and break,\nsalt wind carries gull voices,\nthe tide keeps its time."}],
-        [{"role": "system", "content": "You are a translator."},
-         {"role": "user", "content": "Translate to French.\nGood morning"}, {"role": "assistant", "content": "Bonjour."}],
-        [{"role": "user", "content": "Translate to French: thank you"}, {"role": "assistant", "content": "Merci."},
-         {"role": "user", "content": "And good night?"}, {"role": "assistant", "content": "Bonne nuit."}],
+        [
+            {"role": "user", "content": "Write a haiku about the sea."},
+            {
+                "role": "assistant",
+                "content": "Grey waves fold and break,\nsalt wind carries gull voices,\nthe tide keeps its time.",
+            },
+        ],
+        [
+            {"role": "system", "content": "You are a translator."},
+            {"role": "user", "content": "Translate to French.\nGood morning"},
+            {"role": "assistant", "content": "Bonjour."},
+        ],
+        [
+            {"role": "user", "content": "Translate to French: thank you"},
+            {"role": "assistant", "content": "Merci."},
+            {"role": "user", "content": "And good night?"},
+            {"role": "assistant", "content": "Bonne nuit."},
+        ],
     ]
     run_build([src], TOK, tmp_path / "o")
     assert_chat_rows(hf_tok, tmp_path / "o", [(plain(c.messages), None) for c in convs])
@@ -181,13 +196,17 @@ def test_prompt_completion_sample(tmp_path, hf_tok):
 def test_prompt_completion_trains_only_the_completion_turns(tmp_path, hf_tok):
     """An assistant turn inside the prompt (few-shot) is context, not target."""
     rec = {
-        "prompt": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}],
+        "prompt": [
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "3+3?"},
+        ],
         "completion": [{"role": "assistant", "content": "6"}],
     }
     conv = normalize(RawRecord("x", 1, json.dumps(rec)))
     assert conv.train_from == 3 and conv.assistant_indices == [3]
     run_build([write_jsonl(tmp_path / "pc.jsonl", [rec])], TOK, tmp_path / "o")
-    (ids, labels), = unpadded_rows(tmp_path / "o")
+    ((ids, labels),) = unpadded_rows(tmp_path / "o")
     assert trained_text(hf_tok, labels) == "6<|im_end|>"
 
 
@@ -264,7 +283,7 @@ def test_c4_text_with_bos_adding_tokenizer(tmp_path, hf_tok_bos):
 def test_text_that_writes_its_own_bos_gets_one(tmp_path, hf_tok_bos):
     rec = {"text": hf_tok_bos.bos_token + "Hello world."}
     run_build([write_jsonl(tmp_path / "t.jsonl", [rec])], TOK_BOS, tmp_path / "o")
-    (ids, _), = unpadded_rows(tmp_path / "o")
+    ((ids, _),) = unpadded_rows(tmp_path / "o")
     assert ids[0] == hf_tok_bos.bos_token_id != ids[1]
 
 
@@ -278,8 +297,13 @@ def test_several_files_of_different_formats_and_containers(tmp_path):
     (tmp_path / "m.jsonl.gz").write_bytes(gzip.compress(msgs))
     (tmp_path / "t.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress((FORMATS_DIR / "text.jsonl").read_bytes()))
     (tmp_path / "a.json.gz").write_bytes(gzip.compress((FORMATS_DIR / "alpaca.json").read_bytes()))
-    inputs = [tmp_path / "m.jsonl.gz", tmp_path / "t.jsonl.zst", tmp_path / "a.json.gz", FORMATS_DIR / "sharegpt.json",
-              FORMATS_DIR / "prompt_completion.jsonl"]
+    inputs = [
+        tmp_path / "m.jsonl.gz",
+        tmp_path / "t.jsonl.zst",
+        tmp_path / "a.json.gz",
+        FORMATS_DIR / "sharegpt.json",
+        FORMATS_DIR / "prompt_completion.jsonl",
+    ]
     manifest = run_build(inputs, TOK, tmp_path / "o", workers=2, chunk_size=2)
     assert [i["format"] for i in manifest["inputs"]] == ["messages", "text", "alpaca", "sharegpt", "prompt-completion"]
     assert [i["rows_written"] for i in manifest["inputs"]] == [4, 3, 4, 3, 4]
@@ -301,8 +325,9 @@ def test_json_named_file_holding_json_lines(tmp_path):
 
 def test_stdin_json_array(tmp_path):
     """Standard input holding one JSON array (JSON Lines on stdin: tests/test_cli.py)."""
-    res = padprep_cli("build", "-", "--tokenizer", str(TOK), "--output", str(tmp_path / "b"),
-                      input=(FORMATS_DIR / "sharegpt.json").read_text())
+    res = padprep_cli(
+        "build", "-", "--tokenizer", str(TOK), "--output", str(tmp_path / "b"), input=(FORMATS_DIR / "sharegpt.json").read_text()
+    )
     assert res.returncode == 0, res.stderr
     assert "input -: sharegpt (detected from element 0): 3 read, 3 written, 0 rejected, 0 dropped" in res.stdout
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -358,13 +383,25 @@ def test_file_of_no_known_shape(tmp_path):
 def test_renamed_fields_and_role_map(tmp_path, hf_tok):
     rec = {"dialog": [{"role": "human", "content": "Hi"}, {"role": "bot", "content": "Hello!"}]}
     src = write_jsonl(tmp_path / "d.jsonl", [rec])
-    res = padprep_cli("build", str(src), "-t", str(TOK), "-o", str(tmp_path / "o"), "--messages-field", "dialog",
-                      "--role-map", "human=user,bot=assistant")
+    res = padprep_cli(
+        "build",
+        str(src),
+        "-t",
+        str(TOK),
+        "-o",
+        str(tmp_path / "o"),
+        "--messages-field",
+        "dialog",
+        "--role-map",
+        "human=user,bot=assistant",
+    )
     assert res.returncode == 0, res.stderr
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["options"]["field_names"] == {"messages": "dialog"}
     assert manifest["options"]["role_map"] == {"human": "user", "bot": "assistant"}
-    assert_chat_rows(hf_tok, tmp_path / "o", [([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], None)])
+    assert_chat_rows(
+        hf_tok, tmp_path / "o", [([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], None)]
+    )
     # ShareGPT with other speaker names, and a text file with another key
     share = {"conversations": [{"from": "prompter", "value": "Hi"}, {"from": "model", "value": "Hello!"}]}
     opts = FormatOptions(role_map=(("prompter", "user"), ("model", "assistant")))
@@ -387,28 +424,51 @@ def test_renamed_fields_and_role_map(tmp_path, hf_tok):
 @pytest.mark.parametrize(
     "record, fmt, reason",
     [
-        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "x"}]}, "sharegpt",
-         "unknown role `bot` (did you mean `--role-map bot=assistant`?)"),
-        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "{oops"}]}, "sharegpt",
-         "function_call value is not valid JSON"),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "x"}]},
+            "sharegpt",
+            "unknown role `bot` (did you mean `--role-map bot=assistant`?)",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "{oops"}]},
+            "sharegpt",
+            "function_call value is not valid JSON",
+        ),
         ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt"}]}, "sharegpt", "missing field `value`"),
-        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}], "tools": "[oops"}, "sharegpt",
-         "`tools` is a string but not valid JSON"),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}], "tools": "[oops"},
+            "sharegpt",
+            "`tools` is a string but not valid JSON",
+        ),
         ({"instruction": "a"}, "alpaca", "missing field `output`"),
         ({"instruction": "a", "output": ["b", "c"]}, "alpaca", "`output` must be a string, got an array"),
         ({"instruction": "", "input": "", "output": "b"}, "alpaca", "`instruction` and `input` are both empty"),
         ({"instruction": "a", "output": "b", "history": [["q"]]}, "alpaca", "history entry must be a [prompt, reply] pair"),
         ({"instruction": "a", "output": " "}, "alpaca", "empty assistant reply"),
         ({"prompt": "a", "completion": ""}, "prompt-completion", "empty `completion` (nothing to train)"),
-        ({"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "user", "content": "b"}]},
-         "prompt-completion", "`completion` holds no assistant message"),
+        (
+            {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "user", "content": "b"}]},
+            "prompt-completion",
+            "`completion` holds no assistant message",
+        ),
         ({"prompt": 3, "completion": "b"}, "prompt-completion", "`prompt` must be a string or a list of messages"),
         ({"text": ""}, "text", "empty `text`"),
         ({"text": 5}, "text", "`text` must be a string, got a number"),
-        ({"messages": [{"role": "user", "content": [{"type": "image", "url": "/etc/passwd"}]},
-                       {"role": "assistant", "content": "x"}]}, "messages", "unsupported content part type `image`"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "tool_calls": "x"}]},
-         "messages", "`tool_calls` must be a list of objects"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "url": "/etc/passwd"}]},
+                    {"role": "assistant", "content": "x"},
+                ]
+            },
+            "messages",
+            "unsupported content part type `image`",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "tool_calls": "x"}]},
+            "messages",
+            "`tool_calls` must be a list of objects",
+        ),
         ({"messages": []}, "messages", "`messages` must be a non-empty list"),
     ],
 )
@@ -434,10 +494,19 @@ def test_sample_formats_are_regenerable(tmp_path):
 def test_with_format_keeps_every_field_of_the_record():
     import dataclasses
 
-    from padprep.read import RawRecord
+    from padprep.input.read import RawRecord
 
-    values = {"source": "f.jsonl", "line": 7, "text": None, "error": "bad", "raw": b"\xff", "unit": "index",
-              "format": None, "raw_is_prefix": True, "error_code": "not_utf8"}
+    values = {
+        "source": "f.jsonl",
+        "line": 7,
+        "text": None,
+        "error": "bad",
+        "raw": b"\xff",
+        "unit": "index",
+        "format": None,
+        "raw_is_prefix": True,
+        "error_code": "not_utf8",
+    }
     assert set(values) == {f.name for f in dataclasses.fields(RawRecord)}, "a new RawRecord field: copy it in with_format"
     tagged = RawRecord(**values).with_format("alpaca")
     assert dataclasses.asdict(tagged) == {**values, "format": "alpaca"}

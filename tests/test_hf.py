@@ -20,16 +20,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from padprep.loader import BucketBatchSampler, collate, load, pad_collate
-from padprep.mask import IGNORE_INDEX
-from padprep.write import COLUMNS
+from padprep.schema import COLUMNS, IGNORE_INDEX
+from padprep.train.loader import BucketBatchSampler, collate, load, pad_collate
 
 from .conftest import ROOT, SAMPLE, run_build, tree_bytes
 from .hf_support import BuildRows, recording, tiny_llama
 
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
-from padprep.hf import bucket_indices, refuse_left_padding, to_dataset  # noqa: E402  (after the skips)
+from padprep.train.hf import bucket_indices, refuse_left_padding, to_dataset  # noqa: E402  (after the skips)
 
 # Several shards per bucket (shard_tokens is small), four buckets with several batches each.
 SEED, BATCH = 3, 4
@@ -90,9 +89,7 @@ def _source(build: Path, kind: str):
 @pytest.mark.parametrize("source", ["load", "to_dataset", "unpadded"])
 def test_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, tmp_path, one_thread):
     before = tree_bytes(build_dir)
-    trainer = recording(transformers.Trainer)(
-        model=tiny_llama(), args=_args(tmp_path), train_dataset=_source(build_dir, source)
-    )
+    trainer = recording(transformers.Trainer)(model=tiny_llama(), args=_args(tmp_path), train_dataset=_source(build_dir, source))
     trainer.train()
     got = [rows.check_batch(b) for b in trainer.batches]
     # Every batch one bucket, every row exact, in padprep's order for epochs 0 and 1 (set_epoch was called).
@@ -175,10 +172,10 @@ def test_evaluation_with_pad_collate(build_dir, tmp_path, one_thread):
     assert np.isfinite(trainer.evaluate()["eval_loss"])
 
 
-def test_readme_recipes(tmp_path, one_thread):
-    """The README's Trainer and SFTTrainer recipes, run as written (paths pointed at a fresh sample build)."""
+def test_docs_recipes(tmp_path, one_thread):
+    """docs/training.md's Trainer and SFTTrainer recipes, run as written (paths pointed at a fresh sample build)."""
     pytest.importorskip("trl")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     blocks = re.findall(r"<!-- recipe: [^>]*-->\n```python\n(.*?)```", readme, flags=re.S)
     assert len(blocks) == 2
     build = tmp_path / "out" / "sample"
@@ -187,7 +184,7 @@ def test_readme_recipes(tmp_path, one_thread):
     scope: dict = {}
     for code in blocks:
         code = code.replace('"out/', f'"{tmp_path}/out/').replace('"sample_data/', f'"{SAMPLE}/')
-        exec(compile(code, "README.md", "exec"), scope)
+        exec(compile(code, "docs/training.md", "exec"), scope)
         assert scope["trainer"].state.global_step > 0
     assert type(scope["trainer"]).__name__ == "BucketSFTTrainer"
     assert tree_bytes(build) == before
@@ -204,7 +201,9 @@ def test_left_padded_builds_are_refused(left_dir, tmp_path):
         to_dataset(left_dir)
     with pytest.raises(ValueError, match="--padding-side left"):  # TRL: converted to a Dataset first
         recording(trl.SFTTrainer)(
-            model=tiny_llama(), args=_args(tmp_path, trl.SFTConfig), train_dataset=load(left_dir),
+            model=tiny_llama(),
+            args=_args(tmp_path, trl.SFTConfig),
+            train_dataset=load(left_dir),
             processing_class=_tokenizer(),
         )
     trainer = recording(transformers.Trainer)(model=tiny_llama(), args=_args(tmp_path), train_dataset=load(left_dir))
@@ -230,7 +229,9 @@ def test_sft_truncation_is_refused(build_dir, tmp_path):
     longest = max(len(r.ids) for r in BuildRows(build_dir).rows)
     with pytest.raises(ValueError, match=rf"max_length=100\) truncated .* up to {longest} tokens"):
         recording(trl.SFTTrainer)(
-            model=tiny_llama(), args=_args(tmp_path, trl.SFTConfig, max_length=100), train_dataset=to_dataset(build_dir),
+            model=tiny_llama(),
+            args=_args(tmp_path, trl.SFTConfig, max_length=100),
+            train_dataset=to_dataset(build_dir),
             processing_class=_tokenizer(),
         )
 
@@ -322,7 +323,10 @@ def test_random_batches_raise_without_rows_and_re_pad_with_pad_collate(build_dir
         list(plain)
     ds = load(build_dir, rows=True)
     loader = DataLoader(
-        ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0),
+        ds,
+        batch_size=8,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
         collate_fn=partial(pad_collate, pad_id=ds.pad_id),
     )
     seen, mixed = [], 0
@@ -352,7 +356,9 @@ def test_pad_collate_moves_left_padding_by_position(left_dir, build_dir):
     assert all(torch.equal(to_left[c], trimmed[c]) for c in COLUMNS)
     # pad == eos: padding is placed by position, so the real eos (the same id) keeps its label.
     assert left.pad_id == 2 and bool((to_right["labels"] == 2).any())
-    assert pad_collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_id=0, pad_to_multiple_of=4)["attention_mask"].tolist() == [
+    assert pad_collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_id=0, pad_to_multiple_of=4)[
+        "attention_mask"
+    ].tolist() == [
         [1, 1, 1, 0],
         [1, 0, 0, 0],
     ]
@@ -367,7 +373,9 @@ def test_rows_mode_feeds_hf_collators(build_dir):
         transformers.default_data_collator, signature_columns=["input_ids", "labels"], logger=None, description="test"
     )
     for batch_idx, a, b in zip(
-        sampler, DataLoader(ds, batch_sampler=sampler, collate_fn=seq2seq), DataLoader(ds, batch_sampler=sampler, collate_fn=remove)
+        sampler,
+        DataLoader(ds, batch_sampler=sampler, collate_fn=seq2seq),
+        DataLoader(ds, batch_sampler=sampler, collate_fn=remove),
     ):
         ours = collate(load(build_dir).get_batch(batch_idx))
         assert all(torch.equal(a[c], ours[c]) for c in COLUMNS)
@@ -388,7 +396,10 @@ def test_plain_trainer_with_a_random_sampler_and_pad_collate(build_dir, rows, tm
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     trainer = Plain(
-        model=tiny_llama(), args=_args(tmp_path, max_steps=4), train_dataset=ds, data_collator=partial(pad_collate, pad_id=ds.pad_id)
+        model=tiny_llama(),
+        args=_args(tmp_path, max_steps=4),
+        train_dataset=ds,
+        data_collator=partial(pad_collate, pad_id=ds.pad_id),
     )
     trainer.train()
     for batch in trainer.batches:
@@ -414,7 +425,7 @@ class _ShardingAccelerator:
 
 
 def test_accelerate_sharding_wrapper_is_a_pass_through(build_dir):
-    from padprep.hf import _prepare_unsharded
+    from padprep.train.hf import _prepare_unsharded
 
     ds = load(build_dir)
     sampler = BucketBatchSampler(ds, batch_size=3, seed=0, rank=1, world_size=2)
@@ -438,8 +449,20 @@ def test_two_processes_get_their_own_equal_batches(build_dir, rows, tmp_path):
     """DDP through accelerate (torchrun, gloo, CPU): each rank trains on exactly its share of padprep's batches."""
     out, before = tmp_path / "ddp", tree_bytes(build_dir)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(ROOT / "tests" / "hf_ddp_train.py"), str(build_dir), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(ROOT / "tests" / "hf_ddp_train.py"),
+        str(build_dir),
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     ds = load(build_dir)
@@ -466,7 +489,7 @@ def test_two_processes_get_their_own_equal_batches(build_dir, rows, tmp_path):
 
 
 def test_padprep_works_without_the_hf_libraries(build_dir):
-    """transformers, datasets and trl stay optional: padprep, its CLI and padprep.hf import without them."""
+    """transformers, datasets and trl stay optional: padprep, its CLI and padprep.train.hf import without them."""
     code = textwrap.dedent(
         f"""
         import sys
@@ -475,10 +498,10 @@ def test_padprep_works_without_the_hf_libraries(build_dir):
                 if name.split(".")[0] in ("transformers", "datasets", "trl", "accelerate"):
                     raise ImportError(f"blocked {{name}}")
         sys.meta_path.insert(0, Block())
-        import padprep, padprep.cli, padprep.hf, padprep.loader
+        import padprep, padprep.cli, padprep.train.hf, padprep.train.loader
         assert len(padprep.load({str(build_dir)!r})) == 48
         try:
-            padprep.hf.to_dataset({str(build_dir)!r})
+            padprep.train.hf.to_dataset({str(build_dir)!r})
         except ImportError as e:
             print(e)
         """

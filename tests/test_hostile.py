@@ -22,8 +22,10 @@ from tests.conftest import ROOT, SAMPLE, run_build, write_jsonl
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
-PLAIN = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" \
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+PLAIN = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 MIB = 1 << 20
 
 
@@ -53,8 +55,15 @@ def run_limited(args: list[str], tmp_path: Path, limit_bytes: int = 6 << 30) -> 
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
     peak_file = tmp_path / "peak"
-    res = subprocess.run([sys.executable, "-c", _MEASURED, str(peak_file), *args], cwd=ROOT, capture_output=True,
-                         text=True, preexec_fn=limit, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _MEASURED, str(peak_file), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
     return res, int(peak_file.read_text()) if peak_file.exists() else 0
 
 
@@ -74,7 +83,9 @@ BOMBS = {
 def test_a_template_that_builds_without_limit_fails_the_build_in_one_line(tmp_path, name):
     template = tmp_path / "bomb.jinja"
     template.write_text(BOMBS[name] + PLAIN)
-    res, peak = run_limited(["build", str(CHAT), "-t", str(TOK), "-o", str(tmp_path / "out"), "--chat-template", str(template)], tmp_path)
+    res, peak = run_limited(
+        ["build", str(CHAT), "-t", str(TOK), "-o", str(tmp_path / "out"), "--chat-template", str(template)], tmp_path
+    )
     assert res.returncode == 1, (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("padprep: error:")]
@@ -87,7 +98,9 @@ def test_a_template_that_builds_without_limit_fails_the_build_in_one_line(tmp_pa
 def test_a_template_limit_hit_by_one_record_only_rejects_that_record(tmp_path):
     """After the preflight sample, a record that makes the template blow up is one reject with the limit's name."""
     template = tmp_path / "t.jinja"
-    template.write_text("{% for m in messages %}{% if m.content == 'BOOM' %}{{ 'x' * 1000000000 }}{% endif %}{% endfor %}" + PLAIN)
+    template.write_text(
+        "{% for m in messages %}{% if m.content == 'BOOM' %}{{ 'x' * 1000000000 }}{% endif %}{% endfor %}" + PLAIN
+    )
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
     bad = {"messages": [{"role": "user", "content": "BOOM"}, {"role": "assistant", "content": "yo"}]}
     src = write_jsonl(tmp_path / "in.jsonl", [good] * 70 + [bad] + [good] * 10)
@@ -108,7 +121,9 @@ def _big_input(path: Path, giant_chars: int) -> Path:
 
 def test_a_giant_record_is_dropped_before_it_is_expensive(tmp_path, qwen_dir):
     src = _big_input(tmp_path / "big.jsonl", 50_000_000)
-    res, peak = run_limited(["build", str(src), "-t", str(qwen_dir), "-o", str(tmp_path / "out"), "--max-length", "4096"], tmp_path)
+    res, peak = run_limited(
+        ["build", str(src), "-t", str(qwen_dir), "-o", str(tmp_path / "out"), "--max-length", "4096"], tmp_path
+    )
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (m["totals"]["rows_written"], m["totals"]["dropped"]) == (40, 1)
@@ -124,7 +139,9 @@ def test_a_conversation_of_100000_messages_is_dropped_without_quadratic_work(tmp
         msgs += [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
     small = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     src = write_jsonl(tmp_path / "many.jsonl", [small, {"messages": msgs}, small])
-    res, peak = run_limited(["build", str(src), "-t", str(qwen_dir), "-o", str(tmp_path / "out"), "--max-length", "4096"], tmp_path)
+    res, peak = run_limited(
+        ["build", str(src), "-t", str(qwen_dir), "-o", str(tmp_path / "out"), "--max-length", "4096"], tmp_path
+    )
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (m["totals"]["rows_written"], m["totals"]["dropped"]) == (2, 1)
@@ -133,7 +150,7 @@ def test_a_conversation_of_100000_messages_is_dropped_without_quadratic_work(tmp
 
 
 def test_too_many_replies_for_the_template_path_is_a_reject_with_the_limit(tmp_path):
-    from padprep.render import MAX_TEMPLATE_REPLIES
+    from padprep.chat.render import MAX_TEMPLATE_REPLIES
 
     msgs = []
     for i in range(MAX_TEMPLATE_REPLIES + 1):
@@ -153,7 +170,7 @@ def test_masks_of_huge_conversations_equal_the_definition():
     """The binary-search masking used past the scan budget gives the definition's labels and counts."""
     import numpy as np
 
-    from padprep.mask import labels_by_offsets, labels_by_search
+    from padprep.chat.mask import labels_by_offsets, labels_by_search
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 6, size=5000)
@@ -174,12 +191,14 @@ def test_masks_of_huge_conversations_equal_the_definition():
 def test_truncation_tokenizes_a_window_not_the_record_and_gives_the_same_row(tmp_path, monkeypatch, policy):
     """Under --truncation right|left a long render is tokenized over a window that holds the kept tokens:
     the row is byte for byte what tokenizing the whole render gives."""
+    from padprep.chat.process import Processor
     from padprep.config import Truncation
-    from padprep.process import Processor
 
     answer = "\n".join(f"line {i}: the answer goes on, {i * 7} words in." for i in range(6000))
-    recs = [{"messages": [{"role": "user", "content": "Tell me everything."}, {"role": "assistant", "content": answer}]},
-            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    recs = [
+        {"messages": [{"role": "user", "content": "Tell me everything."}, {"role": "assistant", "content": answer}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+    ]
     src = write_jsonl(tmp_path / "long.jsonl", recs)
     seen = []
     original = Processor._window
@@ -197,7 +216,8 @@ def test_truncation_tokenizes_a_window_not_the_record_and_gives_the_same_row(tmp
 
 # A Hermes-style tool template: tool parameters written as Python types by a macro that calls itself on
 # an array's ``items``, falling back to the array itself where ``items`` is missing (so it never ends).
-RECURSING = """{%- macro py_type(spec) -%}
+RECURSING = (
+    """{%- macro py_type(spec) -%}
 {%- if spec.type == "array" -%}list[{{ py_type(spec.get("items", spec)) }}]
 {%- elif spec.type == "object" -%}dict
 {%- else -%}{{ spec.type }}{%- endif -%}
@@ -205,7 +225,9 @@ RECURSING = """{%- macro py_type(spec) -%}
 {%- if tools %}<|im_start|>system
 {% for t in tools %}{{ t.function.name }}({% for k, v in t.function.parameters.properties.items() %}{{ k }}: {{ py_type(v) }}{% endfor %})
 {% endfor %}<|im_end|>
-{% endif %}""" + PLAIN
+{% endif %}"""
+    + PLAIN
+)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -219,11 +241,27 @@ def test_a_template_that_recurses_on_some_records_rejects_exactly_those(tmp_path
     for n in range(1, 91):
         prop = {"type": "array"} if n in bad_lines else {"type": "array", "items": {"type": "string"}}
         tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": prop}}}}]
-        records.append({"messages": [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}],
-                        "tools": tools})
+        records.append(
+            {"messages": [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}], "tools": tools}
+        )
     src = write_jsonl(tmp_path / "in.jsonl", records)
-    res, _ = run_limited(["build", str(src), "-t", str(TOK), "-o", str(tmp_path / "out"), "--chat-template", str(template),
-                          "--max-reject-rate", "0.1", "--workers", workers], tmp_path)
+    res, _ = run_limited(
+        [
+            "build",
+            str(src),
+            "-t",
+            str(TOK),
+            "-o",
+            str(tmp_path / "out"),
+            "--chat-template",
+            str(template),
+            "--max-reject-rate",
+            "0.1",
+            "--workers",
+            workers,
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "RecursionError" not in res.stderr
     said = [line for line in res.stderr.splitlines() if line.startswith("rejected ")]

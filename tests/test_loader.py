@@ -1,4 +1,4 @@
-"""padprep.loader against the real files, torch's DataLoader, HuggingFace datasets and a tiny Llama."""
+"""padprep.train.loader against the real files, torch's DataLoader, HuggingFace datasets and a tiny Llama."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from padprep.loader import BucketBatchSampler, ShardDataset, collate, load, make_dataloader, position_ids
-from padprep.mask import IGNORE_INDEX
-from padprep.write import COLUMNS, file_sha256
+from padprep.layout.shards import file_sha256
+from padprep.schema import COLUMNS, IGNORE_INDEX
+from padprep.train.loader import BucketBatchSampler, ShardDataset, collate, load, make_dataloader, position_ids
 
 from .hf_support import tiny_llama
 
@@ -204,6 +204,7 @@ def test_distributed_ranks_equal_and_disjoint(ds, batch_size, drop_last):
 @pytest.mark.parametrize("context", [None, "spawn"])  # None: the platform default (fork on Linux)
 def test_dataloader_workers_give_the_same_batches(right_dir, context):
     """Workers open their own maps (fork) or unpickle the dataset and reopen them (spawn)."""
+
     def batches(workers: int) -> list[dict]:
         ds = load(right_dir)
         sampler = BucketBatchSampler(ds, max_tokens=700, seed=1)

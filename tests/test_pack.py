@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import padprep.spill as spill
+import padprep.layout.spill as spill
 from padprep.config import BuildConfig
-from padprep.inspection import load_stats, verify_shards
-from padprep.loader import PackedCollator, block_diagonal_mask, cu_seq_lens_from_position_ids, load, make_dataloader
-from padprep.mask import IGNORE_INDEX
-from padprep.pack import best_fit_decreasing
-from padprep.write import read_shard
+from padprep.layout.pack import best_fit_decreasing
+from padprep.layout.shards import read_shard
+from padprep.output.inspection import load_stats, verify_shards
+from padprep.schema import IGNORE_INDEX
+from padprep.train.loader import PackedCollator, block_diagonal_mask, cu_seq_lens_from_position_ids, load, make_dataloader
 from tests.conftest import (
     SAMPLE,
     alpaca_to_messages,
@@ -112,8 +112,12 @@ def sequences(out: Path) -> list[tuple[tuple, tuple]]:
             start = 0
             for n in seq_lens[offsets[r] : offsets[r + 1]].tolist():
                 assert np.array_equal(cols["position_ids"][r, start : start + n], np.arange(n))
-                found.append((tuple(cols["input_ids"][r, start : start + n].tolist()),
-                              tuple(cols["labels"][r, start : start + n].tolist())))
+                found.append(
+                    (
+                        tuple(cols["input_ids"][r, start : start + n].tolist()),
+                        tuple(cols["labels"][r, start : start + n].tolist()),
+                    )
+                )
                 start += n
             seq_len = cols["input_ids"].shape[1]
             assert np.array_equal(cols["attention_mask"][r], np.arange(seq_len) < start)
@@ -156,7 +160,9 @@ def test_packed_rows_hold_exactly_the_bucketed_rows(sample_builds):
     assert packing["fill"] == pytest.approx(real / (packing["rows"] * L))
     assert all(s["fill"] == pytest.approx(s["real_tokens"] / (s["rows"] * L)) for s in shards)
     # the trained count is the bucketed one less the first labels that were trained there (none: prompts)
-    assert manifest["totals"]["trained_tokens"] == json.loads((bucketed / "manifest.json").read_text())["totals"]["trained_tokens"]
+    assert (
+        manifest["totals"]["trained_tokens"] == json.loads((bucketed / "manifest.json").read_text())["totals"]["trained_tokens"]
+    )
 
 
 def test_pack_with_seed_shuffles_rows_and_keeps_them_whole(tmp_path, sample_builds):
@@ -189,8 +195,18 @@ def test_packed_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
     trees = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"
-        manifest = run_build([src], TOK, out, workers=workers, chunk_size=5, max_length=256, pack=True, seed=seed,
-                             shard_tokens=1024, max_reject_rate=0.5)
+        manifest = run_build(
+            [src],
+            TOK,
+            out,
+            workers=workers,
+            chunk_size=5,
+            max_length=256,
+            pack=True,
+            seed=seed,
+            shard_tokens=1024,
+            max_reject_rate=0.5,
+        )
         assert manifest["totals"]["rejected"] > 0 and manifest["totals"]["dropped"] > 0 and len(manifest["shards"]) > 3
         trees[workers] = tree_bytes(out)
     assert trees[1] == trees[2] == trees[3]
@@ -205,12 +221,15 @@ def build_cli(out: Path, *extra: str):
     return padprep_cli("build", str(CHAT), "--tokenizer", str(TOK), "--output", str(out), *extra)
 
 
-@pytest.mark.parametrize("extra, says", [
-    ((), "--pack needs --max-length"),
-    (("--max-length", "512", "--buckets", "256,512"), "--pack and --buckets"),
-    (("--max-length", "512", "--padding-side", "left"), "--padding-side left"),
-    (("--max-length", "512", "--pad-to-multiple-of", "8"), "--pad-to-multiple-of"),
-])
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ((), "--pack needs --max-length"),
+        (("--max-length", "512", "--buckets", "256,512"), "--pack and --buckets"),
+        (("--max-length", "512", "--padding-side", "left"), "--padding-side left"),
+        (("--max-length", "512", "--pad-to-multiple-of", "8"), "--pad-to-multiple-of"),
+    ],
+)
 def test_pack_usage_errors_are_one_line_exit_2(tmp_path, extra, says):
     res = build_cli(tmp_path / "o", "--pack", *extra)
     assert res.returncode == 2, res.stderr
@@ -294,11 +313,14 @@ def _tamper(column: str, cols: dict):
     return {"seq_lens": moved_boundary, "position_ids": no_restart, "labels": trained_first_label}[column]
 
 
-@pytest.mark.parametrize("column, says", [
-    ("seq_lens", "position_ids do not restart"),
-    ("position_ids", "position_ids do not restart"),
-    ("labels", "a sequence's first label is not -100"),
-])
+@pytest.mark.parametrize(
+    "column, says",
+    [
+        ("seq_lens", "position_ids do not restart"),
+        ("position_ids", "position_ids do not restart"),
+        ("labels", "a sequence's first label is not -100"),
+    ],
+)
 def test_verify_catches_tampered_packing(tmp_path, column, says):
     out = tmp_path / "p"
     run_build([CHAT], TOK, out, max_length=L, pack=True)
@@ -421,8 +443,15 @@ def test_packed_batches_through_dataloader_workers(sample_builds):
 def tiny_llama(attn_implementation: str):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=L,
+    )
     config._attn_implementation = attn_implementation
     return transformers.LlamaForCausalLM(config).eval()
 
@@ -434,8 +463,12 @@ def _sequences_of(batch_positions: torch.Tensor, row: int, real: int) -> list[tu
 
 def _loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Position t predicts label t + 1 (labels unshifted), -100 ignored, summed."""
-    return F.cross_entropy(logits[..., :-1, :].reshape(-1, logits.shape[-1]).double(), labels[..., 1:].reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(
+        logits[..., :-1, :].reshape(-1, logits.shape[-1]).double(),
+        labels[..., 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -447,8 +480,9 @@ def test_block_diagonal_rows_equal_each_sequence_alone(sample_builds, attn_imple
     batch = PackedCollator("block_diagonal")(ds.get_batch(rows))
     unpacked = {ids: labels for ids, labels in unpacked_original(bucketed)}
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch["position_ids"]).logits
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+        ).logits
         packed_loss = _loss_sum(logits, batch["labels"])
         alone_loss, compared = torch.zeros((), dtype=torch.float64), 0
         for k, r in enumerate(rows):
@@ -463,8 +497,9 @@ def test_block_diagonal_rows_equal_each_sequence_alone(sample_builds, attn_imple
     torch.testing.assert_close(packed_loss, alone_loss, rtol=1e-6, atol=1e-6)
     # without the block-diagonal mask, a packed row is NOT its sequences alone: the test can fail
     with torch.no_grad():
-        leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                      attention_mask=torch.ones_like(batch["input_ids"])).logits
+        leaky = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=torch.ones_like(batch["input_ids"])
+        ).logits
     assert not torch.allclose(leaky, logits, atol=1e-3)
 
 
@@ -479,8 +514,9 @@ def test_readme_training_loop_on_packed_shards_learns(sample_builds):
         loader.batch_sampler.set_epoch(epoch)
         total = 0.0
         for batch in loader:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           position_ids=batch["position_ids"]).logits
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+            ).logits
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX)
             opt.zero_grad()
             loss.backward()
@@ -499,7 +535,7 @@ def test_varlen_batch_reaches_attention_as_transformers_passes_flash_kwargs(samp
     ``cu_seq_lens_*`` / ``max_length_*``; a reference variable-length attention (what flash-attn's
     varlen kernel computes: causal attention within each segment) then gives each sequence's logits
     alone, and the model's own loss equals the per-sequence losses."""
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers import AttentionInterface
 
     calls = []
@@ -512,8 +548,9 @@ def test_varlen_batch_reaches_attention_as_transformers_passes_flash_kwargs(samp
         value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
         out = torch.empty_like(query)
         for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
-            out[:, :, a:b] = F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
-                                                            is_causal=True, scale=scaling)
+            out[:, :, a:b] = F.scaled_dot_product_attention(
+                query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling
+            )
         calls.append(len(cu) - 1)
         return out.transpose(1, 2).contiguous(), None
 
@@ -549,12 +586,16 @@ def test_varlen_batch_reaches_attention_as_transformers_passes_flash_kwargs(samp
 def test_shared_data_packs_under_one_percent_padding_with_exactly_the_unpacked_rows(tmp_path, qwen_dir):
     glaive = json.loads(shared_file("glaive_toolcall_en_demo.json").read_text())
     alpaca = json.loads(shared_file("alpaca_en_demo.json").read_text())
-    src = write_jsonl(tmp_path / "shared.jsonl", [sharegpt_to_messages(r) for r in glaive] + [alpaca_to_messages(r) for r in alpaca])
+    src = write_jsonl(
+        tmp_path / "shared.jsonl", [sharegpt_to_messages(r) for r in glaive] + [alpaca_to_messages(r) for r in alpaca]
+    )
     bucketed = run_build([src], qwen_dir, tmp_path / "bucketed", max_length=2048)
     packed = run_build([src], qwen_dir, tmp_path / "packed", max_length=2048, pack=True)
     t = packed["totals"]
     assert t["pad_tokens"] <= 0.01 * (t["real_tokens"] + t["pad_tokens"]), t["padding_fraction"]
-    print(f"shared data packed at 2048: padding {t['padding_fraction']:.3%}, bucketed {bucketed['totals']['padding_fraction']:.3%}")
+    print(
+        f"shared data packed at 2048: padding {t['padding_fraction']:.3%}, bucketed {bucketed['totals']['padding_fraction']:.3%}"
+    )
     assert t["real_tokens"] == bucketed["totals"]["real_tokens"] and t["rows_written"] == bucketed["totals"]["rows_written"]
     assert packed["packing"]["sequences"] == t["rows_written"] == len(glaive) + len(alpaca) - t["dropped"] - t["rejected"]
     assert Counter(sequences(tmp_path / "packed")) == Counter(unpacked_with_first_label_masked(tmp_path / "bucketed"))

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from padprep.parallel import SMALL_INPUT_BYTES, plan_workers
 from padprep.config import SpanMethod
+from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
 from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, shard_bytes, tree_bytes
 
 TOK = SAMPLE / "tokenizer"
@@ -58,8 +58,7 @@ def test_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
     trees = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"
-        manifest = run_build([src], TOK, out, workers=workers, chunk_size=5, max_length=256, seed=seed,
-                             max_reject_rate=0.5)
+        manifest = run_build([src], TOK, out, workers=workers, chunk_size=5, max_length=256, seed=seed, max_reject_rate=0.5)
         assert manifest["totals"]["rejected"] > 0 and manifest["totals"]["dropped"] > 0
         trees[workers] = tree_bytes(out)
     assert trees[1] == trees[2] == trees[3]
@@ -78,7 +77,7 @@ def test_cli_workers_option_and_its_report(tmp_path):
 
 
 def test_progress_rates_share_and_eta():
-    from padprep.progress import Throughput, format_duration
+    from padprep.run.progress import Throughput, format_duration
 
     now = [100.0]
     position = [0]
@@ -110,8 +109,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "true"
 from pathlib import Path
 from tokenizers import Tokenizer
 from padprep.config import BuildConfig
-from padprep.parallel import start_method
-from padprep.pipeline import build
+from padprep.run.parallel import start_method
+from padprep.run.pipeline import build
 if __name__ == "__main__":  # spawned workers import this module again
     tok = Tokenizer.from_file({str(TOK / "tokenizer.json")!r})
     tok.encode_batch(["hello there, general kenobi"] * 64)  # the tokenizer's thread pool now runs
@@ -119,8 +118,9 @@ if __name__ == "__main__":  # spawned workers import this module again
     cfg = BuildConfig(inputs=(Path({str(CHAT)!r}),), tokenizer={str(TOK)!r}, output=Path(sys.argv[1]), workers=2, chunk_size=4)
     print(build(cfg).manifest.rows_written)
 """)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "o")], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "48"
     run_build([CHAT], TOK, tmp_path / "w1", workers=1, chunk_size=4)
@@ -129,20 +129,27 @@ if __name__ == "__main__":  # spawned workers import this module again
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
 def test_a_fresh_process_forks_its_workers():
-    done = subprocess.run([sys.executable, "-c", "from padprep.parallel import start_method; print(start_method())"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "from padprep.run.parallel import start_method; print(start_method())"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert done.stdout.strip() == "fork", done.stderr
 
 
 # -- the pad process and the head start -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("options", [["--seed", "7"], ["--pack", "--max-length", "512"]])
 def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_path, options):
     import torch  # noqa: F401  (torch imported: the in-process build below pads here, not in a pad process)
 
     src = _mixed_input(tmp_path)
-    cli = padprep_cli("build", str(src), "--tokenizer", str(TOK), "--output", str(tmp_path / "cli"),
-                      "--max-reject-rate", "0.5", *options)
+    cli = padprep_cli(
+        "build", str(src), "--tokenizer", str(TOK), "--output", str(tmp_path / "cli"), "--max-reject-rate", "0.5", *options
+    )
     assert cli.returncode == 0, cli.stderr
     assert "pass 2 (pad and write) in the pad process" in cli.stderr  # a fresh CLI forks one
     kwargs = {"seed": 7} if "--seed" in options else {"pack": True, "max_length": 512}
@@ -167,21 +174,22 @@ def test_the_command_starts_a_builds_pad_process_before_the_cli_loads(tmp_path):
 
 _HELPED_CLI = """
 import sys
-import padprep.padproc, padprep.spill
-padprep.spill._HELPER_SPILL_BYTES = 0  # a helper whatever the spill's size
-real = padprep.padproc.fork_call
+import padprep.forking, padprep.layout.spill
+padprep.layout.spill._HELPER_SPILL_BYTES = 0  # a helper whatever the spill's size
+real = padprep.forking.fork_call
 def fork_call(fn, *args):
     print(f"helper: {fn.__name__}", file=sys.stderr, flush=True)
     return real(fn, *args)
-padprep.padproc.fork_call = fork_call
+padprep.forking.fork_call = fork_call
 from padprep.cli import app
 sys.argv[0] = "padprep"
 app()
 """
 
 
-@pytest.mark.parametrize("options", [["--seed", "7"], [], ["--pack", "--max-length", "512"],
-                                     ["--pack", "--max-length", "512", "--seed", "7"]])
+@pytest.mark.parametrize(
+    "options", [["--seed", "7"], [], ["--pack", "--max-length", "512"], ["--pack", "--max-length", "512", "--seed", "7"]]
+)
 def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, options):
     """In the pad process, a helper routes the second half of the spill and pads and writes half of the
     buckets (or packed shards); shard names (numbered across buckets), shuffles and bytes are those of one
@@ -191,8 +199,12 @@ def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, op
     src = _mixed_input(tmp_path)
     src.write_text(src.read_text(encoding="utf-8") * 40, encoding="utf-8")  # spilled in several batches: two halves
     common = ["--tokenizer", str(TOK), "--max-reject-rate", "0.5", "--shard-tokens", "3000", *options]
-    cli = subprocess.run([sys.executable, "-c", _HELPED_CLI, "build", str(src), "--output", str(tmp_path / "cli"), *common],
-                         capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [sys.executable, "-c", _HELPED_CLI, "build", str(src), "--output", str(tmp_path / "cli"), *common],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr
     packed = "--pack" in options
     helped = ("_scatter_part", "_write_packed") if packed else ("_route", "_write_buckets")
@@ -221,7 +233,7 @@ def _killed() -> None:
 
 def test_pad_process_returns_results_and_raises_failures_here():
     from padprep.errors import BuildFailed
-    from padprep.padproc import PadProcess
+    from padprep.run.padproc import PadProcess
 
     with PadProcess() as pad:
         assert pad.describe().startswith("in the pad process")
@@ -240,7 +252,7 @@ def test_pad_process_returns_results_and_raises_failures_here():
 
 def test_a_helper_of_pass_two_returns_results_and_raises_failures_here():
     from padprep.errors import BuildFailed
-    from padprep.padproc import fork_call
+    from padprep.forking import fork_call
 
     assert fork_call(divmod, 7, 2)() == (3, 1)
     with pytest.raises(PermissionError) as caught:
@@ -253,7 +265,7 @@ def test_a_helper_of_pass_two_returns_results_and_raises_failures_here():
 def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_spans(tmp_path, monkeypatch):
     """Workers start on the chunks after the preflight sample with the header-scan spans; when preflight
     then finds those spans differ from the template's, every chunk is made again with the template's."""
-    from padprep.render import Renderer
+    from padprep.chat.render import Renderer
 
     real = Renderer.header_spans
 
@@ -263,8 +275,12 @@ def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_s
 
     monkeypatch.setattr(Renderer, "header_spans", half_spans)
     shards = {}
-    for name, options in [("w1", {"workers": 1}), ("w2", {"workers": 2}), ("w3", {"workers": 3}),
-                          ("template", {"workers": 2, "span_method": SpanMethod.template})]:
+    for name, options in [
+        ("w1", {"workers": 1}),
+        ("w2", {"workers": 2}),
+        ("w3", {"workers": 3}),
+        ("template", {"workers": 2, "span_method": SpanMethod.template}),
+    ]:
         m = run_build([CHAT], TOK, tmp_path / name, chunk_size=3, preflight_records=4, **options)
         assert any(h["code"] == "fast_spans_disagree" for h in m["hazards"]) == (name != "template")
         assert m["totals"]["rows_written"] == 48

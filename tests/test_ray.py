@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from padprep import ray_engine
-from padprep.read import RawRecord
-from tests.conftest import ROOT, SAMPLE, alpaca_to_messages, run_build, sharegpt_to_messages, shared_file, tree_bytes
+from padprep.input.read import RawRecord
+from padprep.run import ray_engine
+from tests.conftest import ROOT, SAMPLE, alpaca_to_messages, run_build, shared_file, sharegpt_to_messages, tree_bytes
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'padprep[ray]'")
 
@@ -25,8 +25,13 @@ TOK = SAMPLE / "tokenizer"
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, object_store_memory=200 << 20, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1"}})
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 << 20,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1"}},
+    )
     yield
     ray.shutdown()
 
@@ -59,16 +64,21 @@ def test_shared_data_with_bad_records_is_byte_identical(tmp_path, cluster, qwen_
     alpaca = json.loads(shared_file("alpaca_en_demo.json").read_text())
     lines = [json.dumps(sharegpt_to_messages(r), ensure_ascii=False) for r in glaive]
     lines += [json.dumps(alpaca_to_messages(r), ensure_ascii=False) for r in alpaca]
-    bad = ['{"messages": [{"role": "user", "content": "unterminated', '[1, 2]', '{"messages": []}',
-           '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}']
+    bad = [
+        '{"messages": [{"role": "user", "content": "unterminated',
+        "[1, 2]",
+        '{"messages": []}',
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}',
+    ]
     for i, b in enumerate(bad):
         lines.insert(97 + 331 * i, b)
     src = tmp_path / "mixed.jsonl"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     raw = shared_file("c4_demo.jsonl")
     monkeypatch.setattr(ray_engine, "RANGE_BYTES", 64 << 10)  # many ranges: line numbers must still match
-    local, distributed = _both([src, raw, shared_file("alpaca_en_demo.json")], tmp_path, qwen_dir,
-                               max_reject_rate=0.05, chunk_size=64, **options)
+    local, distributed = _both(
+        [src, raw, shared_file("alpaca_en_demo.json")], tmp_path, qwen_dir, max_reject_rate=0.05, chunk_size=64, **options
+    )
     rejects = [json.loads(line) for line in local["rejects.jsonl"].splitlines()]
     assert len(rejects) >= len(bad) and {r["code"] for r in rejects} >= {"invalid_json", "wrong_type", "empty_reply"}
     assert local == distributed
@@ -86,7 +96,7 @@ def test_ranges_start_at_lines_and_cover_the_file(tmp_path):
         got, n = ray_engine.read_piece(piece, "text")
         records += [RawRecord(r.source, r.line + lines, r.text, unit=r.unit, format=r.format) for r in got]
         lines += n
-    from padprep.read import read_records
+    from padprep.input.read import read_records
 
     expected = [r.with_format("text") for r in read_records(str(path))]
     assert records == expected
@@ -98,8 +108,13 @@ def test_without_ray_the_engine_fails_in_one_line(tmp_path):
     blocker.write_text("raise ImportError('no ray here')\n")
     src = SAMPLE / "chat.jsonl"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    res = subprocess.run([sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(tmp_path / "o"),
-                          "--engine", "ray"], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "padprep", "build", str(src), "-t", str(TOK), "-o", str(tmp_path / "o"), "--engine", "ray"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [f"padprep: error: {ray_engine.INSTALL_HINT}"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from padprep.chat.templates import BUILTIN_TEMPLATES
 from padprep.config import SpanMethod
-from padprep.templates import BUILTIN_TEMPLATES
 from tests.conftest import (
     SAMPLE,
     alpaca_to_messages,
@@ -61,18 +61,23 @@ def qwen3_generation_template(template: str) -> str:
 
 def llama3_generation_template(template: str) -> str:
     """The built-in llama3 template with each assistant reply (text or tool call) inside a generation block."""
-    call = "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + tool_call.name"
+    call = '{{ \'<|start_header_id|>assistant<|end_header_id|>\\n\\n{"name": "\' + tool_call.name'
     call_end = "{{ '}<|eot_id|>' }}"
     plain = "{{ content }}"
     for piece in (call, call_end, plain):
         assert template.count(piece) == 1, piece
-    out = template.replace(call, "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% generation %}{{ '{\"name\": \"' + tool_call.name")
+    out = template.replace(
+        call, "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% generation %}{{ '{\"name\": \"' + tool_call.name"
+    )
     out = out.replace(call_end, call_end + "{% endgeneration %}")
-    return out.replace(plain, (
-        "{% if message['role'] == 'assistant' %}{% if loop.index0 == 0 and not tools %}{{ bos_token }}{% endif %}"
-        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}"
-        "{% endgeneration %}{% else %}{{ content }}{% endif %}"
-    ))
+    return out.replace(
+        plain,
+        (
+            "{% if message['role'] == 'assistant' %}{% if loop.index0 == 0 and not tools %}{{ bos_token }}{% endif %}"
+            "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}"
+            "{% endgeneration %}{% else %}{{ content }}{% endif %}"
+        ),
+    )
 
 
 LLAMA3_GENERATION = llama3_generation_template(BUILTIN_TEMPLATES["llama3"])
@@ -89,7 +94,11 @@ def reference_rows(tokenizer, records: list[dict], template: str, generation_tem
         wrapped = tokenizer.apply_chat_template(msgs, tools=tools, chat_template=generation_template, tokenize=False)
         assert wrapped == text, "the generation-wrapped reference template must render the same text"
         enc = tokenizer.apply_chat_template(
-            msgs, tools=tools, chat_template=generation_template, tokenize=True, return_dict=True,
+            msgs,
+            tools=tools,
+            chat_template=generation_template,
+            tokenize=True,
+            return_dict=True,
             return_assistant_tokens_mask=True,
         )
         assert list(enc["input_ids"]) == ids
@@ -121,9 +130,9 @@ def shared_messages() -> list[dict]:
 def test_qwen3_on_shared_data_matches_transformers(tmp_path, qwen_dir, shared_messages, span_method, offsets, monkeypatch):
     """Exact ids and labels; token offsets from the tokens' bytes (what a build of a few MiB or more uses)
     and from the tokenizer (what a smaller one uses)."""
-    import padprep.pipeline
+    import padprep.run.pipeline
 
-    monkeypatch.setattr(padprep.pipeline, "SMALL_INPUT_BYTES", 0 if offsets == "bytes" else 1 << 40)
+    monkeypatch.setattr(padprep.run.pipeline, "SMALL_INPUT_BYTES", 0 if offsets == "bytes" else 1 << 40)
     tok = transformers.AutoTokenizer.from_pretrained(str(qwen_dir))
     template = tok.chat_template
     src = write_jsonl(tmp_path / "shared.jsonl", shared_messages)
@@ -171,17 +180,19 @@ def test_sample_data_matches_transformers(tmp_path):
 
 def test_qwen3_multi_turn_labels_by_hand(tmp_path, qwen_dir):
     """A two-turn chat: the earlier reply has no <think> block in the full render, the last one has."""
-    rec = {"messages": [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Bye"},
-        {"role": "assistant", "content": "Goodbye."},
-    ]}
+    rec = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye."},
+        ]
+    }
     run_build([write_jsonl(tmp_path / "a.jsonl", [rec])], qwen_dir, tmp_path / "out")
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(qwen_dir / "tokenizer.json"))
-    (ids, labels), = unpadded_rows(tmp_path / "out")
+    ((ids, labels),) = unpadded_rows(tmp_path / "out")
     trained = tok.decode([int(t) for t in labels if t != -100], skip_special_tokens=False)
     assert trained == "Hello!<|im_end|><think>\n\n</think>\n\nGoodbye.<|im_end|>"
     text = tok.decode(ids.tolist(), skip_special_tokens=False)

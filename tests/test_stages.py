@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from padprep.bucket import assign, optimal_bounds, padding_of
+from padprep.chat.encode import tokenize_batch
+from padprep.chat.mask import labels_by_offsets, labels_from_spans
+from padprep.chat.render import Renderer, align_tail
+from padprep.chat.templates import BUILTIN_TEMPLATES
 from padprep.config import PaddingSide, TrainOn, Truncation
-from padprep.mask import labels_by_offsets, labels_from_spans
-from padprep.encode import tokenize_batch
-from padprep.pad import pad_shard
-from padprep.render import Renderer, align_tail
-from padprep.templates import BUILTIN_TEMPLATES
+from padprep.layout.bucket import assign, optimal_bounds, padding_of
+from padprep.layout.pad import pad_shard
 from tests.conftest import SAMPLE, run_build, unpadded_rows, write_jsonl
 
 
@@ -125,11 +125,18 @@ def test_align_tail_when_prefix_render_inserts_text():
 def test_renderer_probes_end_marker_and_spans():
     r = Renderer(BUILTIN_TEMPLATES["chatml"], {})
     assert r.end_marker == "<|im_end|>"
-    from padprep.normalize import Conversation
+    from padprep.input.conversation import Conversation
 
     conv = Conversation(
-        ({"role": "user", "content": "a"}, {"role": "assistant", "content": "b\n"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}),
-        None, "x", 1,
+        (
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b\n"},
+            {"role": "user", "content": "c"},
+            {"role": "assistant", "content": "d"},
+        ),
+        None,
+        "x",
+        1,
     )
     out = r.render(conv)
     assert [out.text[s:e] for s, e in out.spans] == ["b\n<|im_end|>", "d<|im_end|>"]
@@ -152,8 +159,8 @@ def test_truncation_policies(tmp_path, policy):
     if policy is Truncation.drop:
         assert (m["totals"]["rows_written"], m["totals"]["dropped"]) == (0, 1)
         return
-    (full_ids, full_labels), = unpadded_rows(tmp_path / "full")
-    (ids, labels), = unpadded_rows(tmp_path / "cut")
+    ((full_ids, full_labels),) = unpadded_rows(tmp_path / "full")
+    ((ids, labels),) = unpadded_rows(tmp_path / "cut")
     assert len(ids) == 60 < n and m["totals"]["truncated"] == 1
     keep = slice(0, 60) if policy is Truncation.right else slice(n - 60, n)
     assert ids.tolist() == full_ids[keep].tolist() and labels.tolist() == full_labels[keep].tolist()
@@ -171,5 +178,5 @@ def test_right_truncation_that_loses_the_answer_is_dropped(tmp_path):
 def test_train_on_all_trains_every_token(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [_long_record()])
     run_build([src], SAMPLE / "tokenizer", tmp_path / "o", train_on=TrainOn.all)
-    (ids, labels), = unpadded_rows(tmp_path / "o")
+    ((ids, labels),) = unpadded_rows(tmp_path / "o")
     assert labels.tolist() == ids.tolist()

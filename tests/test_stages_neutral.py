@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from padprep.chat.templates import TemplateError
+from padprep.chat.tokenizer import TokenizerError
 from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
-from padprep.manifest import FORMAT, Manifest, ManifestError, read_manifest
-from padprep.read import InputError
-from padprep.rejects import describe_reason
-from padprep.templates import TemplateError
-from padprep.tokenizer import TokenizerError
-from padprep.write import OutputExists
+from padprep.input.read import InputError
+from padprep.layout.shards import OutputExists
+from padprep.output.manifest import FORMAT, Manifest, ManifestError, read_manifest
+from padprep.output.rejects import describe_reason
 from tests.conftest import SAMPLE, padprep_cli, run_build, write_jsonl
 
 TOK = SAMPLE / "tokenizer"
@@ -23,8 +23,10 @@ def test_every_reject_has_a_stable_code_in_rejects_and_manifest(tmp_path):
     src = tmp_path / "in.jsonl"
     write_jsonl(src, [good] * 3)
     with open(src, "ab") as fh:
-        fh.write(b'{"messages": [\n[1]\n\xff\xfe\n{"messages": [{"role": "user", "content": "x"}]}\n'
-                 b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}\n')
+        fh.write(
+            b'{"messages": [\n[1]\n\xff\xfe\n{"messages": [{"role": "user", "content": "x"}]}\n'
+            b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}\n'
+        )
     manifest = run_build([src], TOK, tmp_path / "o", max_reject_rate=1.0)
     rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
     assert [r["code"] for r in rejects] == ["invalid_json", "wrong_type", "not_utf8", "nothing_to_train", "empty_reply"]
@@ -68,11 +70,12 @@ def test_usage_errors_carry_exit_2(error):
 
 
 def test_engine_is_recorded_but_not_in_the_build_key(tmp_path):
-    from padprep.buildkey import build_key
     from padprep.config import BuildConfig, EngineName
+    from padprep.output.buildkey import build_key
 
     base = BuildConfig(inputs=(SAMPLE / "chat.jsonl",), tokenizer=str(TOK), output=tmp_path / "o")
-    on_ray = BuildConfig(inputs=base.inputs, tokenizer=base.tokenizer, output=base.output, engine=EngineName.ray,
-                         ray_address="ray://head:10001")
+    on_ray = BuildConfig(
+        inputs=base.inputs, tokenizer=base.tokenizer, output=base.output, engine=EngineName.ray, ray_address="ray://head:10001"
+    )
     assert build_key(base, ["d"]) == build_key(on_ray, ["d"])
     assert on_ray.as_manifest()["engine"] == "ray" and "ray_address" not in on_ray.as_manifest()

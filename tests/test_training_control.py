@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from padprep.config import Reasoning
-from padprep.write import read_shard
+from padprep.layout.shards import read_shard
 from tests.conftest import SAMPLE, padprep_cli, run_build, unpadded_rows, write_jsonl
 
 transformers = pytest.importorskip("transformers")
 
 TOK = SAMPLE / "tokenizer"
-WEATHER = {"name": "get_weather", "description": "Weather in a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 def v1_record() -> dict:
@@ -24,10 +27,17 @@ def v1_record() -> dict:
     call = json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})
     return {
         "messages": [
-            {"role": "system", "content": [{"type": "text", "value": "You are "}, {"type": "text", "value": "helpful."}], "loss_weight": 0.0},
+            {
+                "role": "system",
+                "content": [{"type": "text", "value": "You are "}, {"type": "text", "value": "helpful."}],
+                "loss_weight": 0.0,
+            },
             {"role": "user", "content": [{"type": "text", "value": "Weather in Paris?"}], "loss_weight": 0.0},
-            {"role": "assistant", "content": [{"type": "reasoning", "value": "I need the tool."},
-                                              {"type": "tool_call", "value": call}], "loss_weight": 1.0},
+            {
+                "role": "assistant",
+                "content": [{"type": "reasoning", "value": "I need the tool."}, {"type": "tool_call", "value": call}],
+                "loss_weight": 1.0,
+            },
             {"role": "tool", "content": [{"type": "text", "value": "20C and sunny"}], "loss_weight": 0.0},
             {"role": "assistant", "content": [{"type": "text", "value": "It is 20C and sunny."}], "loss_weight": 1.0},
         ],
@@ -40,8 +50,12 @@ def v1_as_openai() -> tuple[list, list]:
     messages = [
         {"role": "system", "content": "You are helpful."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "reasoning_content": "I need the tool.",
-         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "I need the tool.",
+            "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
         {"role": "tool", "content": "20C and sunny"},
         {"role": "assistant", "content": "It is 20C and sunny."},
     ]
@@ -61,7 +75,7 @@ def test_llamafactory_v1_records_build_like_their_openai_meaning(tmp_path, qwen_
     src = write_jsonl(tmp_path / "v1.jsonl", [v1_record()])
     m = run_build([src], qwen_dir, tmp_path / "out")
     assert m["totals"]["rows_written"] == 1
-    (ids, labels), = unpadded_rows(tmp_path / "out")
+    ((ids, labels),) = unpadded_rows(tmp_path / "out")
     messages, tools = v1_as_openai()
     ref = qwen_tok.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=False)
     assert ids.tolist() == list(ref["input_ids"] if hasattr(ref, "keys") else ref)
@@ -71,16 +85,25 @@ def test_llamafactory_v1_records_build_like_their_openai_meaning(tmp_path, qwen_
     assert "Weather in Paris?" not in trained and "20C and sunny\n" not in trained
 
 
-@pytest.mark.parametrize("part, reason", [
-    ({"type": "image", "value": "x.png"}, "unsupported content part type `image`"),
-    ({"type": "tool_call", "value": "{not json"}, "tool_call part is not valid JSON"),
-    ({"type": "tool_call", "value": json.dumps({"arguments": {}})}, "tool_call part must be"),
-    ({"type": "text"}, "a `text` part needs a string under `text` or `value`"),
-])
+@pytest.mark.parametrize(
+    "part, reason",
+    [
+        ({"type": "image", "value": "x.png"}, "unsupported content part type `image`"),
+        ({"type": "tool_call", "value": "{not json"}, "tool_call part is not valid JSON"),
+        ({"type": "tool_call", "value": json.dumps({"arguments": {}})}, "tool_call part must be"),
+        ({"type": "text"}, "a `text` part needs a string under `text` or `value`"),
+    ],
+)
 def test_bad_content_parts_are_rejected_naming_type_and_field(tmp_path, part, reason):
-    rec = {"messages": [{"role": "user", "content": [{"type": "text", "value": "hi"}, part]},
-                        {"role": "assistant", "content": [{"type": "text", "value": "yo"}]}]}
-    src = write_jsonl(tmp_path / "bad.jsonl", [rec, {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}])
+    rec = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "value": "hi"}, part]},
+            {"role": "assistant", "content": [{"type": "text", "value": "yo"}]},
+        ]
+    }
+    src = write_jsonl(
+        tmp_path / "bad.jsonl", [rec, {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    )
     m = run_build([src], TOK, tmp_path / "out", max_reject_rate=1.0)
     assert m["totals"]["rejected"] == 1
     reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text())
@@ -88,8 +111,15 @@ def test_bad_content_parts_are_rejected_naming_type_and_field(tmp_path, part, re
 
 
 def test_text_parts_keyed_text_or_value_both_work(tmp_path):
-    recs = [{"messages": [{"role": "user", "content": [{"type": "text", key: "Hello"}]},
-                          {"role": "assistant", "content": [{"type": "text", key: "Hi!"}]}]} for key in ("text", "value")]
+    recs = [
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", key: "Hello"}]},
+                {"role": "assistant", "content": [{"type": "text", key: "Hi!"}]},
+            ]
+        }
+        for key in ("text", "value")
+    ]
     run_build([write_jsonl(tmp_path / "a.jsonl", recs)], TOK, tmp_path / "out")
     rows = unpadded_rows(tmp_path / "out")
     assert len(rows) == 2 and rows[0][0].tolist() == rows[1][0].tolist()
@@ -113,12 +143,14 @@ def test_a_json_file_holding_one_object_is_one_record(tmp_path):
 
 
 def _two_replies(first: dict, second: dict | None = None, user: dict | None = None) -> dict:
-    return {"messages": [
-        {"role": "user", "content": "First question?", **(user or {})},
-        {"role": "assistant", "content": "FIRST-ANSWER", **first},
-        {"role": "user", "content": "Second question?"},
-        {"role": "assistant", "content": "SECOND-ANSWER", **(second or {})},
-    ]}
+    return {
+        "messages": [
+            {"role": "user", "content": "First question?", **(user or {})},
+            {"role": "assistant", "content": "FIRST-ANSWER", **first},
+            {"role": "user", "content": "Second question?"},
+            {"role": "assistant", "content": "SECOND-ANSWER", **(second or {})},
+        ]
+    }
 
 
 def test_training_flags_decide_what_is_trained(tmp_path):
@@ -148,12 +180,15 @@ def test_a_conversation_whose_flags_mask_everything_is_dropped(tmp_path):
     assert reject["stage"] == "policy" and "loss_weight" in reject["reason"]
 
 
-@pytest.mark.parametrize("flags, reason", [
-    ({"loss_weight": -1}, "`loss_weight` must be a number >= 0"),
-    ({"loss_weight": "1"}, "`loss_weight` must be a number >= 0"),
-    ({"train": 1}, "`train` must be true or false"),
-    ({"loss_weight": 0, "train": True}, "disagree"),
-])
+@pytest.mark.parametrize(
+    "flags, reason",
+    [
+        ({"loss_weight": -1}, "`loss_weight` must be a number >= 0"),
+        ({"loss_weight": "1"}, "`loss_weight` must be a number >= 0"),
+        ({"train": 1}, "`train` must be true or false"),
+        ({"loss_weight": 0, "train": True}, "disagree"),
+    ],
+)
 def test_bad_training_flags_are_rejected(tmp_path, flags, reason):
     recs = [_two_replies(flags), _two_replies({})]
     run_build([write_jsonl(tmp_path / "a.jsonl", recs)], TOK, tmp_path / "out", max_reject_rate=1.0)
@@ -180,16 +215,24 @@ def test_fractional_weights_become_a_loss_weights_column(tmp_path):
     assert sorted(seen) == [[0.5, 1.0], [1.0]]
     res = padprep_cli("inspect", str(tmp_path / "out"), "--verify")
     assert res.returncode == 0, res.stdout + res.stderr
-    from padprep.loader import load
+    from padprep.train.loader import load
 
     batch = load(tmp_path / "out")[0:2]
     assert "loss_weights" in batch and batch["loss_weights"].dtype.is_floating_point
 
 
 REASONING_RECS = [
-    {"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1", "reasoning_content": "R1 thinking."},
-                  {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2", "reasoning_content": "R2 thinking."}]},
-    {"messages": [{"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]},  # Qwen3 writes an empty think block
+    {
+        "messages": [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1", "reasoning_content": "R1 thinking."},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2", "reasoning_content": "R2 thinking."},
+        ]
+    },
+    {
+        "messages": [{"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
+    },  # Qwen3 writes an empty think block
 ]
 
 
@@ -198,7 +241,10 @@ def test_reasoning_option_masks_think_blocks_and_never_changes_ids(tmp_path, qwe
     out = {}
     for mode in Reasoning:
         m = run_build([src], qwen_dir, tmp_path / mode.value, reasoning=mode)
-        out[mode] = (m, {tuple(ids.tolist()): trained_text(qwen_tok, labels) for ids, labels in unpadded_rows(tmp_path / mode.value)})
+        out[mode] = (
+            m,
+            {tuple(ids.tolist()): trained_text(qwen_tok, labels) for ids, labels in unpadded_rows(tmp_path / mode.value)},
+        )
     ids_sets = {frozenset(rows) for _, rows in out.values()}
     assert len(ids_sets) == 1  # input_ids identical in every mode
     by = {mode: sorted(rows.values()) for mode, (_, rows) in out.items()}

@@ -1,0 +1,679 @@
+"""Stage 3, render: ``Conversation`` -> the chat-template text and the character spans to train.
+
+Spans come from the template's own word on where each reply starts and ends, mapped into the one
+full render (which is the only text that gets tokenized):
+
+* a reply starts where ``render(messages[:i], add_generation_prompt=True)`` ends. When that prompt
+  is a prefix of the full render, that is its length. When it is not (the template rewrote an
+  earlier turn: Qwen3 keeps a ``<think>`` block on a reply that is last only in the prefix), the
+  prompt's tail (the messages since the previous reply, without the generation header) is aligned
+  into the full render *after the previous reply's end*, and the reply starts after as much of the
+  generation header as the full render repeats there. Never at the first point where the two
+  renders differ: that point can lie in any earlier turn.
+* it ends where ``render(messages[:i+1])`` ends, found the same way (its tail aligned after the
+  reply's start), then trimmed of the whitespace the template writes after the end-of-turn marker.
+
+Every conversation's spans are then checked (``check_spans``): strictly increasing and disjoint,
+each reply's own text (content, tool-call names and arguments, reasoning where the template keeps
+it) inside its own span. A conversation that fails is rejected, never written with a wrong mask.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import jinja2
+
+from padprep.chat.templates import BUDGET, DEFAULT_MAX_CHARS, TemplateLimitError, compile_template
+from padprep.config import Reasoning, TrainOn
+from padprep.errors import PadprepError
+from padprep.input.conversation import Conversation
+from padprep.input.formats import content_of, reasoning_of, template_view
+
+_PROBE = "PADPREP_PROBE_REPLY"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered conversation: ``text`` and the ``[start, end)`` character spans whose tokens are trained."""
+
+    text: str
+    spans: tuple[tuple[int, int], ...]
+    realigned: int = 0  # reply boundaries that were not plain prefix lengths (template rewrote history)
+    weights: tuple[float, ...] | None = None  # per span, where a message's loss_weight is not 1
+    masked_by_flag: int = 0  # replies that a training flag (loss_weight 0, train false) masked
+    trained_by_flag: int = 0  # other messages that a training flag trains
+    think_masked: int = 0  # think blocks masked by --reasoning
+
+
+class RenderError(PadprepError, ValueError):
+    """The chat template raised, or produced something padprep cannot align (a reject; exit 1 if one escapes)."""
+
+    code = "template_error"
+
+
+class SpanError(RenderError):
+    """The trained spans cannot be located or trained as asked in the template's render."""
+
+    code = "span_check"
+
+
+class TemplateLimit(RenderError):
+    """The template went past a limit while rendering (a value too large, too long a time): the template's fault."""
+
+    code = "template_limit"
+
+
+class TooLong(RenderError):
+    """The render is longer than any row --max-length allows (or than the render cap): dropped, never tokenized."""
+
+    code = "too_long"
+
+    def __init__(self, message: str, chars: int, over_cap: bool = False):
+        super().__init__(message)
+        self.chars = chars
+        self.over_cap = over_cap  # past the render cap (not only past --max-length)
+
+
+# A conversation whose replies need the template's own prefix renders costs two renders of (a prefix
+# of) the whole conversation per reply: past this many replies it is rejected, not rendered N^2 times.
+MAX_TEMPLATE_REPLIES = 256
+
+
+class Renderer:
+    """Renders conversations with one compiled template and one set of special-token variables."""
+
+    def __init__(
+        self,
+        template: str,
+        special: dict[str, str],
+        train_on: TrainOn = TrainOn.assistant,
+        fast_path: bool = True,
+        reasoning: Reasoning = Reasoning.train,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        too_long: Callable[[str], bool] | None = None,
+        too_long_chars: int = 0,
+    ):
+        self.template = compile_template(template)
+        self.variables = dict(special)
+        self.train_on = train_on
+        self.reasoning = reasoning
+        self.max_chars = max_chars  # cap on one render's output and on any value the template builds
+        self.too_long = too_long  # a render certainly longer than --max-length tokens (None: no such bound)
+        self.too_long_chars = too_long_chars  # no text this short is too long
+        self.end_marker = self._probe_end_marker()
+        self.header = self._probe_generation_header()
+        self.fast_path = fast_path and bool(self.header and self.end_marker)
+
+    def render_text(
+        self, messages: list[dict] | tuple[dict, ...], tools: list | None, generation: bool, stop_when_too_long: bool = False
+    ) -> str:
+        """Render like ``apply_chat_template(..., tokenize=False)``: messages exactly as the record gives them.
+
+        With ``stop_when_too_long``, rendering stops as soon as the text so far is certainly longer than
+        --max-length tokens (``TooLong``): dropping a huge record costs no more than the longest row.
+        """
+        BUDGET.start(self.max_chars)
+        check_at = self.too_long_chars if stop_when_too_long and self.too_long is not None else self.max_chars
+        try:
+            chunks, total = [], 0
+            for chunk in self.template.generate(
+                messages=list(messages), tools=tools, documents=None, add_generation_prompt=generation, **self.variables
+            ):
+                total += len(chunk)
+                chunks.append(chunk)
+                if total > check_at:
+                    if total > self.max_chars:
+                        raise TooLong(f"its rendered text is longer than the limit of {self.max_chars:,} characters", total, True)
+                    if self.too_long("".join(chunks)):
+                        raise TooLong(
+                            f"its rendered text (the first {total:,} characters already) holds more tokens than --max-length",
+                            total,
+                        )
+                    check_at = min(2 * total, self.max_chars)
+            return "".join(chunks)
+        except RenderError:
+            raise
+        except TemplateLimitError as exc:
+            traceback.clear_frames(exc.__traceback__)  # its frames hold the oversized values: free them now
+            raise TemplateLimit(f"chat template went past a limit: {exc}") from None
+        except jinja2.TemplateError as exc:
+            # the template's own raise_exception(message) says what is wrong in its author's words
+            at = "" if type(exc) is jinja2.TemplateError else _at_line(exc)
+            raise RenderError(f"chat template raised an error: {exc}{at}") from None
+        except RecursionError as exc:  # a macro that calls itself without end on this record's data
+            at = _at_line(exc)
+            traceback.clear_frames(exc.__traceback__)  # a thousand frames: free them now
+            raise RenderError(f"chat template recursed past Python's limit of {sys.getrecursionlimit():,} calls{at}") from None
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}{_at_line(exc)}") from None
+
+    def render(self, conv: Conversation) -> Rendered:
+        full = self.render_text(conv.messages, conv.tools, generation=False, stop_when_too_long=True)
+        if self.too_long is not None and self.too_long(full):  # decided before any prefix render or token
+            raise TooLong(f"its rendered text of {len(full):,} characters holds more tokens than --max-length", len(full))
+        if self.train_on is TrainOn.all:
+            return Rendered(full, ((0, len(full)),))
+        turns = conv.assistant_indices
+        fast = self.header_spans(conv, full) if self.fast_path else None
+        if fast is not None:
+            spans, realigned = tuple(fast), 0
+        elif len(turns) > MAX_TEMPLATE_REPLIES:
+            raise RenderError(
+                f"{len(turns):,} replies whose spans only the template's own prefix renders can find (2 renders of "
+                f"the conversation per reply); the limit is {MAX_TEMPLATE_REPLIES}: split the conversation"
+            )
+        else:
+            spans, realigned = self.template_spans(conv, full, turns)
+        self.check_spans(conv, full, turns, spans)
+        chosen = list(zip(turns, spans))
+        if self.train_on is TrainOn.last:
+            chosen = chosen[-1:]
+        weighted, masked, extra = self._apply_flags(conv, full, chosen) if conv.weights else ([(s, 1.0) for _, s in chosen], 0, 0)
+        pieces, think = self._mask_reasoning(full, weighted)
+        weights = tuple(w for _, w in pieces)
+        return Rendered(
+            full,
+            tuple(s for s, _ in pieces),
+            realigned,
+            weights if any(w != 1.0 for w in weights) else None,
+            masked,
+            extra,
+            think,
+        )
+
+    # -- per-message training flags and --reasoning -----------------------------------------------
+
+    def _apply_flags(self, conv: Conversation, full: str, chosen: list) -> tuple[list, int, int]:
+        """Reply spans kept or masked by their message's flag, plus the other messages a flag trains."""
+        weights = conv.weights
+        kept, masked = [], 0
+        for i, span in chosen:
+            w = weights[i] if weights[i] is not None else 1.0
+            if w > 0:
+                kept.append((span, w))
+            else:
+                masked += 1
+        replies = {i for i, _ in chosen}
+        extra = [
+            i
+            for i, w in enumerate(weights)
+            if w and i not in replies and not (self.train_on is TrainOn.last and conv.messages[i]["role"] == "assistant")
+        ]
+        kept += [(self.message_span(conv, i, full), weights[i]) for i in extra]
+        kept.sort()
+        if any(a[1] > b[0] for (a, _), (b, _) in zip(kept, kept[1:])):
+            raise SpanError(
+                "the spans of the messages to train overlap (a training flag on a message the template merges with another)"
+            )
+        return kept, masked, len(extra)
+
+    def message_span(self, conv: Conversation, i: int, full: str) -> tuple[int, int]:
+        """Any message's span, for a training flag that asks for it: its content through the end of its turn."""
+        role = conv.messages[i]["role"]
+        try:
+            before = self.render_text(conv.messages[:i], conv.tools, generation=False) if i else ""
+        except RenderError:
+            before = ""
+        upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
+        if not (full.startswith(upto) and upto.startswith(before)):
+            raise SpanError(f"cannot train message {i} ({role}) as its flag asks: the template renders it differently later on")
+        content = content_of(conv.messages[i]).strip()
+        start = full.find(content, len(before), len(upto)) if content else -1
+        if start < 0:
+            raise SpanError(f"cannot train message {i} ({role}) as its flag asks: its content is not in its render")
+        return start, len(before) + len(full[len(before) : len(upto)].rstrip())
+
+    def _mask_reasoning(self, full: str, weighted: list) -> tuple[list, int]:
+        """Spans with their think blocks cut out (``--reasoning mask``; ``mask-empty``: only empty blocks)."""
+        markers = self.think_markers if self.reasoning is not Reasoning.train else None
+        if not markers:
+            return weighted, 0
+        opening, closing = markers
+        out, masked, floor = [], 0, 0
+        for (s, e), w in weighted:
+            close = full.find(closing, s, e)
+            open_ = full.rfind(opening, floor, close) if close >= 0 else -1
+            inner = full[open_ + len(opening) : close] if open_ >= 0 else ""
+            if open_ < 0 or (self.reasoning is Reasoning.mask_empty and inner.strip()):
+                out.append(((s, e), w))
+            else:
+                after = close + len(closing)
+                after += len(full[after:e]) - len(full[after:e].lstrip())
+                out += [(piece, w) for piece in ((s, max(s, open_)), (after, e)) if piece[0] < piece[1]]
+                masked += 1
+            floor = e
+        return out, masked
+
+    @cached_property
+    def think_markers(self) -> tuple[str, str] | None:
+        """The think block's opening and closing markers (``<think>``, ``</think>``), probed from the template:
+        what it writes right before and right after a reply's reasoning. None: it writes no think block."""
+        reply = template_view({"role": "assistant", "content": "A.", "reasoning_content": _PROBE_REASONING})
+        try:
+            text = self.render_text([{"role": "user", "content": "hi"}, reply], None, generation=False)
+        except RenderError:
+            return None
+        at = text.find(_PROBE_REASONING)
+        answer = text.find("A.", at + len(_PROBE_REASONING)) if at >= 0 else -1
+        if answer < 0:
+            return None
+        lines = [line.strip() for line in text[:at].split("\n") if line.strip()]
+        opening = lines[-1] if lines else ""
+        role = self.header.strip().split("\n")[0].strip() if self.header.strip() else ""
+        if role and role in opening:  # the role header and the marker on one line: keep what follows the header
+            opening = opening.split(role)[-1].strip()
+        closing = text[at + len(_PROBE_REASONING) : answer].strip().split("\n")[0].strip()
+        if not opening or not closing or opening.endswith("hi"):
+            return None
+        return opening, closing
+
+    def template_spans(self, conv: Conversation, full: str, turns: list[int]) -> tuple[tuple, int]:
+        """Spans from the template's own prefix renders (two extra renders per reply), each found after the last."""
+        spans, realigned, floor, previous = [], 0, 0, -1
+        for i in turns:
+            prompt, header = self._prompt(conv, i)
+            start, moved_start = self._reply_start(i, prompt, header, full, floor, conv.messages[previous + 1 : i])
+            previous = i
+            end, moved_end = self._reply_end(conv, i, prompt, header, full, start)
+            spans.append((start, max(start, end)))
+            realigned += moved_start + moved_end
+            floor = max(start, end)
+        return tuple(spans), realigned
+
+    def header_spans(self, conv: Conversation, full: str) -> list[tuple[int, int]] | None:
+        """Fast path: each reply runs from after a generation header to the next end-of-turn marker.
+
+        Used only when the conversation passes every check (one header per assistant turn, each
+        reply closed by the marker before the next header, each reply's text found inside its span);
+        otherwise ``None`` and the template's own boundaries are used. Preflight compares both.
+        """
+        header, marker = self.header, self.end_marker
+        turns = conv.assistant_indices
+        heads = _find_all(full, header)
+        if len(heads) != len(turns):
+            return None
+        spans = []
+        for k, (i, h) in enumerate(zip(turns, heads)):
+            start = h + len(header)
+            end = full.find(marker, start)
+            limit = heads[k + 1] if k + 1 < len(heads) else len(full)
+            if end < 0 or end + len(marker) > limit:
+                return None
+            end += len(marker)
+            content = content_of(conv.messages[i]).strip()
+            if content and content not in full[self._with_header(full, h, start) : end]:
+                return None
+            spans.append((start, end))
+        return spans
+
+    def check_spans(self, conv: Conversation, full: str, turns: list[int], spans) -> None:
+        """Raise ``RenderError`` unless every reply's span is in order, disjoint and holds the reply's own text.
+
+        A reply's text counts where the template wrote it between the previous reply's span and the
+        next one's (its *region*): there it must lie inside the span. Text a template does not write
+        at all (Llama 3.1 drops the content beside a tool call) is not asked for; tool calls, which
+        the template is probed to write, always are.
+        """
+        floor = 0
+        for k, (i, (start, end)) in enumerate(zip(turns, spans)):
+            ceiling = spans[k + 1][0] if k + 1 < len(spans) else len(full)
+            if start == end and floor <= start <= min(ceiling, len(full)) and self._writes_nothing(conv.messages[i]):
+                problem = None  # a reply the template writes nothing of (GLM-4 drops tool calls): nothing to train
+            elif not floor <= start < end <= min(ceiling, len(full)):
+                problem = "its span is empty, out of order or overlaps another reply's"
+            else:
+                problem = self._missing_text(
+                    conv.messages[i], full[self._with_header(full, floor, start) : end], full[floor:ceiling]
+                )
+            if problem:
+                raise SpanError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
+            floor = end
+
+    def _writes_nothing(self, message: dict) -> bool:
+        """The reply has no text the template writes: no content, and no tool calls or reasoning it renders."""
+        return not (
+            content_of(message).strip()
+            or (self.renders_tool_calls and message.get("tool_calls"))
+            or (self.renders_reasoning and reasoning_of(message).strip())
+        )
+
+    def _with_header(self, full: str, floor: int, start: int) -> int:
+        """Where the generation header (or the end of it that the full render writes) begins before ``start``.
+
+        A reply's own text may begin with the end of the header: reasoning kept in ``content`` opens with
+        ``<think>\\n``, which a template whose prompt opens the think block writes where the prompt ends.
+        That text is prompt, not reply, yet it is the field's own text: the check looks for the field in
+        the span together with that header text, and nowhere else."""
+        header = self.header
+        for j in range(min(len(header), start - floor), 0, -1):
+            if full.startswith(header[-j:], start - j):
+                return start - j
+        return start
+
+    def _missing_text(self, message: dict, span: str, region: str) -> str | None:
+        """What of the reply's own text lies outside its span (None: nothing)."""
+        content = content_of(message).strip()
+        for piece in (content, content[-_TAIL:].strip()):
+            if piece and piece in region and piece not in span:
+                return "its content is outside its span"
+        reasoning = reasoning_of(message).strip()
+        if reasoning and reasoning in region and reasoning not in span:
+            return "its reasoning is outside its span"
+        if self.renders_tool_calls:
+            for name, pieces in _tool_call_pieces(message):
+                if name not in span:
+                    return f"tool call `{name}` is not inside its span"
+                if not all(any(form in span for form in forms) for forms in pieces):
+                    return f"the arguments of tool call `{name}` are not inside its span"
+        return None
+
+    def _prompt(self, conv: Conversation, i: int) -> tuple[str | None, str]:
+        """``render(messages[:i], add_generation_prompt=True)`` and the generation header that ends it.
+
+        None for a reply that opens the conversation where the template cannot render no messages.
+        """
+        try:
+            prompt = self.render_text(conv.messages[:i], conv.tools, generation=True)
+        except RenderError:
+            if i == 0:
+                return None, ""
+            raise
+        if self.header and prompt.endswith(self.header):
+            return prompt, self.header
+        bare = self.render_text(conv.messages[:i], conv.tools, generation=False)
+        return prompt, prompt[len(bare) :] if prompt.startswith(bare) else ""
+
+    def _reply_start(self, i: int, prompt: str | None, header: str, full: str, floor: int, between) -> tuple[int, int]:
+        """Where reply ``i`` starts in ``full``: after its prompt, found after the previous reply (``floor``).
+
+        ``between`` are the messages since the previous reply (user and tool turns)."""
+        if prompt is None:
+            return 0, 1  # the reply starts the text
+        if floor <= len(prompt) and full.startswith(prompt):
+            return len(prompt), 0
+        if floor <= len(prompt) and full.startswith(prompt[:floor]):
+            return self._where_renders_part(i, prompt, header, full, floor, between), 1
+        # The template rewrote an earlier turn. What lies between the previous reply and this one is the
+        # same text in both renders: the prompt ends with it, the full render has it at ``floor``, and a
+        # generation header (or as much of it as the full render repeats) comes right after it.
+        body = prompt[: len(prompt) - len(header)]
+        at = _after_same_text(body, self._head_of(header), full, floor)
+        if at is None:
+            raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
+        return at + common_prefix_length(header, full[at : at + len(header)]), 1
+
+    def _where_renders_part(self, i: int, prompt: str, header: str, full: str, floor: int, between) -> int:
+        """Reply ``i``'s start where both renders agree through the previous reply and part after it: the
+        prompt ends with text that only a render ending there writes (DeepSeek-R1 closes its tool outputs
+        block, ``<｜tool▁outputs▁end｜>``, only at the end; a generation header the full render repeats in
+        part). The reply starts where the two part, then after as much of the header as the full render
+        repeats; the turns since the previous reply must lie before that point, else it is not placed."""
+        start = floor + common_prefix_length(prompt[floor:], full[floor : len(prompt)])
+        head = self._head_of(header) if header else ""
+        if head and start < len(prompt) - len(header):  # they part before the header: it must follow
+            if not full.startswith(head, start):
+                raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
+            start += common_prefix_length(header, full[start : start + len(header)])
+        for m in between:
+            content = content_of(m).strip()
+            if content and content in full[floor:] and content not in full[floor:start]:
+                raise SpanError(f"could not locate the prompt of reply at message {i}: the turns before it are not all before it")
+        return start
+
+    def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:
+        """Where reply ``i`` ends in ``full``: its render as the last message, re-synchronised after ``start``."""
+        upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
+        if len(upto) > start and full.startswith(upto):
+            end, moved = len(upto), 0
+        else:
+            begins = _reply_offset(upto, prompt, header)
+            if begins is None:
+                found = align_tail(upto, full, start)
+                end = found if found is not None else start
+            else:
+                end = resynchronise(upto[begins:], full, start)
+            moved = 1
+        end = start + len(full[start:end].rstrip())
+        marker = self.end_marker
+        if marker and not full.startswith(marker, end - len(marker)):
+            found = full.find(marker, start)
+            if found >= 0:
+                end, moved = found + len(marker), 1
+        return end, moved
+
+    def _head_of(self, header: str) -> str:
+        """The part of a generation header that the full render writes before every reply: its first line,
+        and no more than the probed reply head (DeepSeek-R1's prompt ends ``<｜Assistant｜><think>\\n``, its
+        replies are written after ``<｜Assistant｜>`` alone)."""
+        head = header[: header.index("\n") + 1] if "\n" in header else header
+        if header == self.header and self.reply_head:
+            head = head[: common_prefix_length(head, self.reply_head)]
+        return head
+
+    @cached_property
+    def reply_head(self) -> str:
+        """What the template writes between a user turn and an earlier reply's content in a full render ('' where
+        the probe cannot tell)."""
+        first = [{"role": "user", "content": "hi"}]
+        probe = first + [
+            {"role": "assistant", "content": _PROBE},
+            {"role": "user", "content": "ok"},
+            {"role": "assistant", "content": "A."},
+        ]
+        try:
+            bare = self.render_text(first, None, generation=False)
+            text = self.render_text(probe, None, generation=False)
+        except RenderError:
+            return ""
+        at = text.find(_PROBE)
+        return text[len(bare) : at] if at >= len(bare) and text.startswith(bare) else ""
+
+    def _probe_end_marker(self) -> str:
+        """What the template writes right after a reply (``<|im_end|>``, ``<|eot_id|>``...), whitespace trimmed."""
+        probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
+        try:
+            text = self.render_text(probe, None, generation=False)
+        except RenderError:
+            return ""
+        at = text.rfind(_PROBE)
+        return text[at + len(_PROBE) :].strip() if at >= 0 else ""
+
+    def _probe_generation_header(self) -> str:
+        """The text ``add_generation_prompt`` appends (``<|im_start|>assistant\\n``...)."""
+        probe = [{"role": "user", "content": "hi"}]
+        try:
+            bare = self.render_text(probe, None, generation=False)
+            prompted = self.render_text(probe, None, generation=True)
+        except RenderError:
+            return ""
+        return prompted[len(bare) :] if prompted.startswith(bare) else ""
+
+    # -- which message fields the template writes at all (probed once, for the checks and the hazard) --
+
+    @cached_property
+    def renders_tool_calls(self) -> bool:
+        return _PROBE_FUNCTION in self._tools_probe
+
+    @cached_property
+    def renders_tools(self) -> bool:
+        return _PROBE_TOOL in self._tools_probe
+
+    @cached_property
+    def _tools_probe(self) -> str:
+        """A tool round trip rendered with a few common shapes (templates differ on null content, string
+        arguments); '' when the template renders none of them."""
+        for content, arguments in (("", {"city": "Paris"}), ("", '{"city": "Paris"}'), (None, {"city": "Paris"})):
+            call = {"type": "function", "function": {"name": _PROBE_FUNCTION, "arguments": arguments}}
+            reply = {"role": "assistant", "tool_calls": [call], **({"content": content} if content is not None else {})}
+            messages = [
+                {"role": "user", "content": "hi"},
+                reply,
+                {"role": "tool", "content": "20 degrees", "name": _PROBE_FUNCTION},
+                {"role": "assistant", "content": "It is 20 degrees."},
+            ]
+            try:
+                return self.render_text(messages, [_PROBE_TOOL_SCHEMA], generation=False)
+            except RenderError:
+                continue
+        return ""
+
+    @cached_property
+    def renders_reasoning(self) -> bool:
+        """Whether the template writes a final reply's reasoning (given under all the names templates read)."""
+        reply = template_view({"role": "assistant", "content": "A.", "reasoning_content": _PROBE_REASONING})
+        try:
+            return _PROBE_REASONING in self.render_text([{"role": "user", "content": "hi"}, reply], None, generation=False)
+        except RenderError:
+            return False
+
+
+# Distinctive names for probing what a template renders.
+_PROBE_FUNCTION = "padprep_probe_function"
+_PROBE_TOOL = "padprep_probe_tool"
+_PROBE_REASONING = "PADPREP_PROBE_REASONING"
+_PROBE_TOOL_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_TOOL,
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+# The end of a reply's content is checked on its own too: templates drop a leading ``<think>`` block
+# written inside content from earlier replies (Qwen3), so the whole content is not in the text.
+_TAIL = 64
+
+
+def _at_line(exc: BaseException) -> str:
+    """`` (template line N)``: the innermost line of the template that was running when ``exc`` was raised
+    (jinja maps its frames to template lines); '' when no template frame is in the traceback."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (template line {line})" if line is not None else ""
+
+
+def _tool_call_pieces(message: dict) -> list[tuple[str, list[tuple[str, ...]]]]:
+    """(name, [forms of each string in the arguments]) per tool call: a template writes them raw or JSON-escaped."""
+    out = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                arguments = None  # written as the record gives it: nothing to check beyond the name
+        out.append((name, [_forms(s) for s in _strings(arguments)]))
+    return out
+
+
+def _strings(value, depth: int = 0) -> list[str]:
+    """Keys and string values inside a JSON value (a few levels deep)."""
+    if depth > 4:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, dict):
+        return [k for k in value if isinstance(k, str) and k.strip()] + [
+            s for v in value.values() for s in _strings(v, depth + 1)
+        ]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v, depth + 1)]
+    return []
+
+
+def _forms(text: str) -> tuple[str, ...]:
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    return (text.strip(), escaped, json.dumps(text)[1:-1])
+
+
+def _after_same_text(body: str, head: str, full: str, floor: int) -> int | None:
+    """The first place at or after ``floor`` where ``full`` holds ``head`` (what the template writes before
+    every reply, see ``Renderer._head_of``) and the text from ``floor`` up to it is how ``body`` ends
+    (None: nowhere; without a head, the longest tail of ``body`` found after ``floor`` is used)."""
+    if not head:
+        return align_tail(body, full, floor)
+    at = full.find(head, floor)
+    while at >= 0:
+        if body.endswith(full[floor:at]):
+            return at
+        at = full.find(head, at + 1)
+    return None
+
+
+def _reply_offset(upto: str, prompt: str | None, header: str) -> int | None:
+    """Where the reply begins in ``upto`` (the render that ends with it), from its prompt render."""
+    if prompt is None:
+        return 0
+    if upto.startswith(prompt):
+        return len(prompt)
+    body = prompt[: len(prompt) - len(header)]
+    if upto.startswith(body):
+        return len(body) + common_prefix_length(header, upto[len(body) : len(body) + len(header)])
+    return None
+
+
+def resynchronise(reply: str, full: str, start: int) -> int:
+    """The end in ``full`` of ``reply`` (a reply as rendered when last) where ``full`` has it from ``start``.
+
+    The two agree up to a point, then the last-turn render holds something the full render lacks
+    (Qwen3's ``<think>...</think>`` on the last reply); the longest rest of ``reply`` that ``full``
+    continues with at that point is the rest of the reply.
+    """
+    agree = common_prefix_length(reply, full[start : start + len(reply)])
+    at, rest = start + agree, reply[agree:]
+    if not rest or at >= len(full):
+        return at
+    j = rest.find(full[at])
+    while 0 <= j:
+        if full.startswith(rest[j:], at):
+            return at + len(rest) - j
+        j = rest.find(full[at], j + 1)
+    return at
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    out, at = [], text.find(needle)
+    while at >= 0:
+        out.append(at)
+        at = text.find(needle, at + len(needle))
+    return out
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix, in C speed for the common case where ``a`` is a prefix of ``b``."""
+    if b.startswith(a):
+        return len(a)
+    return len(os.path.commonprefix([a, b]))
+
+
+def align_tail(text: str, full: str, floor: int) -> int | None:
+    """Where ``text``'s tail ends in ``full``: the end of the first occurrence, at or after ``floor``, of
+    the longest suffix of ``text`` that occurs there (None when not even its last character does).
+
+    Occurring at or after ``floor`` is monotone in the suffix length (a suffix found at ``q`` has its
+    own suffixes at ``q + 1``...), so the longest one is found by bisection.
+    """
+    lo, hi = 0, len(text)  # the longest suffix found has length in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if full.find(text[len(text) - mid :], floor) >= 0:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return None
+    return full.find(text[len(text) - lo :], floor) + lo

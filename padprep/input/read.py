@@ -1,0 +1,430 @@
+"""Stage 1, read: files -> ``RawRecord(source, line, text)``, streaming, in bounded memory.
+
+Nothing here parses records: a line that is not JSON is still a record, and normalize decides what
+is wrong with it, so that every input record can be accounted for.
+
+Containers:
+
+* JSON Lines (``.jsonl`` and anything not named ``.json``): one record per line; blank lines are
+  not records; a byte-order mark, CRLF endings and surrounding whitespace are accepted. A line
+  longer than ``MAX_LINE_BYTES`` is never held in memory: it becomes a record with an error.
+* ``.json``: decided from the first non-space byte, and reported: ``[`` one top-level array of
+  records, streamed element by element (never loaded whole; elements are found by a byte scanner
+  that tracks strings and brackets, so a malformed element is one bad record, not a failed file);
+  ``{`` one object, pretty-printed or not, that is one record, unless it is only the first of
+  several objects: then, and for anything else, JSON Lines (``datasets``' ``to_json`` writes JSON
+  Lines under that name).
+* ``-``: standard input, JSON Lines, or one array when it starts with ``[``.
+* ``.gz`` / ``.zst`` suffixes on any of these are decompressed while streaming.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+import re
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+from padprep.errors import EXIT_USAGE, PadprepError
+
+STDIN = "-"
+# A record longer than this is not read into memory: it is reported as a record too long to process.
+MAX_LINE_BYTES = 64 << 20
+# What is kept of such a record for rejects.jsonl.
+KEEP_PREFIX_BYTES = 1024
+_CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_WS = b" \t\r\n"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One input record as found: ``line`` is 1-based for JSON Lines, the 0-based array index for .json."""
+
+    source: str
+    line: int
+    text: str | None  # None when the bytes were not valid UTF-8 or the record was too long
+    error: str | None = None
+    raw: bytes | None = None  # the original bytes (or their start), kept only when ``text`` could not be produced
+    unit: str = "line"  # "line" or "index": what ``line`` counts
+    format: str | None = None  # the format of the record's file, once detected (formats.with_formats)
+    raw_is_prefix: bool = False  # ``raw`` holds only the first KEEP_PREFIX_BYTES of the record
+    error_code: str | None = None  # the reject code of ``error`` (not_utf8, too_long_line...)
+
+    def with_format(self, fmt: str) -> "RawRecord":
+        """This record tagged with its file's format (a direct copy: ``dataclasses.replace`` is 10x slower)."""
+        return RawRecord(
+            self.source, self.line, self.text, self.error, self.raw, self.unit, fmt, self.raw_is_prefix, self.error_code
+        )
+
+
+class InputError(PadprepError):
+    """An input file that cannot be read at all (missing, unreadable, not a supported container): exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
+
+
+def expand_inputs(
+    patterns: list[str] | tuple[str, ...], log: Callable[[str], None] | None = None, exclude: str | None = None
+) -> list[str]:
+    """Expand globs and directories and check existence, keeping the user's order; each file appears once.
+
+    A directory stands for the data files below it (``DATA_SUFFIXES``), recursively, in sorted
+    order; the other files there, hidden ones and anything under ``exclude`` (the build's own
+    output) are skipped, and named through ``log``.
+    """
+    files: list[str] = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        if pattern == STDIN:
+            files.append(STDIN)
+            continue
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise InputError(f"{pattern}: no file matches this pattern")
+        for m in matches:
+            found = _directory_files(m, log, exclude) if os.path.isdir(m) else [m]
+            for f in found:
+                if not os.path.isfile(f):
+                    raise InputError(f"{f}: no such file")
+                if f not in files:
+                    files.append(f)
+    return files
+
+
+def _directory_files(directory: str, log: Callable[[str], None] | None, exclude: str | None) -> list[str]:
+    """The data files below ``directory`` in a stable order (sorted paths); others are skipped and reported."""
+    data, skipped = [], []
+    own = os.path.realpath(exclude) if exclude else None
+    for root, dirs, names in os.walk(directory, onerror=_walk_error):
+        for d in sorted(dirs):
+            path = os.path.join(root, d)
+            if d.startswith(".") or os.path.realpath(path) == own:
+                dirs.remove(d)
+                skipped.append(path + os.sep)
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            (data if name.endswith(DATA_SUFFIXES) and not name.startswith(".") else skipped).append(path)
+    if skipped and log is not None:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        log(f"{directory}: skipped {len(skipped)} file(s) that are not data ({', '.join(DATA_SUFFIXES)}): {shown}")
+    if not data:
+        raise InputError(f"{directory}: directory holds no data files ({', '.join(DATA_SUFFIXES)})")
+    return sorted(data)
+
+
+def _walk_error(exc: OSError) -> None:
+    raise InputError(f"{exc.filename}: cannot list this directory ({exc.strerror or exc})")
+
+
+def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
+    """Open a file for reading, decompressing .gz and .zst by extension.
+
+    Returns the reader and the file on disk under it (the same object for plain files), whose
+    position says how much of the file was read (for progress).
+    """
+    if path == STDIN:
+        return sys.stdin.buffer, sys.stdin.buffer
+    disk = open(path, "rb")
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=disk, mode="rb"), disk  # type: ignore[return-value]
+    if path.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(disk, closefd=False), disk  # type: ignore[return-value]
+    return disk, disk
+
+
+def _disk_position(disk: BinaryIO) -> Callable[[], int]:
+    def tell() -> int:
+        try:
+            return disk.tell()
+        except (OSError, ValueError):  # closed, or not seekable
+            return 0
+
+    return tell
+
+
+def is_json_array_file(path: str) -> bool:
+    """A `.json` file (possibly compressed) may hold one array of records; everything else is JSON Lines."""
+    name = path[:-3] if path.endswith(".gz") else path[:-4] if path.endswith(".zst") else path
+    return name.endswith(".json")
+
+
+def read_records(
+    path: str, on_open: Callable[[Callable[[], int]], None] | None = None, log: Callable[[str], None] | None = None
+) -> Iterator[RawRecord]:
+    """Stream the records of one file. A file that breaks off mid-way (corrupt archive) is an InputError.
+
+    ``on_open`` receives a function that tells how many bytes of the file on disk were read so far
+    (compressed bytes for .gz / .zst): progress asks it when it redraws, not once per record.
+    """
+    try:
+        fh, disk = open_binary(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    if on_open is not None and path != STDIN:
+        on_open(_disk_position(disk))
+    progress = [0]  # the last record position handed out, for the error message
+    try:
+        buffered = fh if isinstance(fh, io.BufferedReader) else io.BufferedReader(fh)  # type: ignore[arg-type]
+        json_file = path == STDIN or is_json_array_file(path)
+        first = _first_byte(buffered) if json_file else b""
+        if first == b"[":
+            records, kind = _read_json_array(path, buffered), "one JSON array"
+        elif first == b"{" and path != STDIN and not _first_line_is_json(buffered):
+            records, kind = _read_json_object(path, buffered), "one JSON object"
+        else:
+            records, kind = _read_jsonl(path, buffered), "JSON Lines"
+        if log is not None and json_file and path != STDIN:
+            log(f"{path}: read as {kind} (its first non-space byte is {first.decode('latin-1') or 'none'!r})")
+        for rec in records:
+            progress[0] = rec.line
+            yield rec
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: cannot read past record {progress[0]} (corrupt or truncated file?): {exc}") from None
+    except Exception as exc:
+        if type(exc).__name__ == "ZstdError":
+            raise InputError(f"{path}: cannot read past record {progress[0]} (corrupt or truncated zstd stream): {exc}") from None
+        raise
+    finally:
+        if path != STDIN:
+            fh.close()
+            disk.close()
+
+
+def _first_byte(fh: io.BufferedReader) -> bytes:
+    head = fh.peek(4096)
+    head = head[3:] if head.startswith(_BOM) else head
+    return head.lstrip(_WS)[:1]
+
+
+def _first_line_is_json(fh: io.BufferedReader) -> bool:
+    """Whether the file's first line is a whole JSON value (JSON Lines), or starts a pretty-printed one.
+
+    Judged on what is buffered: a first line longer than that is a long JSON Lines record."""
+    head = fh.peek(1 << 16)
+    head = head[3:] if head.startswith(_BOM) else head
+    end = head.find(b"\n")
+    if end < 0:
+        return True
+    try:
+        json.loads(head[:end])
+    except ValueError:
+        return False
+    return True
+
+
+def _read_json_object(path: str, fh: BinaryIO) -> Iterator[RawRecord]:
+    """A ``.json`` file holding one object (pretty-printed): one record, index 0. If another value
+    follows it, the file is JSON Lines after all (a first record spread over lines): it is re-read so."""
+    buf = _Buffer(fh)
+    buf.refill(0)
+    pos, _ = buf.next_byte(3 if buf.data.startswith(_BOM) else 0)
+    record, after = _scan_element(path, buf, pos, 0)
+    if after >= 0 and buf.next_byte(after)[0] >= 0:
+        again, disk = open_binary(path)
+        try:
+            yield from _read_jsonl(path, io.BufferedReader(again))  # type: ignore[arg-type]
+        finally:
+            again.close()
+            disk.close()
+        return
+    yield record
+
+
+def _decode(source: str, line: int, data: bytes, unit: str = "line") -> RawRecord:
+    if data.startswith(_BOM):  # a BOM starts a file, or a file concatenated onto another
+        data = data[3:]
+    try:
+        return RawRecord(source, line, data.decode("utf-8"), unit=unit)
+    except UnicodeDecodeError as exc:
+        return RawRecord(source, line, None, f"not valid UTF-8 at byte {exc.start}", raw=data, unit=unit, error_code="not_utf8")
+
+
+def _too_long(source: str, line: int, prefix: bytes, what: str, unit: str = "line") -> RawRecord:
+    reason = f"{what} longer than {MAX_LINE_BYTES:,} bytes, not read (only its first {KEEP_PREFIX_BYTES} bytes are kept)"
+    return RawRecord(
+        source, line, None, reason, raw=prefix[:KEEP_PREFIX_BYTES], unit=unit, raw_is_prefix=True, error_code="too_long_line"
+    )
+
+
+def _read_jsonl(path: str, fh: io.BufferedReader) -> Iterator[RawRecord]:
+    line_no = 0
+    limit = MAX_LINE_BYTES
+    while True:
+        data = fh.readline(limit + 1)
+        if not data:
+            return
+        line_no += 1
+        if len(data) > limit and not data.endswith(b"\n"):
+            _skip_to_newline(fh)
+            yield _too_long(path, line_no, data, "line")
+            continue
+        if not data.strip(_WS) or data.strip(_WS) == _BOM:
+            continue  # blank lines (and CRLF-only lines) are not records
+        end = -2 if data.endswith(b"\r\n") else -1 if data.endswith(b"\n") else len(data)
+        yield _decode(path, line_no, data[:end])
+
+
+def _skip_to_newline(fh: BinaryIO) -> None:
+    while True:
+        chunk = fh.readline(_CHUNK)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+# -- JSON arrays ----------------------------------------------------------------------------------
+
+_STRUCTURE = re.compile(rb'[\[\]{}"]')  # outside strings, only these bytes matter
+_STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.S)  # up to the closing quote (or a lone trailing backslash)
+_SCALAR_END = re.compile(rb'[\s,\[\]{}"]')
+_NOT_WS = re.compile(rb"[^ \t\r\n]")
+
+
+class _Buffer:
+    """A sliding window over a byte stream: bytes before ``keep`` may be dropped on each refill."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+        self.data = bytearray()
+        self.eof = False
+
+    def refill(self, keep: int) -> int:
+        """Drop ``data[:keep]``, append the next chunk; returns how far positions moved (-1 at EOF)."""
+        if self.eof:
+            return -1
+        chunk = self.fh.read(_CHUNK)
+        if not chunk:
+            self.eof = True
+            return -1
+        if keep:
+            del self.data[:keep]
+        self.data += chunk
+        return keep
+
+    def next_byte(self, pos: int) -> tuple[int, int]:
+        """(position of the next non-blank byte at or after ``pos``, or -1 at EOF; positions moved by)."""
+        moved = 0
+        while True:
+            m = _NOT_WS.search(self.data, pos)
+            if m is not None:
+                return m.start(), moved
+            shift = self.refill(len(self.data))
+            if shift < 0:
+                return -1, moved
+            moved += shift
+            pos = 0
+
+
+def _read_json_array(path: str, fh: BinaryIO) -> Iterator[RawRecord]:
+    """Each element of the top-level array, its bytes found by scanning, never more than MAX_LINE_BYTES held."""
+    buf = _Buffer(fh)
+    buf.refill(0)
+    pos = 3 if buf.data.startswith(_BOM) else 0
+    pos, _ = buf.next_byte(pos)
+    pos += 1  # the "[" that _starts_with_array saw
+    index = 0
+    while True:
+        pos, _ = buf.next_byte(pos)
+        if pos < 0:
+            return  # the array is not closed, but every element was read: nothing is lost
+        c = buf.data[pos]
+        if c == ord("]"):
+            yield from _after_array(path, buf, pos + 1, index)
+            return
+        if c == ord(","):
+            pos += 1  # separators (and stray extra ones) are not records
+            continue
+        rec, pos = _scan_element(path, buf, pos, index)
+        yield rec
+        index += 1
+        if pos < 0:
+            return
+
+
+def _scan_element(path: str, buf: _Buffer, pos: int, index: int) -> tuple[RawRecord, int]:
+    """The element starting at ``pos`` and the position after it (-1 when the file ended inside it)."""
+    start, i = pos, pos
+    stack = bytearray()  # open brackets; a closer that does not match closes back to its opener
+    in_string = False
+    skipped = 0  # bytes of an over-long element already dropped from the window
+    prefix: bytes | None = None
+    scalar = buf.data[pos] not in b'[{"'
+    while True:
+        data = buf.data
+        if scalar:
+            m = _SCALAR_END.search(data, i)
+            if m is not None:
+                end = max(m.start(), start + 1)  # a stray closer (`}`) is an element of its own
+                return _element(path, index, data[start:end], prefix), end
+            i = len(data)
+        elif in_string:
+            i = _STRING_BODY.match(data, i).end()
+            if i < len(data) and data[i] == ord('"'):
+                in_string = False
+                i += 1
+                if not stack:
+                    return _element(path, index, data[start:i], prefix), i
+                continue
+        else:
+            m = _STRUCTURE.search(data, i)
+            if m is not None:
+                c, i = data[m.start()], m.end()
+                if c == ord('"'):
+                    in_string = True
+                elif c in b"[{":
+                    stack.append(c)
+                else:
+                    opener = stack.rfind(b"[" if c == ord("]") else b"{")
+                    del stack[opener if opener >= 0 else len(stack) - 1 :]
+                    if not stack:
+                        return _element(path, index, data[start:i], prefix), i
+                continue
+            i = len(data)
+        # out of buffered bytes inside the element: keep it (or, once too long, only its prefix)
+        if prefix is None and skipped + i - start > MAX_LINE_BYTES:
+            prefix = bytes(data[start : start + KEEP_PREFIX_BYTES])
+        if prefix is not None:
+            skipped += i - start
+            start = i
+        shift = buf.refill(start)
+        if shift < 0:
+            reason = "array element is cut off by the end of the file (truncated file, or a missing quote or bracket)"
+            if prefix is not None:
+                return RawRecord(
+                    path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True, error_code="truncated_element"
+                ), -1
+            return RawRecord(
+                path, index, None, reason, raw=bytes(buf.data[start:]), unit="index", error_code="truncated_element"
+            ), -1
+        start -= shift
+        i -= shift
+
+
+def _element(path: str, index: int, data: bytes | bytearray, prefix: bytes | None) -> RawRecord:
+    if prefix is not None:
+        return _too_long(path, index, prefix, "array element", unit="index")
+    return _decode(path, index, bytes(data), unit="index")
+
+
+def _after_array(path: str, buf: _Buffer, pos: int, index: int) -> Iterator[RawRecord]:
+    """Anything but whitespace after the closing bracket is reported (as one record), not ignored."""
+    pos, _ = buf.next_byte(pos)
+    if pos < 0:
+        return
+    prefix = bytes(buf.data[pos : pos + KEEP_PREFIX_BYTES])
+    while buf.refill(len(buf.data)) >= 0:
+        pass
+    reason = "content after the end of the JSON array (a .json input holds one array of records)"
+    yield RawRecord(path, index, None, reason, raw=prefix, unit="index", raw_is_prefix=True, error_code="after_array")

@@ -1,0 +1,197 @@
+"""Stage 8, write: padded tensors -> Arrow IPC stream shards, plus ``manifest.json``, atomically.
+
+Shards use the IPC *stream* format (what ``datasets`` writes; ``Dataset.from_file`` memory-maps it)
+with ``fixed_size_list<int32>[seq_len]`` columns, so a shard maps to a ``(rows, seq_len)`` tensor
+without a copy. Everything is written into a hidden temporary directory beside the output and
+renamed into place at the end: a failed or interrupted build never leaves a directory that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from padprep.errors import EXIT_USAGE, PadprepError
+from padprep.schema import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS, REJECTS, SEQ_LENS  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do not need
+    from padprep.layout.pad import PaddedShard
+
+_TMP_MARK = ".padprep-tmp-"
+
+
+class OutputExists(PadprepError):
+    """The output directory exists and ``--overwrite`` was not given (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def int32_array(values: np.ndarray) -> pa.Array:
+    """A numpy integer array as an Arrow int32 array, sharing memory when it already is int32.
+
+    Built from the buffer directly: ``pa.array(ndarray)`` would import pandas (a third of a second
+    of start-up) to check for pandas types.
+    """
+    values = np.ascontiguousarray(values, dtype=np.int32)
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+
+
+def int32_values(array: pa.Array) -> np.ndarray:
+    """An Arrow int32 array (no nulls) as a read-only numpy view (``to_numpy`` would import pandas)."""
+    if array.null_count:
+        raise ValueError("int32_values: the array has nulls")
+    data = np.frombuffer(array.buffers()[1], dtype=np.int32) if len(array) else np.zeros(0, np.int32)
+    return data[array.offset : array.offset + len(array)]
+
+
+def float32_array(values: np.ndarray) -> pa.Array:
+    """A numpy array as an Arrow float32 array, from its buffer (as ``int32_array``)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.Array.from_buffers(pa.float32(), len(values), [None, pa.py_buffer(values)])
+
+
+def float32_values(array: pa.Array) -> np.ndarray:
+    """An Arrow float32 array (no nulls) as a read-only numpy view."""
+    data = np.frombuffer(array.buffers()[1], dtype=np.float32) if len(array) else np.zeros(0, np.float32)
+    return data[array.offset : array.offset + len(array)]
+
+
+def shard_schema(seq_len: int, packed: bool = False, weighted: bool = False) -> pa.Schema:
+    """``fixed_size_list<int32>[seq_len]`` columns; a packed shard adds ``position_ids`` and ``seq_lens``
+    (``list<int32>``); a weighted one ``loss_weights`` (``fixed_size_list<float32>[seq_len]``)."""
+    fields = [pa.field(c, pa.list_(pa.int32(), seq_len), nullable=False) for c in (PACKED_COLUMNS if packed else COLUMNS)]
+    if packed:
+        fields.append(pa.field(SEQ_LENS, pa.list_(pa.int32()), nullable=False))
+    if weighted:
+        fields.append(pa.field(LOSS_WEIGHTS, pa.list_(pa.float32(), seq_len), nullable=False))
+    return pa.schema(fields)
+
+
+def write_shard(path: Path, shard: "PaddedShard") -> str:
+    """Write one shard; returns its sha256."""
+    rows, seq_len = shard.input_ids.shape
+    tensors = (shard.input_ids, shard.attention_mask, shard.labels) + ((shard.position_ids,) if shard.packed else ())
+    arrays = [pa.FixedSizeListArray.from_arrays(int32_array(t.numpy().reshape(-1)), seq_len) for t in tensors]
+    if shard.packed:
+        offsets = int32_array(np.concatenate(([0], np.cumsum(shard.seq_counts, dtype=np.int64))))
+        arrays.append(pa.ListArray.from_arrays(offsets, int32_array(shard.seq_lens)))
+    weighted = shard.loss_weights is not None
+    if weighted:
+        arrays.append(pa.FixedSizeListArray.from_arrays(float32_array(shard.loss_weights.numpy().reshape(-1)), seq_len))
+    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed, weighted))
+    with open(path, "wb") as fh:
+        hashing = _HashingWriter(fh)
+        with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return hashing.sha256.hexdigest()
+
+
+class _HashingWriter:
+    """A file that hashes what goes through it: the shard's sha256 without reading the file back."""
+
+    def __init__(self, fh):
+        self.fh, self.sha256 = fh, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self.fh.closed
+
+    def close(self) -> None:  # the caller's ``with open(...)`` closes the file
+        self.fh.flush()
+
+
+def read_shard(path: Path) -> dict[str, np.ndarray]:
+    """A shard's columns as ``(rows, seq_len)`` int32 arrays (memory-mapped, no copy).
+
+    A packed shard also gives ``position_ids`` (``(rows, seq_len)``), ``seq_lens`` (every sequence's
+    length, row after row, flat) and ``seq_lens_offsets`` (``rows + 1``: row ``r``'s sequences are
+    ``seq_lens[offsets[r]:offsets[r + 1]]``).
+    """
+    with pa.memory_map(str(path), "r") as source:
+        table = pa.ipc.open_stream(source).read_all()
+    packed = SEQ_LENS in table.column_names
+    out = {}
+    for name in PACKED_COLUMNS if packed else COLUMNS:
+        col = table.column(name).combine_chunks()
+        seq_len = col.type.list_size
+        out[name] = int32_values(col.flatten()).reshape(-1, seq_len)
+    if packed:
+        col = table.column(SEQ_LENS).combine_chunks()
+        offsets = int32_values(col.offsets)
+        out[SEQ_LENS] = int32_values(col.values)[offsets[0] : offsets[-1]] if len(offsets) else np.zeros(0, np.int32)
+        out["seq_lens_offsets"] = offsets - offsets[0] if len(offsets) else np.zeros(1, np.int32)
+    if LOSS_WEIGHTS in table.column_names:
+        col = table.column(LOSS_WEIGHTS).combine_chunks()
+        out[LOSS_WEIGHTS] = float32_values(col.flatten()).reshape(-1, col.type.list_size)
+    return out
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class AtomicDir:
+    """A temporary directory that becomes ``final`` only on ``commit()``."""
+
+    def __init__(self, final: Path, overwrite: bool):
+        self.final = Path(final)
+        if self.final.exists() and not overwrite:
+            raise OutputExists(f"{self.final} already exists; pass --overwrite to replace it")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(self.final)
+        self.path = self.final.parent / f".{self.final.name}{_TMP_MARK}{os.getpid()}"
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+
+    def commit(self) -> None:
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".{self.final.name}.padprep-old-{os.getpid()}"
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Temp dirs of earlier builds of this output whose process is gone (killed mid-build)."""
+    for p in final.parent.glob(f".{final.name}{_TMP_MARK}*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,381 @@
+"""``padprep inspect``: what is in a build's shards, decoded examples, and an invariant check.
+
+Statistics are recomputed from the shards themselves (not copied from the manifest), so a report
+always describes the files on disk. For a packed build (``build --pack``) the lengths are those of
+the sequences (``seq_lens``), each shard's fill is reported, ``--show`` marks where every sequence
+starts, and ``--verify`` checks ``seq_lens`` against ``attention_mask``, ``position_ids`` and the
+-100 on each sequence's first label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
+from padprep.layout.shards import file_sha256, read_shard
+from padprep.output.manifest import Manifest, ManifestError, read_manifest
+from padprep.schema import IGNORE_INDEX, MANIFEST, SEQ_LENS
+
+_HIST_BINS = 12
+
+
+class InspectError(PadprepError):
+    """Not a padprep output (exit 2), a damaged one (``damaged``: exit 1), or no tokenizer for --show."""
+
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message, EXIT_FAILED if damaged else EXIT_USAGE)
+        self.damaged = damaged
+
+
+def load_manifest(output: Path) -> Manifest:
+    """The build's manifest, read and checked by ``manifest.read_manifest`` (a damaged one is an ``InspectError``)."""
+    try:
+        return read_manifest(Path(output))
+    except ManifestError as exc:
+        raise InspectError(str(exc), damaged=exc.damaged) from None
+
+
+def read_listed_shard(output: Path, shard: dict) -> dict[str, np.ndarray]:
+    """A shard named by the manifest, or an ``InspectError`` naming the file and what is wrong with it."""
+    path = Path(output) / shard["file"]
+    try:
+        cols = read_shard(path)
+    except FileNotFoundError:
+        raise InspectError(f"{path}: missing (listed in {MANIFEST})", damaged=True) from None
+    except OSError as exc:
+        raise InspectError(f"{path}: cannot read ({exc.strerror or exc})", damaged=True) from None
+    except (pa.ArrowException, KeyError, ValueError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InspectError(f"{path}: not a readable shard, truncated or overwritten? ({detail})", damaged=True) from None
+    if not (
+        cols["input_ids"].shape
+        == cols["attention_mask"].shape
+        == cols["labels"].shape
+        == cols.get("position_ids", cols["labels"]).shape
+    ):
+        raise InspectError(f"{path}: columns of different shapes", damaged=True)
+    if SEQ_LENS in cols and len(cols["seq_lens_offsets"]) != len(cols["input_ids"]) + 1:
+        raise InspectError(f"{path}: seq_lens has another number of rows than input_ids", damaged=True)
+    return cols
+
+
+def is_packed(stats_or_manifest: dict) -> bool:
+    """Whether the build was written with ``--pack`` (rows of whole sequences, ``seq_lens`` per row)."""
+    manifest = stats_or_manifest.get("manifest", stats_or_manifest)
+    return bool((manifest.get("options") or {}).get("pack"))
+
+
+def load_stats(output: Path, problems: list[str] | None = None) -> dict:
+    """Totals, per-bucket figures and the length histogram, from the shards on disk.
+
+    A shard that cannot be read raises ``InspectError``, or, when ``problems`` is given, is
+    reported there (one line naming the file), left out of the figures and listed in
+    ``stats["unreadable"]``.
+    """
+    manifest = load_manifest(output)
+    packed = manifest.packed
+    listed = [s.to_json() for s in manifest.shards]
+    lengths, buckets, unreadable, fills = [], {}, [], []
+    for shard in listed:
+        try:
+            cols = read_listed_shard(output, shard)
+        except InspectError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            unreadable.append(shard["file"])
+            continue
+        row_lengths = cols["attention_mask"].sum(axis=1)
+        lengths.append(cols[SEQ_LENS] if packed and SEQ_LENS in cols else row_lengths)
+        if packed:
+            fills.append(_fill(shard, cols))
+        b = buckets.setdefault(
+            shard["seq_len"], {"seq_len": shard["seq_len"], "shards": 0, "rows": 0, "real": 0, "pad": 0, "trained": 0}
+        )
+        b["shards"] += 1
+        b["rows"] += int(cols["input_ids"].shape[0])
+        b["real"] += int(row_lengths.sum())
+        b["pad"] += int(cols["input_ids"].size - row_lengths.sum())
+        b["trained"] += int(np.count_nonzero(cols["labels"] != IGNORE_INDEX))
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    real = sum(b["real"] for b in buckets.values())
+    pad = sum(b["pad"] for b in buckets.values())
+    trained = sum(b["trained"] for b in buckets.values())
+    longest = int(all_lengths.max()) if len(all_lengths) else 0
+    baseline_pad = longest * len(all_lengths) - real  # every row (every sequence, when packed) padded to the longest
+    totals, recorded = manifest.totals, manifest.to_json()
+    rows = sum(b["rows"] for b in buckets.values())
+    return {
+        "output": str(output),
+        "manifest": {
+            k: recorded.get(k) for k in ("padprep_version", "options", "tokenizer", "chat_template", "hazards", "packing")
+        },
+        "records": {k: totals.get(k) for k in ("records_read", "rows_written", "rejected", "dropped", "truncated", "reasons")},
+        "totals": {
+            "rows": rows,
+            **({"sequences": int(len(all_lengths)), "fill": _frac(real, real + pad)} if packed else {}),
+            "real_tokens": real,
+            "pad_tokens": pad,
+            "trained_tokens": trained,
+            "padding_fraction": _frac(pad, real + pad),
+            "trained_fraction_of_real": _frac(trained, real),
+            "unbucketed_padding_fraction": _frac(baseline_pad, real + baseline_pad),
+        },
+        "buckets": [
+            {**b, "pad_fraction": _frac(b["pad"], b["real"] + b["pad"]), "trained_fraction": _frac(b["trained"], b["real"])}
+            for _, b in sorted(buckets.items())
+        ],
+        "length_histogram": _histogram(all_lengths),
+        "shards": listed,
+        **({"packed_shards": fills} if packed else {}),
+        "unreadable": unreadable,
+    }
+
+
+def _fill(shard: dict, cols: dict) -> dict:
+    """A packed shard's rows, sequences and fill (real tokens / (rows x seq_len)), from the file."""
+    ids = cols["input_ids"]
+    real = int(cols["attention_mask"].sum())
+    sequences = int(len(cols[SEQ_LENS])) if SEQ_LENS in cols else 0
+    return {"file": shard["file"], "rows": int(ids.shape[0]), "sequences": sequences, "fill": _frac(real, ids.size)}
+
+
+def _frac(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+def _histogram(lengths: np.ndarray) -> list[dict]:
+    if not len(lengths):
+        return []
+    hi = int(lengths.max())
+    edges = np.unique(np.linspace(0, hi, _HIST_BINS + 1).astype(int))
+    counts, _ = np.histogram(lengths, bins=edges)
+    return [{"from": int(edges[i]) + (i > 0), "to": int(edges[i + 1]), "rows": int(c)} for i, c in enumerate(counts)]
+
+
+def print_stats(console: Console, stats: dict) -> None:
+    t, rec = stats["totals"], stats["records"]
+    console.print(f"[bold]{stats['output']}[/bold]  (padprep {stats['manifest'].get('padprep_version')})")
+    if rec.get("records_read") is not None:
+        console.print(
+            f"records: {rec['records_read']:,} read = {rec['rows_written']:,} written + {rec['rejected']:,} rejected"
+            f" + {rec['dropped']:,} dropped by policy ({rec['truncated']:,} truncated)"
+        )
+    if "sequences" in t:
+        console.print(
+            f"packed: {t['sequences']:,} sequences in {t['rows']:,} rows, fill {t['fill']:.2%} (real tokens / rows x seq_len)"
+        )
+    console.print(
+        f"rows: {t['rows']:,}   tokens: {t['real_tokens']:,} real, {t['pad_tokens']:,} pad "
+        f"({t['padding_fraction']:.1%}), {t['trained_tokens']:,} trained ({t['trained_fraction_of_real']:.1%} of real)"
+    )
+    how, what = ("packed", "sequence") if "sequences" in t else ("bucketed", "row")
+    console.print(
+        f"padding waste: {t['padding_fraction']:.1%} {how} vs {t['unbucketed_padding_fraction']:.1%} "
+        f"if every {what} were padded to the longest"
+    )
+    table = Table(title="buckets", title_justify="left")
+    for col in ("seq_len", "shards", "rows", "real", "pad", "pad %", "trained", "trained %"):
+        table.add_column(col, justify="right")
+    for b in stats["buckets"]:
+        table.add_row(
+            str(b["seq_len"]),
+            str(b["shards"]),
+            f"{b['rows']:,}",
+            f"{b['real']:,}",
+            f"{b['pad']:,}",
+            f"{b['pad_fraction']:.1%}",
+            f"{b['trained']:,}",
+            f"{b['trained_fraction']:.1%}",
+        )
+    console.print(table)
+    if "packed_shards" in stats:
+        _print_fills(console, stats["packed_shards"])
+    hist = stats["length_histogram"]
+    if hist:
+        console.print("sequence lengths (tokens):" if "sequences" in t else "row lengths (real tokens):")
+        top = max(h["rows"] for h in hist) or 1
+        for h in hist:
+            bar = "#" * max(0, round(40 * h["rows"] / top))
+            console.print(f"  {h['from']:>7,}-{h['to']:<7,} {h['rows']:>8,} {bar}", markup=False)
+    for hz in stats["manifest"].get("hazards") or []:
+        tag = "handled" if hz.get("handled") else "hazard"
+        console.print(f"[yellow]{tag}:[/yellow] {hz['code']}: {hz['message']}" + (f" [{hz['count']}]" if hz.get("count") else ""))
+
+
+_FILL_ROWS = 40  # a longer shard list shows its first and last 20 (--json lists every shard)
+
+
+def _print_fills(console: Console, fills: list[dict]) -> None:
+    table = Table(title="packed shards", title_justify="left")
+    for col in ("shard", "rows", "sequences", "fill"):
+        table.add_column(col, justify="right")
+    shown = fills if len(fills) <= _FILL_ROWS else fills[: _FILL_ROWS // 2] + [None] + fills[-_FILL_ROWS // 2 :]
+    for f in shown:
+        if f is None:
+            lowest = min(fills, key=lambda x: x["fill"])
+            table.add_row(f"... {len(fills) - _FILL_ROWS} more", "", "", f"lowest {lowest['fill']:.2%}")
+        else:
+            table.add_row(f["file"], f"{f['rows']:,}", f"{f['sequences']:,}", f"{f['fill']:.2%}")
+    console.print(table)
+
+
+def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None) -> None:
+    """Decode the first ``n`` rows, trained / masked / padding visibly distinct."""
+    from padprep.chat.tokenizer import TokenizerError, load_tokenizer
+
+    spec = tokenizer_spec or stats["manifest"]["tokenizer"]["source"]
+    try:
+        tok = load_tokenizer(spec).tokenizer
+    except TokenizerError as exc:
+        raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
+    color = console.is_terminal
+    legend = (
+        "[green]trained[/green]  [dim]masked (-100)[/dim]  [on grey23]padding[/on grey23]"
+        if color
+        else "legend: [[trained]]  masked as plain text  <pad xN> padding"
+    )
+    console.print(legend, markup=color)
+    shown = 0
+    for shard in stats["shards"]:
+        if shard["file"] in stats["unreadable"]:
+            continue
+        cols = read_listed_shard(output, shard)
+        for r in range(cols["input_ids"].shape[0]):
+            if shown >= n:
+                return
+            if SEQ_LENS in cols:
+                lens = cols[SEQ_LENS][cols["seq_lens_offsets"][r] : cols["seq_lens_offsets"][r + 1]]
+                console.rule(
+                    f"{shard['file']} row {r}: {len(lens)} sequence{'s' * (len(lens) != 1)}, {int(lens.sum()):,} of "
+                    f"{cols['input_ids'].shape[1]:,} tokens",
+                    style="dim",
+                )
+                console.print(_render_packed_row(tok, cols, r, lens, color))
+            else:
+                console.rule(f"{shard['file']} row {r}", style="dim")
+                console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
+            shown += 1
+
+
+def _render_row(tok, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, color: bool) -> Text:
+    """Runs of trained / masked / padding tokens, each decoded as a whole (so multi-byte text survives)."""
+    kind = np.where(mask == 0, 0, np.where(labels != IGNORE_INDEX, 2, 1))
+    text = Text()
+    start = 0
+    for end in list(np.flatnonzero(np.diff(kind)) + 1) + [len(kind)]:
+        k, run = int(kind[start]), ids[start:end]
+        if k == 0:
+            text.append(f"<pad x{len(run)}>", style="on grey23" if color else "")
+        else:
+            piece = tok.decode(run.tolist(), skip_special_tokens=False)
+            if k == 2:
+                text.append(piece if color else f"[[{piece}]]", style="green" if color else "")
+            else:
+                text.append(piece, style="dim" if color else "")
+        start = end
+    return text
+
+
+def _render_packed_row(tok, cols: dict, r: int, lens: np.ndarray, color: bool) -> Text:
+    """A packed row sequence by sequence, each boundary marked ``<sequence k/n: N tokens>`` on a line of its own."""
+    ids, mask, labels = cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r]
+    text, start = Text(), 0
+    for k, n in enumerate(lens.tolist()):
+        text.append(("\n" if k else "") + f"<sequence {k + 1}/{len(lens)}: {n:,} tokens>\n", style="bold cyan" if color else "")
+        text.append_text(_render_row(tok, ids[start : start + n], mask[start : start + n], labels[start : start + n], color))
+        start += n
+    if start < len(ids):
+        text.append("\n")
+        text.append_text(_render_row(tok, ids[start:], mask[start:], labels[start:], color))
+    return text
+
+
+def verify_shards(output: Path, stats: dict) -> list[str]:
+    """Every breach of the output's invariants, as one line each (empty list: all good)."""
+    problems: list[str] = []
+    side = (stats["manifest"].get("options") or {}).get("padding_side", "right")
+    packed = is_packed(stats)
+    for shard in stats["shards"]:
+        if shard["file"] in stats["unreadable"]:  # already reported by load_stats
+            continue
+        path = Path(output) / shard["file"]
+        if file_sha256(path) != shard["sha256"]:
+            problems.append(f"{shard['file']}: sha256 differs from the manifest")
+        cols = read_listed_shard(output, shard)
+        found = _shard_problems(cols, shard, side)
+        if packed != (SEQ_LENS in cols):
+            found.append("a packed shard in a bucketed build" if not packed else "no seq_lens / position_ids in a packed build")
+        elif packed:
+            found += _packed_problems(cols, shard)
+        problems += [f"{shard['file']}: {p}" for p in found]
+    return problems
+
+
+def _packed_problems(cols: dict, shard: dict) -> list[str]:
+    """``seq_lens`` against ``attention_mask`` and ``position_ids``, and -100 on every sequence's first label."""
+    mask, positions, labels = cols["attention_mask"], cols["position_ids"], cols["labels"]
+    seq_lens, offsets = cols[SEQ_LENS].astype(np.int64), cols["seq_lens_offsets"].astype(np.int64)
+    rows, seq_len = mask.shape
+    counts = np.diff(offsets)
+    if np.any(counts < 1) or np.any(seq_lens < 1):
+        return ["seq_lens: a row without sequences, or a sequence of length < 1"]
+    row_lengths = np.add.reduceat(seq_lens, offsets[:-1]) if rows else np.zeros(0, np.int64)
+    out = []
+    if np.any(row_lengths > seq_len):
+        return [f"seq_lens: a row's sequences add up to more than its {seq_len} tokens"]
+    if not np.array_equal(mask.sum(axis=1), row_lengths):
+        out.append("seq_lens do not add up to each row's attention_mask")
+    starts = np.cumsum(seq_lens) - seq_lens
+    row_of_seq = np.repeat(np.arange(rows), counts)
+    expected = np.arange(seq_len)[None, :] - row_lengths[:, None]  # the padding tail: 0, 1, ...
+    real = expected < 0
+    within = np.arange(int(seq_lens.sum())) - np.repeat(starts, seq_lens)
+    expected[real] = within
+    if not np.array_equal(positions, expected):
+        bad = int(np.flatnonzero((positions != expected).any(axis=1))[0])
+        out.append(f"position_ids do not restart at 0 at every sequence of seq_lens (first at row {bad})")
+    first = starts - (np.cumsum(np.concatenate(([0], row_lengths)))[:-1])[row_of_seq]  # start within its row
+    if np.any(labels[row_of_seq, first] != IGNORE_INDEX):
+        out.append("a sequence's first label is not -100 (it would be trained to predict across a boundary)")
+    if "sequences" in shard and shard["sequences"] != len(seq_lens):
+        out.append(f"{len(seq_lens)} sequences, the manifest says {shard['sequences']}")
+    return out
+
+
+def _shard_problems(cols: dict, shard: dict, side: str) -> list[str]:
+    ids, mask, labels = cols["input_ids"], cols["attention_mask"], cols["labels"]
+    out = []
+    if not (ids.shape == mask.shape == labels.shape == (shard["rows"], shard["seq_len"])):
+        return [f"shape {ids.shape} != ({shard['rows']}, {shard['seq_len']})"]
+    if not np.isin(mask, (0, 1)).all():
+        out.append("attention_mask holds values other than 0 and 1")
+    expected = np.arange(ids.shape[1])[None, :] < mask.sum(axis=1)[:, None]
+    if side == "left":
+        expected = expected[:, ::-1]
+    if not np.array_equal(mask.astype(bool), expected):
+        out.append(f"attention_mask is not contiguous {side} padding")
+    if np.any(labels[mask == 0] != IGNORE_INDEX):
+        out.append("labels are not -100 at some padded position")
+    trained = labels != IGNORE_INDEX
+    if np.any(labels[trained] != ids[trained]):
+        out.append("some trained label differs from its input id")
+    empty = int(np.count_nonzero(~trained.any(axis=1)))
+    if empty:
+        out.append(f"{empty} row(s) without a trained token")
+    real = int(mask.sum())
+    if (real, ids.size - real, int(trained.sum())) != (shard["real_tokens"], shard["pad_tokens"], shard["trained_tokens"]):
+        out.append("real / pad / trained token counts differ from the manifest")
+    weights = cols.get("loss_weights")
+    if weights is not None:
+        if weights.shape != ids.shape or not np.all(np.isfinite(weights)):
+            out.append("loss_weights has the wrong shape or non-finite values")
+        elif np.any(weights[~trained] != 0) or np.any(weights[trained] <= 0):
+            out.append("loss_weights is not 0 exactly where labels are -100")
+    return out

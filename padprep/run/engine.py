@@ -1,0 +1,165 @@
+"""Pass 1's engines: what maps ``Processor.process`` over the chunks of the input.
+
+Pass 1 is three steps, whatever runs it:
+
+1. plan chunks: the records this process reads (``RecordStream``), cut every ``chunk_size``
+   records (local engine), or (file, byte range) pieces that the workers read themselves (Ray);
+2. map ``process`` over the chunks: a pure function of the chunk, the tokenizer and the options;
+3. collect the results in input order: rows and rejects come back as if one process did it all.
+
+The pipeline (``pipeline.py``) does the rest the same way for every engine: preflight, the spill,
+rejects, pass 2 and the manifest. So the output is the same bytes whatever the engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from typing import Callable, Iterator, Protocol
+
+from padprep.chat.process import ChunkResult, PackedResult, Processor
+from padprep.chat.tokenizer import TokenizerBundle
+from padprep.input.formats import FileFormat, FormatOptions, with_formats
+from padprep.input.read import STDIN, RawRecord, read_records
+from padprep.run.parallel import ChunkRunner, WorkerPlan
+from padprep.run.progress import Progress
+
+
+class RecordStream:
+    """The input's records as this process reads them (files in order, each tagged with its format).
+
+    ``sample`` is the first records, taken for preflight; ``rest`` the ones after it. ``found``
+    collects each file's format as it is decided (for the manifest).
+
+    Args:
+        files: the expanded inputs, in order.
+        formats: ``--format`` and the field names.
+        found: filled with each file's ``FileFormat``.
+        progress: where reading progress and log lines go.
+
+    Example:
+        >>> stream = RecordStream(["a.jsonl"], FormatOptions(), {}, Progress())  # doctest: +SKIP
+        >>> first = stream.take_sample(64)  # doctest: +SKIP
+    """
+
+    def __init__(self, files: list[str], formats: FormatOptions, found: dict[str, FileFormat], progress: Progress):
+        self.files = files
+        self.formats = formats
+        self.found = found
+        self.sample: list[RawRecord] = []
+        self._progress = progress
+        self._records = self._read()
+
+    def _read(self) -> Iterator[RawRecord]:
+        offset = 0
+        for path in self.files:
+            on_open = functools.partial(self._progress.reading, offset)
+            records = read_records(path, on_open, self._progress.log)
+            yield from with_formats(path, records, self.formats, self.found, self._progress.log)
+            offset += 0 if path == STDIN else os.path.getsize(path)
+
+    def take_sample(self, n: int) -> list[RawRecord]:
+        """Read the first ``n`` records (fewer when the input is shorter)."""
+        self.sample = list(itertools.islice(self._records, n))
+        return self.sample
+
+    @property
+    def rest(self) -> Iterator[RawRecord]:
+        """The records after the sample."""
+        return self._records
+
+    def from_start(self) -> Iterator[RawRecord]:
+        """Every record: the sample again, then the rest."""
+        return itertools.chain(self.sample, self._records)
+
+    def close(self) -> None:
+        self._records.close()
+
+
+def chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    """Lists of ``size`` records (the last one shorter)."""
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class Engine(Protocol):
+    """Maps ``Processor.process`` over the input's chunks; a context manager that owns its workers.
+
+    ``head_start`` lets the workers begin on the records after the preflight sample, with the
+    options preflight starts from, while this process runs preflight (an engine may ignore it).
+    ``results`` yields one ``PackedResult`` per chunk, in input order, made with the final
+    processor's options. ``checked`` is the preflight sample's result when its rows may be reused
+    (the sample is then not processed again); an engine that reads the inputs itself ignores it and
+    processes every record.
+    """
+
+    def describe(self) -> str: ...
+
+    def __enter__(self) -> "Engine": ...
+
+    def __exit__(self, exc_type, exc, tb) -> None: ...
+
+    def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None: ...
+
+    def results(
+        self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
+    ) -> Iterator[PackedResult]: ...
+
+
+class LocalEngine:
+    """This machine: one process, or a pool of worker processes (``parallel.ChunkRunner``).
+
+    Args:
+        plan: from ``parallel.plan_workers``.
+        bundle: the tokenizer, handed to the workers when they start.
+        processor: the processor preflight starts from; forked workers inherit it (no second compile).
+
+    Example:
+        >>> with LocalEngine(plan_workers(0, size), bundle, processor) as engine:  # doctest: +SKIP
+        ...     engine.head_start(stream, processor, 512)
+        ...     for result in engine.results(stream, processor, 512, None): ...
+    """
+
+    def __init__(self, plan: WorkerPlan, bundle: TokenizerBundle, processor: Processor | None = None):
+        self.plan = plan
+        self._runner = ChunkRunner(plan, bundle, processor)
+
+    def describe(self) -> str:
+        return f"local, {self.plan.describe()}"
+
+    def __enter__(self) -> "LocalEngine":
+        self._runner.__enter__()  # workers start before this process tokenizes anything
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._runner.__exit__(exc_type, exc, tb)
+
+    def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None:
+        self._runner.head_start(chunked(stream.rest, chunk_size), processor.options)
+
+    def results(
+        self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
+    ) -> Iterator[PackedResult]:
+        rest = chunked(stream.rest, chunk_size)
+        if checked is None:  # the sample is processed again, with the final options, ahead of the rest
+            return self._runner.results(rest, processor, first=chunked(iter(stream.sample), chunk_size))
+        # the sample's rows are already made: the build does not make them twice
+        return itertools.chain([checked.packed()], self._runner.results(rest, processor))
+
+
+def detect_format(path: str, formats: FormatOptions, found: dict[str, FileFormat], log: Callable[[str], None]) -> FileFormat:
+    """The format of one file as the record stream decides it (``formats.with_formats``), read on its own.
+
+    Reads records only until the format is decided (at most ``DETECT_MAX_RECORDS``).
+    """
+    if path not in found:
+        records = with_formats(path, read_records(path), formats, found, log)
+        try:
+            for rec in records:
+                if rec.format is not None or path in found:
+                    break
+        finally:
+            records.close()
+    return found.get(path, FileFormat(None, "no record of a known shape"))

@@ -1,0 +1,468 @@
+"""``padprep build``: read -> normalize -> render -> tokenize -> mask -> bucket -> pad -> write.
+
+Two passes keep memory bounded by chunk and shard size, never by the input:
+
+* pass 1 plans chunks, maps ``Processor.process`` over them on an engine (``engine.py``: this
+  machine's processes, as ``parallel.py`` plans them, or Ray, ``ray_engine.py``) and collects the
+  results in input order: it appends unpadded rows to a spill file and their lengths to a histogram,
+  and writes every reject as it comes (``rejects.py``);
+* between passes the bucket bounds are chosen from the histogram;
+* pass 2 (``spill.py``) streams the spill file, routes rows to buckets and pads and writes each
+  bucket's shards, in the pad process (``padproc.py``) that imported torch meanwhile.
+
+With ``--pack`` the lengths of pass 1 (one int per row) go to best-fit decreasing placement
+(``pack.py``) instead of bucket bounds, and pass 2 packs the shards in placement order. The manifest
+(``manifest.py``) is written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from padprep import __version__
+from padprep.chat.process import ChunkResult, ChunkStats, PackedResult, ProcessOptions, Processor
+from padprep.chat.templates import TemplateError, resolve_template
+from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
+from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod
+from padprep.errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
+from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template, with_formats
+from padprep.input.read import STDIN, RawRecord, expand_inputs, read_records
+from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
+from padprep.layout.pack import Placement, best_fit_decreasing
+from padprep.layout.shards import AtomicDir
+from padprep.layout.spill import SCHEMA, SPILL, pass_two, pass_two_packed, spill_batch
+from padprep.output.buildkey import build_key, input_digests, up_to_date
+from padprep.output.manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifest
+from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
+    MIN_RECORDS_FOR_RATE,
+    Counts,
+    EmptyOutput,
+    RejectLog,
+    RejectsKept,
+    TooManyRejects,
+    check_limits,
+    check_not_empty,
+    failed_rejects_path,
+    keep_rejects,
+)
+from padprep.run.engine import Engine, LocalEngine, RecordStream
+from padprep.run.padproc import PadProcess
+from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
+from padprep.run.preflight import (
+    Hazard,
+    encoding_agrees,
+    fast_spans_agree,
+    sample_conversations,
+    stats_hazards,
+    tokenizer_hazards,
+    unrendered_field_hazards,
+)
+from padprep.run.progress import Progress
+from padprep.schema import IGNORE_INDEX, REJECTS
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    manifest: Manifest
+    hazards: list[Hazard] = field(default_factory=list)
+    up_to_date: bool = False  # nothing was built: the output already held this build (same build key)
+
+
+def build(cfg: BuildConfig, progress: Progress | None = None, pad: PadProcess | None = None) -> BuildResult:
+    """Build ``cfg.output`` from ``cfg.inputs``: the whole of ``padprep build``, without the CLI.
+
+    Nothing is rebuilt when the output already holds this build (same build key; ``cfg.force``
+    rebuilds). The output directory appears whole or not at all: a failure leaves nothing that
+    looks complete (rejects of a failed run are kept beside it, see ``rejects.py``).
+
+    Args:
+        cfg: every option of the build (``config.BuildConfig``; the CLI's flags map onto it one to one).
+        progress: where log lines and progress go (default: nowhere).
+        pad: where pass 2 runs (``padproc.PadProcess``), entered by the caller; default: one forked here
+            (the CLI forks it before it imports this module, so that torch loads sooner).
+
+    Returns:
+        The output path, its manifest, the preflight and whole-run hazards, and whether it was up to date.
+
+    Raises:
+        PadprepError: a failure a user can cause (bad input, a template that breaks, too many rejects...),
+            with the exit code the CLI ends with.
+
+    Example:
+        >>> from padprep.config import BuildConfig
+        >>> cfg = BuildConfig(inputs=(Path("chat.jsonl"),), tokenizer="tok/", output=Path("out"), max_length=4096)  # doctest: +SKIP
+        >>> result = build(cfg)  # doctest: +SKIP
+        >>> result.manifest.rows_written  # doctest: +SKIP
+    """
+    progress = progress or Progress()
+    if cfg.engine is EngineName.ray:
+        from padprep.run.ray_engine import import_ray
+
+        import_ray()  # without Ray, fail before any work, in one line that says how to install it
+    files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output))
+    digests = input_digests(files)
+    key = build_key(cfg, digests)
+    existing = None if cfg.force else up_to_date(cfg.output, key)
+    if existing is not None:
+        return BuildResult(cfg.output, existing, up_to_date=True)
+    if pad is not None:
+        return _build(cfg, progress, files, digests, key, pad)
+    with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
+        return _build(cfg, progress, files, digests, key, pad)
+
+
+def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key: str, pad: PadProcess) -> BuildResult:
+    bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
+    formats = cfg.format_options()
+    template, template_origin = _template(cfg, bundle, files, formats)
+    total_bytes = _input_bytes(files)
+    options = ProcessOptions(
+        template,
+        cfg.train_on,
+        _effective_max_length(cfg),
+        cfg.truncation,
+        cfg.span_method is SpanMethod.auto,
+        formats,
+        cfg.append_eos,
+        cfg.reasoning,
+        byte_offsets=total_bytes is None or total_bytes >= SMALL_INPUT_BYTES,
+    )
+    found: dict[str, FileFormat] = {}
+    if bundle.pad_origin.startswith("fallback"):
+        progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
+    processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
+    engine = _engine(cfg, bundle, processor, files, formats, found, total_bytes, progress)
+    out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
+    try:
+        with engine:  # local workers start before this process tokenizes anything
+            progress.log(f"engine: {engine.describe()}")
+            stream = RecordStream(files, formats, found, progress)
+            sample = stream.take_sample(cfg.preflight_records)
+            engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
+            processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
+            progress.start(total_bytes)
+            results = engine.results(stream, processor, cfg.chunk_size, checked)
+            counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress)
+            stream.close()
+        check_limits(cfg, counts, final=True)
+        check_not_empty(cfg, counts, files)
+        progress.log(f"pass 2 (pad and write) {pad.describe()}")
+        weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
+        if cfg.pack:
+            bounds = [cfg.max_length]
+            placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
+            shards = pad.run(
+                pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted, [len(x) for x in lengths], pad.clean
+            )
+        else:
+            bounds = _bounds(cfg, histogram)
+            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, cfg, weighted, pad.clean)
+        (out.path / SPILL).unlink()
+        hazards = _merge_hazards(hazards, stats_hazards(stats))
+        manifest = _manifest(
+            cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
+        )
+        write_manifest(out.path, manifest)
+        out.commit()
+        failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
+    except BaseException as exc:
+        if isinstance(exc, RejectsKept):
+            keep_rejects(out.path / REJECTS, exc.rejects_copy)
+        out.abort()
+        raise
+    return BuildResult(cfg.output, manifest, hazards)
+
+
+def _engine(
+    cfg: BuildConfig,
+    bundle: TokenizerBundle,
+    processor: Processor,
+    files: list[str],
+    formats: FormatOptions,
+    found: dict[str, FileFormat],
+    total_bytes: int | None,
+    progress: Progress,
+) -> Engine:
+    """The engine ``--engine`` names: this machine's processes (as ``--workers`` plans), or Ray."""
+    if cfg.engine is EngineName.ray:
+        from padprep.run.ray_engine import RayEngine  # imports ray: only when asked for
+
+        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress)
+    return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle, processor)
+
+
+def _preflight_stage(
+    cfg: BuildConfig,
+    bundle: TokenizerBundle,
+    processor: Processor,
+    sample: list[RawRecord],
+    progress: Progress,
+    template_origin: str | None,
+) -> tuple[Processor, ChunkResult | None, list[Hazard]]:
+    """The processor for the whole run, the preflight sample's result when its rows can be kept, and the hazards.
+
+    When the header-scan spans disagree with the template's on the sample, the run uses the template's
+    spans, and the sample is processed again with them (no kept result).
+    """
+    _report_reasoning_option(cfg, processor, progress)
+    convs = sample_conversations(processor, sample)
+    checked, hazards = _preflight(bundle, processor, sample, convs, cfg, progress, template_origin)
+    changes = {}
+    if processor.renderer.fast_path and not fast_spans_agree(processor, convs).agree:
+        changes["fast_spans"] = False
+        hazards.append(
+            Hazard(
+                "fast_spans_disagree",
+                "header-scan spans differ from the template's own on the "
+                "preflight sample: the template's boundaries are used for the whole run",
+                handled=True,
+            )
+        )
+    if not encoding_agrees(processor, convs):
+        changes.update(byte_offsets=False, skip_normalizer=False)
+        hazards.append(
+            Hazard(
+                "fast_encoding_disagree",
+                "ids or offsets from padprep's shortcuts (offsets from the tokens' "
+                "bytes, the normalizer skipped on text it leaves unchanged) differ from the tokenizer's own on "
+                "the preflight sample: the tokenizer is used as it is for the whole run",
+                handled=True,
+            )
+        )
+    if changes:
+        processor = Processor(bundle, dataclasses.replace(processor.options, **changes))
+        checked = None
+    return processor, checked, hazards
+
+
+def _report_reasoning_option(cfg: BuildConfig, processor: Processor, progress: Progress) -> None:
+    """``--reasoning mask|mask-empty`` with a template that writes no think block changes nothing: say so, once."""
+    if cfg.reasoning is Reasoning.train:
+        return
+    markers = getattr(processor.renderer, "think_markers", None)
+    if markers is None:
+        progress.log(f"--reasoning {cfg.reasoning.value}: the chat template writes no think block; nothing to mask")
+    else:
+        progress.log(
+            f"--reasoning {cfg.reasoning.value}: think blocks are {markers[0]} ... {markers[1]} (probed from the template)"
+        )
+
+
+def _input_bytes(files: list[str]) -> int | None:
+    """Total size of the inputs on disk (None with standard input, whose size is unknown)."""
+    if STDIN in files:
+        return None
+    return sum(os.path.getsize(f) for f in files)
+
+
+def _effective_max_length(cfg: BuildConfig) -> int | None:
+    """With explicit buckets, nothing longer than the largest bucket fits."""
+    if cfg.buckets is None:
+        return cfg.max_length
+    largest = max(cfg.buckets)
+    if cfg.max_length is not None and cfg.max_length > largest:
+        raise BuildFailed(f"--max-length {cfg.max_length} is larger than the largest bucket {largest}", EXIT_USAGE)
+    return cfg.max_length or largest
+
+
+def _template(
+    cfg: BuildConfig, bundle: TokenizerBundle, files: list[str], formats: FormatOptions
+) -> tuple[str | None, str | None]:
+    """The chat template, or None when there is none and the inputs are raw text that needs none."""
+    try:
+        return resolve_template(cfg.chat_template, bundle.chat_template)
+    except TemplateError:
+        if cfg.chat_template is None and not any(_needs_template(f, formats) for f in files):
+            return None, None
+        raise
+
+
+def _needs_template(path: str, formats: FormatOptions) -> bool:
+    """Whether a file's records (judged by its first one of a known shape) go through a chat template."""
+    if formats.format == "text":
+        return False
+    if path == STDIN:
+        return True  # cannot be read twice: assume chat
+    records = with_formats(path, read_records(path), formats, {})
+    try:
+        first = next((r for r in records if r.format is not None), None)
+    finally:
+        records.close()
+    return first is None or needs_chat_template(first.text, first.format, formats.fields)
+
+
+def _preflight(bundle, processor: Processor, sample, convs, cfg: BuildConfig, progress: Progress, template_origin):
+    """The sample processed (its rows are the build's first) and the hazards it shows."""
+    result = processor.process(sample)
+    broken = next((r for r in result.rejects if r.code == "template_limit"), None)
+    if broken is not None:  # the template, not the data: every record would pay for it
+        raise BuildFailed(
+            f"the chat template ({template_origin}) went past a limit on the preflight sample, at {broken.describe()}; "
+            "fix or replace the template"
+        )
+    hazards = tokenizer_hazards(bundle, processor, result) + stats_hazards(result.stats)
+    hazards += unrendered_field_hazards(processor, convs, template_origin)
+    for h in hazards:
+        progress.log(f"preflight: {h.code}: {h.message}" + (f" [{h.count}]" if h.count else ""))
+    if cfg.strict and hazards:
+        raise BuildFailed(
+            f"--strict: preflight found {len(hazards)} hazard(s), first: {hazards[0].code}: {hazards[0].message}", EXIT_HAZARD
+        )
+    return result, hazards
+
+
+def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Hazard]:
+    """Counts from the whole run replace the preflight sample's counts for the same hazard."""
+    by_code = {h.code: h for h in preflight}
+    by_code.update({h.code: h for h in whole_run})
+    return list(by_code.values())
+
+
+def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, progress: Progress):
+    """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
+    --pack, to one int32 array per spilled batch, in spill order: all that placement needs). ``results`` come in
+    input order."""
+    stats, histogram = ChunkStats(), Counter()
+    lengths: list[np.ndarray] = []
+    with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
+        rejects = RejectLog(rejects_fh, progress.log)
+        counts = rejects.counts
+        spill = pa.ipc.new_file(sink, SCHEMA)  # a file, not a stream: pass 2 may read it in parts
+        for result in results:
+            stats.add(result.stats)
+            counts.read += result.stats.records
+            for reject in result.rejects:
+                rejects.add(reject)
+            rows = result.rows
+            if len(rows.lengths):
+                histogram.update(rows.lengths.tolist())
+                if cfg.pack:
+                    lengths.append(rows.lengths.astype(np.int32))
+                counts.written += len(rows.lengths)
+                spill.write_batch(spill_batch(rows))
+            counts.per_file.update(rows.per_file)
+            check_limits(cfg, counts, final=False)
+            progress.advance(result.stats.records, int(rows.lengths.sum()))
+        spill.close()
+    return counts, stats, histogram, lengths
+
+
+def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:
+    if cfg.buckets is not None:
+        return explicit_bounds(cfg.buckets, cfg.pad_to_multiple_of)
+    return optimal_bounds(histogram, cfg.pad_to_multiple_of)
+
+
+def _placement(lengths: np.ndarray, capacity: int, progress: Progress) -> Placement:
+    started = time.perf_counter()
+    placement = best_fit_decreasing(lengths, capacity)
+    fill = int(lengths.sum()) / (placement.bins * capacity) if placement.bins else 0.0
+    progress.log(
+        f"packing: {len(lengths):,} sequences into {placement.bins:,} rows of {capacity:,} tokens "
+        f"({fill:.2%} full) in {time.perf_counter() - started:.2f}s"
+    )
+    return placement
+
+
+def _packing(cfg: BuildConfig, shards: list[ShardEntry]) -> dict | None:
+    """The manifest's record of packing: None for a bucketed build."""
+    if not cfg.pack:
+        return None
+    rows, real = sum(s.rows for s in shards), sum(s.real_tokens for s in shards)
+    return {
+        "algorithm": "best-fit decreasing",
+        "seq_len": cfg.max_length,
+        "rows": rows,
+        "sequences": sum(s.sequences or 0 for s in shards),
+        "fill": real / (rows * cfg.max_length) if rows else 0.0,
+        "position_ids": "restart at 0 at every sequence and at the padding tail",
+        "first_label_of_each_sequence": IGNORE_INDEX,
+    }
+
+
+def _manifest(
+    cfg: BuildConfig,
+    bundle: TokenizerBundle,
+    template: str | None,
+    template_origin: str | None,
+    files: list[str],
+    digests: list[str | None],
+    key: str | None,
+    counts: Counts,
+    stats: ChunkStats,
+    histogram: Counter,
+    bounds: list[int],
+    shard_dicts: list[dict],
+    hazards: list[Hazard],
+    found: dict[str, FileFormat] | None = None,
+) -> Manifest:
+    """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
+    shards = [ShardEntry.from_json(s) for s in shard_dicts]
+    real = sum(s.real_tokens for s in shards)
+    pad = sum(s.pad_tokens for s in shards)
+    longest = max(histogram) if histogram else 0
+    return Manifest(
+        padprep_version=__version__,
+        format=PACKED_FORMAT if cfg.pack else FORMAT,
+        build_key=key,
+        options=cfg.as_manifest(),
+        tokenizer={
+            "source": bundle.source,
+            "fingerprint": bundle.fingerprint,
+            "files": bundle.files,
+            "special_tokens": bundle.special,
+            "pad_token": bundle.pad_token,
+            "pad_id": bundle.pad_id,
+            "pad_origin": bundle.pad_origin,
+        },
+        chat_template={
+            "origin": template_origin if template is not None else "none (raw-text inputs only)",
+            "sha256": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
+        },
+        inputs=[
+            {
+                "path": f,
+                "sha256": digest,
+                "format": (found or {}).get(f, FileFormat(None, "")).format,
+                "format_origin": (found or {}).get(f, FileFormat(None, "not read")).origin,
+                **counts.file_totals(f),
+            }
+            for f, digest in zip(files, digests)
+        ],
+        buckets=bounds,
+        packing=_packing(cfg, shards),
+        shards=shards,
+        totals={
+            "records_read": counts.read,
+            "rows_written": counts.written,
+            "rejected": counts.rejected,
+            "dropped": counts.dropped,
+            "truncated": stats.truncated,
+            "reasons": dict(sorted(counts.reasons.items())),
+            "reason_descriptions": dict(sorted(counts.descriptions.items())),
+            "real_tokens": real,
+            "pad_tokens": pad,
+            "trained_tokens": sum(s.trained_tokens for s in shards),
+            "padding_fraction": pad / (real + pad) if real + pad else 0.0,
+            "unbucketed_padding_fraction": padding_of(histogram, [longest]) / (longest * counts.written)
+            if counts.written
+            else 0.0,
+            "realigned_boundaries": stats.realigned,
+            "replies_masked_by_flag": stats.masked_by_flag,
+            "messages_trained_by_flag": stats.trained_by_flag,
+            "rows_with_fractional_weights": stats.weighted_rows,
+            "think_blocks_masked": stats.think_masked,
+        },
+        hazards=[h.as_json() for h in hazards],
+    )

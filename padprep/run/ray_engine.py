@@ -1,0 +1,281 @@
+"""``--engine ray``: pass 1's chunks mapped on Ray tasks, on a local cluster or an existing one.
+
+The chunks are pieces of the input files, (file, byte range), and the workers read them themselves:
+records never travel through this process (the driver), only each piece's rows and rejects come
+back, in input order, to the same spill, rejects file, pass 2 and manifest as with the local engine.
+So the output is the same bytes as a local build.
+
+* JSON Lines files are cut into ranges of about ``RANGE_BYTES``, each starting right after a
+  newline (the driver reads a few bytes at each cut to find it). A worker numbers its lines from 1;
+  the driver, which takes the results in order, adds the lines of the earlier ranges.
+* ``.json`` files (an array, one object or JSON Lines: decided while reading) and compressed files
+  cannot be cut at a byte offset: each is one piece, read whole by one worker.
+* Standard input can only be read here: its records are shipped to the workers in chunks.
+
+Each file's format is decided here, once, as the local engine decides it (``engine.detect_format``),
+and sent with its pieces, so that both engines tag every record alike.
+
+Ray is imported only when this engine runs (``pip install 'padprep[ray]'``). With no address (no
+``--ray-address``, no ``RAY_ADDRESS``) a local cluster is started for the run, with the cores this
+process may use and a small object store, and shut down after it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, Callable, Iterator
+
+from padprep.chat.process import ChunkResult, PackedResult, ProcessOptions, Processor
+from padprep.chat.tokenizer import TokenizerBundle
+from padprep.errors import UsageError
+from padprep.input.formats import FileFormat, FormatOptions
+from padprep.input.read import STDIN, InputError, RawRecord, _read_jsonl, is_json_array_file, read_records
+from padprep.run.engine import RecordStream, chunked, detect_format
+from padprep.run.parallel import available_cores
+from padprep.run.progress import Progress
+
+# Bytes of a JSON Lines file per piece (a task): large enough that a task's start-up is noise.
+RANGE_BYTES = 8 << 20
+# Object store of a local cluster: pieces' results are small (token ids), a few in flight.
+LOCAL_OBJECT_STORE_BYTES = 256 << 20
+INSTALL_HINT = "--engine ray needs Ray: pip install 'padprep[ray]' (or pip install 'ray[data]')"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One task's input: a byte range of a JSON Lines file, a whole file, or records shipped from here."""
+
+    path: str
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+    whole: bool = False  # read with ``read_records`` (a .json or compressed file)
+    records: list[RawRecord] | None = None  # shipped records (standard input)
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line ``UsageError`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    return ray
+
+
+def plan_pieces(files: list[str], range_bytes: int = RANGE_BYTES, log: Callable[[str], None] = lambda m: None) -> Iterator[Piece]:
+    """The pieces of the inputs, in input order (standard input is not planned here: see ``RayEngine``)."""
+    for path in files:
+        if path == STDIN:
+            log("-: standard input cannot be read by the workers: its records are shipped to them from this process")
+            yield Piece(path)
+        elif is_json_array_file(path) or path.endswith((".gz", ".zst")):
+            log(f"{path}: read whole by one worker (a .json or compressed file cannot be cut at a byte offset)")
+            yield Piece(path, whole=True)
+        else:
+            yield from _ranges(path, range_bytes)
+
+
+def _ranges(path: str, range_bytes: int) -> Iterator[Piece]:
+    """Byte ranges of a JSON Lines file, each starting at the beginning of a line."""
+    size = os.path.getsize(path)
+    start = 0
+    with open(path, "rb") as fh:
+        while start < size:
+            end = _line_start_after(fh, start + range_bytes, size)
+            yield Piece(path, start, end)
+            start = end
+
+
+def _line_start_after(fh: BinaryIO, offset: int, size: int) -> int:
+    """The offset just after the first newline at or after ``offset`` (``size`` when there is none)."""
+    if offset >= size:
+        return size
+    fh.seek(offset)
+    while block := fh.read(1 << 16):
+        at = block.find(b"\n")
+        if at >= 0:
+            return offset + at + 1
+        offset += len(block)
+    return size
+
+
+class _Range(io.RawIOBase):
+    """A read-only view of ``[start, end)`` of a file that counts the newlines it hands out."""
+
+    def __init__(self, fh: BinaryIO, start: int, end: int | None):
+        fh.seek(start)
+        self._fh, self._left, self.newlines = fh, (end - start) if end is not None else None, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)
+        if self._left is not None:
+            view = view[: self._left]
+        n = self._fh.readinto(view)
+        if not n:
+            return 0
+        if self._left is not None:
+            self._left -= n
+        self.newlines += view[:n].tobytes().count(b"\n")
+        return n
+
+
+def read_piece(piece: Piece, fmt: str | None) -> tuple[list[RawRecord], int]:
+    """The records of a piece (tagged with their file's format) and the lines it spans (JSON Lines ranges)."""
+    if piece.records is not None:
+        records, lines = piece.records, 0
+    elif piece.whole:
+        records, lines = list(read_records(piece.path)), 0
+    else:
+        try:
+            fh = open(piece.path, "rb")
+        except OSError as exc:
+            raise InputError(f"{piece.path}: cannot open ({exc.strerror or exc})") from None
+        with fh:
+            view = _Range(fh, piece.start, piece.end)
+            records = list(_read_jsonl(piece.path, io.BufferedReader(view)))
+            lines = view.newlines
+    if fmt is not None:
+        records = [r if r.format is not None else r.with_format(fmt) for r in records]
+    return records, lines
+
+
+# -- inside a Ray worker --------------------------------------------------------------------------
+# One Processor per (tokenizer, options) per worker process: the tokenizer is fetched once.
+_processors: dict[tuple[str, ProcessOptions], Processor] = {}
+
+
+def _process_piece(
+    bundle_ref: list, key: str, options: ProcessOptions, piece: Piece, fmt: str | None, chunk_size: int
+) -> tuple[list[PackedResult], int]:
+    """A piece's results (one per ``chunk_size`` records, as the local engine cuts them) and its line count."""
+    processor = _processors.get((key, options))
+    if processor is None:
+        import ray
+
+        bundle: TokenizerBundle = ray.get(bundle_ref[0])  # in a list: Ray does not fetch it for each task
+        processor = _processors[(key, options)] = Processor(bundle, options)
+    records, lines = read_piece(piece, fmt)
+    return [processor.process_packed(chunk) for chunk in chunked(iter(records), chunk_size)], lines
+
+
+class RayEngine:
+    """Ray tasks, one per piece, a bounded number in flight, results taken back in input order.
+
+    Args:
+        bundle: the tokenizer (put in the object store once).
+        files: the inputs, in order.
+        formats: ``--format`` and the field names (to decide each file's format as the local engine does).
+        found: each file's ``FileFormat``, filled here for the manifest.
+        address: a cluster to join; None: ``RAY_ADDRESS``, else a local cluster for this run.
+        progress: where log lines go.
+
+    Example:
+        >>> with RayEngine(bundle, files, formats, found, None, progress) as engine:  # doctest: +SKIP
+        ...     for result in engine.results(stream, processor, 512, None): ...
+    """
+
+    def __init__(
+        self,
+        bundle: TokenizerBundle,
+        files: list[str],
+        formats: FormatOptions,
+        found: dict[str, FileFormat],
+        address: str | None,
+        progress: Progress,
+    ):
+        self._ray = import_ray()
+        self._bundle, self._files, self._formats, self._found = bundle, files, formats, found
+        self._address = address or os.environ.get("RAY_ADDRESS") or None
+        self._progress = progress
+        self._started = False
+        self._cpus = 1
+
+    def describe(self) -> str:
+        where = f"cluster at {self._address}" if self._address else "local cluster for this run"
+        return f"ray, {where}, {self._cpus} CPU(s)"
+
+    def __enter__(self) -> "RayEngine":
+        ray = self._ray
+        env = {"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
+        if not ray.is_initialized():
+            if self._address:
+                ray.init(address=self._address, runtime_env=env, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=available_cores(),
+                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env=env,
+                    configure_logging=False,
+                )
+            self._started = True
+        self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None:
+        """Nothing: the tasks read the inputs themselves once ``results`` plans the pieces."""
+
+    def results(
+        self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
+    ) -> Iterator[PackedResult]:
+        """Every record processed by the workers (the preflight sample too: ``checked`` is not reused)."""
+        ray = self._ray
+        log = self._progress.log
+        fmts = {f: self._file_format(f) for f in self._files if f != STDIN}
+        task = ray.remote(num_cpus=1, max_retries=0)(_process_piece)
+        bundle_ref = [ray.put(self._bundle)]
+        key = self._bundle.fingerprint
+        window = 2 * self._cpus
+        pending: deque = deque()
+        lines_before: dict[str, int] = {}
+        for piece in self._pieces(stream, chunk_size, log):
+            fmt = fmts.get(piece.path)
+            pending.append((piece, task.remote(bundle_ref, key, processor.options, piece, fmt, chunk_size)))
+            if len(pending) >= window:
+                yield from self._collect(*pending.popleft(), lines_before)
+        while pending:
+            yield from self._collect(*pending.popleft(), lines_before)
+
+    def _file_format(self, path: str) -> str | None:
+        """The format to tag a file's records with (None with --format, as the local stream does)."""
+        found = detect_format(path, self._formats, self._found, self._progress.log)
+        return None if self._formats.format is not None else found.format
+
+    def _pieces(self, stream: RecordStream, chunk_size: int, log: Callable[[str], None]) -> Iterator[Piece]:
+        for piece in plan_pieces(self._files, RANGE_BYTES, log):
+            if piece.path != STDIN:
+                yield piece
+                continue
+            for chunk in chunked(_stdin_records(stream), chunk_size):  # already tagged by the stream
+                yield Piece(STDIN, records=chunk)
+
+    def _collect(self, piece: Piece, ref, lines_before: dict[str, int]) -> Iterator[PackedResult]:
+        try:
+            results, lines = self._ray.get(ref)
+        except self._ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else exc) from None
+        offset = lines_before.get(piece.path, 0)
+        lines_before[piece.path] = offset + lines
+        for result in results:
+            if offset and result.rejects:
+                result.rejects = [replace(r, line=r.line + offset) for r in result.rejects]
+            yield result
+
+
+def _stdin_records(stream: RecordStream) -> Iterator[RawRecord]:
+    """Standard input's records from the driver's stream (the sample's included)."""
+    for rec in stream.from_start():
+        if rec.source == STDIN:
+            yield rec
