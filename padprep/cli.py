@@ -74,8 +74,12 @@ def _pairs(value: Optional[str], option: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-_FORMAT_PANEL = "Input formats"
-_REJECT_PANEL = "Bad input"
+# ``padprep build --help`` groups its options in these panels, in this order.
+_INPUT = "Input"
+_LABELS = "Tokenizer, template and labels"
+_LAYOUT = "Layout"
+_PERFORMANCE = "Performance"
+_OUTPUT = "Output and bad input"
 
 
 def _version(value: bool) -> None:
@@ -93,116 +97,94 @@ def main(
 
 @app.command()
 def build(
-    inputs: List[str] = typer.Argument(
-        ...,
-        help="Input files or globs: .jsonl, .json (one array), either .gz or .zst; - for standard input. Formats may differ from file to file.",
+    inputs: List[str] = typer.Argument(..., help="Files, globs or directories (.jsonl, .json, .gz, .zst); - for stdin."),
+    input_format: InputFormat = typer.Option(
+        InputFormat.auto, "--format", help="Record format (auto: detected per file).", rich_help_panel=_INPUT
     ),
-    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output directory (created atomically)."),
+    role_map: Optional[str] = typer.Option(
+        None, help="Rename roles / speakers, e.g. bot=assistant,char=user.", rich_help_panel=_INPUT
+    ),
+    append_eos: bool = typer.Option(True, help="End raw-text rows with eos.", rich_help_panel=_INPUT),
+    messages_field: str = typer.Option("messages", help="Key of the message list (messages).", rich_help_panel=_INPUT),
+    conversations_field: str = typer.Option("conversations", help="Key of the turn list (sharegpt).", rich_help_panel=_INPUT),
+    system_field: str = typer.Option("system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_INPUT),
+    tools_field: str = typer.Option("tools", help="Key of the tool schemas.", rich_help_panel=_INPUT),
+    instruction_field: str = typer.Option("instruction", help="Key of the instruction (alpaca).", rich_help_panel=_INPUT),
+    input_field: str = typer.Option("input", help="Key of the optional input (alpaca).", rich_help_panel=_INPUT),
+    output_field: str = typer.Option("output", help="Key of the reply (alpaca).", rich_help_panel=_INPUT),
+    history_field: str = typer.Option("history", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_INPUT),
+    prompt_field: str = typer.Option("prompt", help="Key of the prompt (prompt-completion).", rich_help_panel=_INPUT),
+    completion_field: str = typer.Option("completion", help="Key of the completion (prompt-completion).", rich_help_panel=_INPUT),
+    text_field: str = typer.Option("text", help="Key of the text (text).", rich_help_panel=_INPUT),
+    tokenizer: str = typer.Option(
+        ..., "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id.", rich_help_panel=_LABELS
+    ),
     chat_template: Optional[str] = typer.Option(
-        None, help="Built-in template name (chatml, llama3) or a Jinja file; default: the tokenizer's own."
+        None, help="chatml, llama3, or a Jinja file (default: the tokenizer's).", rich_help_panel=_LABELS
     ),
     pad_token: Optional[str] = typer.Option(
-        None, help="Pad token text (default: the tokenizer's pad token, else eos, reported)."
+        None, help="Pad token text (default: the tokenizer's, else eos, reported).", rich_help_panel=_LABELS
     ),
-    train_on: TrainOn = typer.Option(TrainOn.assistant, help="assistant: every reply; last: the final reply; all: every token."),
+    train_on: TrainOn = typer.Option(
+        TrainOn.assistant, help="assistant: every reply; last: the final one; all: every token.", rich_help_panel=_LABELS
+    ),
     reasoning: Reasoning = typer.Option(
-        Reasoning.train,
-        help="Think blocks the template writes into replies: train them; mask-empty: mask empty ones (<think>\\n\\n</think>); mask: mask them all. Ids never change.",
+        Reasoning.train, help="Think blocks in replies: train, mask-empty, or mask (ids never change).", rich_help_panel=_LABELS
     ),
     span_method: SpanMethod = typer.Option(
         SpanMethod.auto,
-        help="auto: header scan where preflight proves it equals the template's boundaries; template: always the template's prefix renders.",
+        help="auto: header scan where preflight proves it exact; template: prefix renders.",
+        rich_help_panel=_LABELS,
     ),
-    max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens."),
+    max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens.", rich_help_panel=_LAYOUT),
     truncation: Truncation = typer.Option(
-        Truncation.drop, help="Rows longer than --max-length: drop them, or keep the first (right) / last (left) tokens."
+        Truncation.drop,
+        help="Rows over --max-length: drop, or keep the first (right) / last (left) tokens.",
+        rich_help_panel=_LAYOUT,
     ),
     pack: bool = typer.Option(
-        False,
-        "--pack",
-        help="Pack whole conversations into rows of exactly --max-length tokens (best-fit decreasing over the whole dataset) with restarted position_ids and seq_lens, for padding-free attention; needs --max-length.",
+        False, "--pack", help="Pack whole conversations into rows of exactly --max-length tokens.", rich_help_panel=_LAYOUT
     ),
     buckets: Optional[str] = typer.Option(
-        None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed to keep padding under 2.5%)."
+        None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed, padding under 2.5%).", rich_help_panel=_LAYOUT
     ),
-    pad_to_multiple_of: int = typer.Option(1, help="Round every bucket's length up to a multiple of this."),
-    padding_side: PaddingSide = typer.Option(PaddingSide.right, help="right for training, left for batched generation."),
-    shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most (one bucket per shard)."),
-    seed: Optional[int] = typer.Option(None, help="Shuffle rows within each shard with this seed (default: input order)."),
+    pad_to_multiple_of: int = typer.Option(
+        1, help="Round every bucket's length up to a multiple of this.", rich_help_panel=_LAYOUT
+    ),
+    padding_side: PaddingSide = typer.Option(
+        PaddingSide.right, help="right for training, left for batched generation.", rich_help_panel=_LAYOUT
+    ),
+    shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most.", rich_help_panel=_LAYOUT),
+    seed: Optional[int] = typer.Option(
+        None, help="Shuffle rows within each shard (default: input order).", rich_help_panel=_LAYOUT
+    ),
     workers: int = typer.Option(
-        0, help="Worker processes for render + tokenize; 0: one per core (one process for inputs under 4 MiB)."
+        0, help="Worker processes; 0: one per core (one process under 4 MiB of input).", rich_help_panel=_PERFORMANCE
     ),
     engine: EngineName = typer.Option(
         EngineName.local,
-        help="What runs render + tokenize: local (this machine's processes) or ray (Ray tasks; pip install 'padprep[ray]'). The output is the same bytes.",
+        help="local processes, or ray tasks (pip install 'padprep\\[ray]'); same bytes.",
+        rich_help_panel=_PERFORMANCE,
     ),
     ray_address: Optional[str] = typer.Option(
         None,
         envvar="RAY_ADDRESS",
-        help="--engine ray: the Ray cluster to join (default: RAY_ADDRESS, else a local cluster started for the run).",
+        help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local one).",
+        rich_help_panel=_PERFORMANCE,
     ),
-    overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
-    force: bool = typer.Option(
-        False, help="Rebuild even when OUTPUT is up to date (same inputs, tokenizer, template, options and version); replaces it."
-    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (written atomically).", rich_help_panel=_OUTPUT),
+    overwrite: bool = typer.Option(False, help="Replace an existing output directory.", rich_help_panel=_OUTPUT),
+    force: bool = typer.Option(False, help="Rebuild even when OUTPUT is up to date.", rich_help_panel=_OUTPUT),
     strict: bool = typer.Option(
-        False, help="Fail on any preflight hazard, and on the first rejected record.", rich_help_panel=_REJECT_PANEL
+        False, help="Fail on any preflight hazard and on the first rejected record.", rich_help_panel=_OUTPUT
     ),
     max_rejects: Optional[int] = typer.Option(
-        None, help="Fail when more than this many records are rejected (default: no count limit).", rich_help_panel=_REJECT_PANEL
+        None, help="Fail when more records than this are rejected.", rich_help_panel=_OUTPUT
     ),
     max_reject_rate: float = typer.Option(
-        DEFAULT_MAX_REJECT_RATE,
-        help="Fail when more than this fraction of the records read is rejected (checked from 1,000 records on, and at the end).",
-        rich_help_panel=_REJECT_PANEL,
+        DEFAULT_MAX_REJECT_RATE, help="Fail when a larger fraction of the records is rejected.", rich_help_panel=_OUTPUT
     ),
-    allow_empty: bool = typer.Option(
-        False,
-        help="Succeed with an empty output when no row is written (no records, or all rejected or dropped); by default that fails.",
-        rich_help_panel=_REJECT_PANEL,
-    ),
-    input_format: InputFormat = typer.Option(
-        InputFormat.auto,
-        "--format",
-        help="Record format; auto: detected per file from its first record.",
-        rich_help_panel=_FORMAT_PANEL,
-    ),
-    role_map: Optional[str] = typer.Option(
-        None,
-        help="Rename roles / ShareGPT speakers, e.g. bot=assistant,char=user (targets: system, user, assistant, tool, function_call).",
-        rich_help_panel=_FORMAT_PANEL,
-    ),
-    append_eos: bool = typer.Option(
-        True,
-        help="End raw-text rows (text, string prompt-completion) with the tokenizer's eos token.",
-        rich_help_panel=_FORMAT_PANEL,
-    ),
-    messages_field: str = typer.Option(
-        "messages", help="Key of the message list (messages format).", rich_help_panel=_FORMAT_PANEL
-    ),
-    conversations_field: str = typer.Option(
-        "conversations", help="Key of the turn list (sharegpt format).", rich_help_panel=_FORMAT_PANEL
-    ),
-    system_field: str = typer.Option(
-        "system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_FORMAT_PANEL
-    ),
-    tools_field: str = typer.Option(
-        "tools", help="Key of the tool schemas (messages, sharegpt, prompt-completion).", rich_help_panel=_FORMAT_PANEL
-    ),
-    instruction_field: str = typer.Option("instruction", help="Key of the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL),
-    input_field: str = typer.Option(
-        "input", help="Key of the optional input, joined to the instruction (alpaca).", rich_help_panel=_FORMAT_PANEL
-    ),
-    output_field: str = typer.Option("output", help="Key of the reply (alpaca).", rich_help_panel=_FORMAT_PANEL),
-    history_field: str = typer.Option(
-        "history", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_FORMAT_PANEL
-    ),
-    prompt_field: str = typer.Option("prompt", help="Key of the prompt (prompt-completion).", rich_help_panel=_FORMAT_PANEL),
-    completion_field: str = typer.Option(
-        "completion", help="Key of the completion (prompt-completion).", rich_help_panel=_FORMAT_PANEL
-    ),
-    text_field: str = typer.Option("text", help="Key of the text (text format).", rich_help_panel=_FORMAT_PANEL),
+    allow_empty: bool = typer.Option(False, help="Succeed with an empty output when no row is written.", rich_help_panel=_OUTPUT),
 ) -> None:
     """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
     from padprep.run.padproc import PadProcess
