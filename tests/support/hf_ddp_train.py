@@ -1,7 +1,7 @@
-"""Run by tests/test_hf.py under ``torch.distributed.run`` (2 CPU processes, gloo): train a tiny Llama
+"""Run by tests/unit/train/test_hf.py under ``torch.distributed.run`` (2 CPU processes, gloo): train a tiny Llama
 through ``BucketBatchesMixin`` + ``Trainer`` and save every batch this rank computed a loss on.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/hf_ddp_train.py BUILD_DIR OUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 tests/support/hf_ddp_train.py BUILD_DIR OUT_DIR
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import padprep  # noqa: E402
-from tests.hf_support import recording, tiny_llama  # noqa: E402
+from tests.support.hf import recording, tiny_llama  # noqa: E402
 
 
 def main(build: str, out: str) -> None:

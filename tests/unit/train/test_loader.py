@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader
 from padprep.layout.shards import file_sha256
 from padprep.schema import COLUMNS, IGNORE_INDEX
 from padprep.train.loader import BucketBatchSampler, ShardDataset, collate, load, make_dataloader, position_ids
-
-from .hf_support import tiny_llama
+from tests.support.hf import tiny_llama
 
 # Explicit bounds give several shards per bucket (shard_tokens is small) and wide padding in the
 # 700 bucket, which the left-padding test needs.

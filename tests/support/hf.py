@@ -1,4 +1,4 @@
-"""Helpers shared by tests/test_hf.py and the two-process run it launches (tests/hf_ddp_train.py).
+"""Helpers shared by tests/unit/train/test_hf.py and the two-process run it launches (tests/support/hf_ddp_train.py).
 
 What a trainer computed its loss on is recorded (``recording``) and traced back to the build's rows
 by content (``BuildRows.check_batch``), so the checks do not trust anything the code under test says.

@@ -15,8 +15,8 @@ import json
 import pytest
 
 from tests.conftest import alpaca_to_messages, run_build, shared_file, sharegpt_to_messages, unpadded_rows, write_jsonl
-from tests.families import FAMILIES, REPORT, Family, family_dir, reasoning_inline, reference, with_arguments
-from tests.test_agentic import agentic_records
+from tests.support.agentic import agentic_records
+from tests.support.families import FAMILIES, REPORT, Family, family_dir, reasoning_inline, reference, with_arguments
 
 transformers = pytest.importorskip("transformers")
 
@@ -41,7 +41,6 @@ def family(request) -> tuple[Family, object]:
     return fam, transformers.AutoTokenizer.from_pretrained(str(family_dir(fam.name)))
 
 
-@pytest.mark.acceptance
 @pytest.mark.parametrize("data", list(DATA))
 def test_family_builds_exactly_what_its_template_renders(tmp_path, family, data):
     fam, tok = family

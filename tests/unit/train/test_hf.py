@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader
 
 from padprep.schema import COLUMNS, IGNORE_INDEX
 from padprep.train.loader import BucketBatchSampler, collate, load, pad_collate
-
-from .conftest import ROOT, SAMPLE, run_build, tree_bytes
-from .hf_support import BuildRows, recording, tiny_llama
+from tests.conftest import ROOT, SAMPLE, run_build, tree_bytes
+from tests.support.hf import BuildRows, recording, tiny_llama
 
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
@@ -459,7 +458,7 @@ def test_two_processes_get_their_own_equal_batches(build_dir, rows, tmp_path):
         "127.0.0.1",
         "--master_port",
         str(_free_port()),
-        str(ROOT / "tests" / "hf_ddp_train.py"),
+        str(ROOT / "tests" / "support" / "hf_ddp_train.py"),
         str(build_dir),
         str(out),
     ]

@@ -13,6 +13,7 @@ import pytest
 from padprep.config import SpanMethod
 from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
 from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, shard_bytes, tree_bytes
+from tests.support.data import mixed_input
 
 TOK = SAMPLE / "tokenizer"
 CHAT = SAMPLE / "chat.jsonl"
@@ -36,25 +37,9 @@ def test_plan_uses_every_core_without_oversubscribing_tokenizer_threads():
     assert shape(0, big, cores=1) == (1, 1)
 
 
-def _mixed_input(tmp_path):
-    """The sample chat, some bad lines and an over-long record, so rows, rejects and drops interleave."""
-    lines = CHAT.read_text(encoding="utf-8").splitlines()
-    long = json.dumps({"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": "word " * 400}]})
-    mixed = []
-    for i, line in enumerate(lines):
-        mixed.append(line)
-        if i % 7 == 3:
-            mixed.append('{"messages": [{"role": "user", "content": "unterminated')
-        if i % 11 == 5:
-            mixed.append(long)
-    path = tmp_path / "mixed.jsonl"
-    path.write_text("\n".join(mixed) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize("seed", [None, 3])
 def test_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
-    src = _mixed_input(tmp_path)
+    src = mixed_input(tmp_path)
     trees = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"
@@ -146,7 +131,7 @@ def test_a_fresh_process_forks_its_workers():
 def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_path, options):
     import torch  # noqa: F401  (torch imported: the in-process build below pads here, not in a pad process)
 
-    src = _mixed_input(tmp_path)
+    src = mixed_input(tmp_path)
     cli = padprep_cli(
         "build", str(src), "--tokenizer", str(TOK), "--output", str(tmp_path / "cli"), "--max-reject-rate", "0.5", *options
     )
@@ -196,7 +181,7 @@ def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, op
     process."""
     import torch  # noqa: F401  (the in-process build below pads here, alone)
 
-    src = _mixed_input(tmp_path)
+    src = mixed_input(tmp_path)
     src.write_text(src.read_text(encoding="utf-8") * 40, encoding="utf-8")  # spilled in several batches: two halves
     common = ["--tokenizer", str(TOK), "--max-reject-rate", "0.5", "--shard-tokens", "3000", *options]
     cli = subprocess.run(
