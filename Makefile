@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PADPREP := $(VENV)/bin/padprep
 DEMO_OUT ?= out/demo
 
-.PHONY: install install-test demo test bench bench-memory sample-data clean
+.PHONY: install install-test demo test test-fast lint bench bench-memory sample-data clean
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -33,6 +33,15 @@ demo: install
 ## Install the test dependencies (and Ray, for the --engine ray tests) and run the whole test suite.
 test: install-test
 	$(PY) -m pytest -q
+
+## The unit tests that take under a few seconds each (under a minute in all): the loop while editing.
+test-fast: install-test
+	$(PY) -m pytest -q tests/unit -m "not slow and not ray"
+
+## ruff: lint and format check over the package and the tests (configured in pyproject.toml).
+lint: install-test
+	$(VENV)/bin/ruff check padprep tests
+	$(VENV)/bin/ruff format --check padprep tests
 
 ## padprep vs the datasets pipeline vs the raw encode_batch ceiling at 10k and 50k conversations, then the
 ## 100-conversation start-up; one run (~15 min).

@@ -125,6 +125,7 @@ def test_text_parts_keyed_text_or_value_both_work(tmp_path):
     assert len(rows) == 2 and rows[0][0].tolist() == rows[1][0].tolist()
 
 
+@pytest.mark.slow
 def test_a_json_file_holding_one_object_is_one_record(tmp_path):
     rec = {"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]}
     src = tmp_path / "one.json"

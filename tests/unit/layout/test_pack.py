@@ -238,6 +238,7 @@ def test_pack_usage_errors_are_one_line_exit_2(tmp_path, extra, says):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_cli_pack_twice_is_byte_identical_then_up_to_date(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     res = build_cli(a, "--pack", "--max-length", "512", "--seed", "1")
@@ -251,6 +252,7 @@ def test_cli_pack_twice_is_byte_identical_then_up_to_date(tmp_path):
     assert bucketed.returncode == 2 and "--overwrite" in bucketed.stderr
 
 
+@pytest.mark.slow
 def test_inspect_shows_boundaries_and_fill_and_verify_passes(tmp_path):
     out = tmp_path / "p"
     assert build_cli(out, "--pack", "--max-length", "512", "--shard-tokens", "1024").returncode == 0
@@ -583,6 +585,7 @@ def test_varlen_batch_reaches_attention_as_transformers_passes_flash_kwargs(samp
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shared_data_packs_under_one_percent_padding_with_exactly_the_unpacked_rows(tmp_path, qwen_dir):
     glaive = json.loads(shared_file("glaive_toolcall_en_demo.json").read_text())
     alpaca = json.loads(shared_file("alpaca_en_demo.json").read_text())

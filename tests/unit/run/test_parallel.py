@@ -49,6 +49,7 @@ def test_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
     assert trees[1] == trees[2] == trees[3]
 
 
+@pytest.mark.slow
 def test_cli_workers_option_and_its_report(tmp_path):
     out = tmp_path / "o"
     res = padprep_cli("build", str(CHAT), "--tokenizer", str(TOK), "--output", str(out), "--workers", "2")
@@ -142,6 +143,7 @@ def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_pat
     assert shard_bytes(tmp_path / "cli") and shard_bytes(tmp_path / "cli") == shard_bytes(tmp_path / "here")
 
 
+@pytest.mark.slow
 def test_the_command_starts_a_builds_pad_process_before_the_cli_loads(tmp_path):
     """``padprep build`` (here ``python -m padprep build``) forks its pad process from the entry point; an
     up-to-date build and a usage error stop it at once (the pipes close: nothing outlives the command)."""
@@ -175,6 +177,7 @@ app()
 @pytest.mark.parametrize(
     "options", [["--seed", "7"], [], ["--pack", "--max-length", "512"], ["--pack", "--max-length", "512", "--seed", "7"]]
 )
+@pytest.mark.slow
 def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, options):
     """In the pad process, a helper routes the second half of the spill and pads and writes half of the
     buckets (or packed shards); shard names (numbered across buckets), shuffles and bytes are those of one

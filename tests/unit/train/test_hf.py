@@ -85,6 +85,7 @@ def _source(build: Path, kind: str):
     return {"load": load, "to_dataset": to_dataset, "unpadded": partial(to_dataset, padded=False)}[kind](build)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["load", "to_dataset", "unpadded"])
 def test_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, tmp_path, one_thread):
     before = tree_bytes(build_dir)
@@ -107,6 +108,7 @@ def test_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, tmp_p
         ("unpadded", {"dataset_kwargs": {"skip_prepare_dataset": True}}),  # TRL's collator pads
     ],
 )
+@pytest.mark.slow
 def test_sft_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, sft_options, tmp_path, one_thread):
     trl = pytest.importorskip("trl")
     before = tree_bytes(build_dir)
@@ -171,6 +173,7 @@ def test_evaluation_with_pad_collate(build_dir, tmp_path, one_thread):
     assert np.isfinite(trainer.evaluate()["eval_loss"])
 
 
+@pytest.mark.slow
 def test_docs_recipes(tmp_path, one_thread):
     """docs/training.md's Trainer and SFTTrainer recipes, run as written (paths pointed at a fresh sample build)."""
     pytest.importorskip("trl")
@@ -444,6 +447,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_get_their_own_equal_batches(build_dir, rows, tmp_path):
     """DDP through accelerate (torchrun, gloo, CPU): each rank trains on exactly its share of padprep's batches."""
     out, before = tmp_path / "ddp", tree_bytes(build_dir)
