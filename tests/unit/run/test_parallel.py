@@ -113,16 +113,42 @@ if __name__ == "__main__":  # spawned workers import this module again
     assert tree_bytes(tmp_path / "o") == tree_bytes(tmp_path / "w1")
 
 
+_FORKED_WORKERS = """
+import os, sys
+from pathlib import Path
+import padprep.chat.process as process
+from padprep import BuildConfig, build
+
+out, src, tok = map(Path, sys.argv[1:4])
+real = process.Processor.process
+def process_and_say(self, records):  # exists only in this process's memory: a spawned worker re-imports the module
+    with open(out.parent / "pids", "a") as fh:
+        fh.write(f"{os.getpid()} {os.getppid()}\\n")
+    return real(self, records)
+process.Processor.process = process_and_say
+build(BuildConfig(inputs=(src,), tokenizer=str(tok), output=out, workers=2, chunk_size=8, max_reject_rate=0.5))
+print(os.getpid())
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
-def test_a_fresh_process_forks_its_workers():
+def test_a_fresh_process_forks_its_workers(tmp_path):
+    """Workers run code patched into the parent's memory after import (only a forked child has it), in other processes."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(CHAT.read_text(encoding="utf-8") * 4, encoding="utf-8")  # 192 records: 128 beyond the preflight sample
     done = subprocess.run(
-        [sys.executable, "-c", "from padprep.run.parallel import start_method; print(start_method())"],
+        [sys.executable, "-c", _FORKED_WORKERS, str(tmp_path / "out"), str(src), str(TOK)],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=60,
+        timeout=120,
     )
-    assert done.stdout.strip() == "fork", done.stderr
+    assert done.returncode == 0, done.stderr
+    parent = int(done.stdout.split()[-1])
+    calls = [tuple(map(int, line.split())) for line in (tmp_path / "pids").read_text().splitlines()]
+    workers = {pid for pid, ppid in calls if pid != parent and ppid == parent}
+    assert len(workers) == 2, calls  # both workers ran chunks, forked from the build's process
+    assert sum(1 for pid, _ in calls if pid in workers) == 16  # the 128 records after the sample, in chunks of 8
 
 
 # -- the pad process and the head start -------------------------------------------------------------

@@ -160,17 +160,25 @@ def test_sequential_strategy_keeps_bucket_order(build_dir, rows, tmp_path, one_t
     assert [rows.check_batch(b) for b in trainer.batches] == _expected_batches(build_dir, 1, batch_size=BATCH, shuffle=False)[:3]
 
 
-def test_evaluation_with_pad_collate(build_dir, tmp_path, one_thread):
-    """The mixin changes the train dataloader only: evaluation reads rows, re-padded by pad_collate (as the README says)."""
+def test_evaluation_with_pad_collate(build_dir, rows, tmp_path, one_thread):
+    """The mixin changes the train dataloader only: evaluation reads every row once, re-padded by pad_collate
+    to exact rows, and its loss is the model's own loss over those batches."""
     trainer = recording(transformers.Trainer)(
         model=tiny_llama(),
-        args=_args(tmp_path, max_steps=2),
+        args=_args(tmp_path, max_steps=2, per_device_eval_batch_size=BATCH),
         train_dataset=load(build_dir),
         eval_dataset=load(build_dir, rows=True),
         data_collator=partial(pad_collate, pad_id=load(build_dir).pad_id),
     )
     trainer.train()
-    assert np.isfinite(trainer.evaluate()["eval_loss"])
+    batches = list(trainer.get_eval_dataloader())
+    seen = [rows.match(ids.numpy(), labels.numpy()) for b in batches for ids, labels in zip(b["input_ids"], b["labels"])]
+    assert sorted(seen) == list(range(len(rows.rows)))  # every row once, its ids and labels as built
+    model = trainer.model.eval()
+    with torch.no_grad():
+        losses = [(model(**{k: v.to(model.device) for k, v in b.items()}).loss.item(), len(b["input_ids"])) for b in batches]
+    expected = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.slow
