@@ -12,3 +12,37 @@ LOSS_WEIGHTS = "loss_weights"  # float32, only in builds where some message's lo
 
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
+
+# Every reject code a build can write (``rejects.jsonl``'s ``code``, the manifest's ``totals.reasons``), and
+# what it means. Each raise site names its code; a code not in this table is a bug (tests/unit/output).
+REJECT_CODES = {
+    # reading (input/read.py)
+    "not_utf8": "the line is not valid UTF-8",
+    "too_long_line": "a record longer than the line limit, not read",
+    "truncated_element": "a JSON array element cut off by the end of the file",
+    "after_array": "text after the end of a JSON array",
+    # parsing and converting (input/conversation.py, input/formats.py)
+    "empty_record": "a line holding only whitespace",
+    "nul_byte": "a NUL byte in the record",
+    "invalid_json": "the record is not valid JSON",
+    "not_object": "the record is not a JSON object",
+    "unknown_format": "the record has no known format's keys",
+    "format_mismatch": "the record's shape differs from its file's format",
+    "lone_surrogate": "an escape that is not text (a lone UTF-16 surrogate)",
+    "missing_field": "a field the format needs is absent",
+    "wrong_type": "a field holds the wrong kind of value",
+    "invalid_json_field": "a field that holds JSON text is not valid JSON",
+    "unknown_role": "a role or speaker padprep does not know (see --role-map)",
+    "empty_reply": "an assistant reply with no text and no tool call",
+    "empty_prompt": "no prompt to answer",
+    "nothing_to_train": "no reply or completion to train",
+    "invalid_record": "the record breaks a rule of its format",
+    "internal_error": "padprep failed on the record (a bug: please report it)",
+    # rendering (chat/render.py)
+    "template_error": "the chat template raised an error or failed on the record",
+    "template_limit": "the chat template went past a render limit",
+    "span_check": "a reply's span could not be placed exactly in the render",
+    # length and labels (chat/process.py)
+    "too_long": "longer than --max-length (or too large to render)",
+    "no_trained_token": "no token left to train",
+}

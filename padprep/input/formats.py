@@ -73,35 +73,14 @@ _MAYBE_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 class RecordError(ValueError):
-    """A record that cannot be converted; ``field`` names the part at fault. Becomes a ``Reject``."""
+    """A record that cannot be converted; ``field`` names the part at fault, ``code`` the kind of failure
+    (one of ``schema.REJECT_CODES``, named where it is raised). Becomes a ``Reject``."""
 
-    def __init__(self, reason: str, field: str | None = None, code: str | None = None):
+    def __init__(self, reason: str, field: str | None = None, *, code: str):
         super().__init__(reason)
         self.reason = reason
         self.field = field
-        self.code = code or _code_of(reason)
-
-
-def _code_of(reason: str) -> str:
-    """The reject code of a conversion failure, from the kind of check that raised it."""
-    for prefix, code in _CODES:
-        if prefix in reason:
-            return code
-    return "invalid_record"
-
-
-# (text in the reason, code): the first match wins.
-_CODES = (
-    ("missing field", "missing_field"),
-    ("empty assistant reply", "empty_reply"),
-    ("nothing to train", "nothing_to_train"),
-    ("no prompt", "empty_prompt"),
-    ("not valid JSON", "invalid_json_field"),
-    ("unknown role", "unknown_role"),
-    ("unknown speaker", "unknown_role"),
-    ("lone surrogate", "lone_surrogate"),
-    ("must be", "wrong_type"),
-)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -293,7 +272,7 @@ def needs_chat_template(text: str | None, fmt: str | None, names: FieldNames = F
 def convert(obj: Any, fmt: str, options: FormatOptions = FormatOptions(), require_assistant: bool = True) -> Conversation:
     """One parsed record -> ``Conversation`` (pure). Raises ``RecordError`` with a human reason."""
     if not isinstance(obj, dict):
-        raise RecordError(f"record must be a JSON object, got {json_kind(obj)}")
+        raise RecordError(f"record must be a JSON object, got {json_kind(obj)}", code="wrong_type")
     names = options.fields
     if fmt == "messages":
         out = _messages(obj, names, options.roles)
@@ -333,22 +312,22 @@ def _sharegpt(obj: dict, names: FieldNames, roles: dict[str, str]) -> Conversati
     messages = []
     system = obj.get(names.system)
     if system is not None and not isinstance(system, str):
-        raise RecordError(f"`{names.system}` must be a string, got {json_kind(system)}", names.system)
+        raise RecordError(f"`{names.system}` must be a string, got {json_kind(system)}", names.system, code="wrong_type")
     if system:
         messages.append({"role": "system", "content": system})
     for i, turn in enumerate(turns):
         where = f"{key}[{i}]"
         if not isinstance(turn, dict):
-            raise RecordError(f"turn must be an object, got {json_kind(turn)}", where)
+            raise RecordError(f"turn must be an object, got {json_kind(turn)}", where, code="wrong_type")
         speaker = turn.get("from", turn.get("role"))
         if speaker is None:
-            raise RecordError("missing field `from`", f"{where}.from")
+            raise RecordError("missing field `from`", f"{where}.from", code="missing_field")
         role = mapping.get(speaker) if isinstance(speaker, str) else None
         if role is None:
-            raise RecordError(_unknown_role(speaker), f"{where}.from")
+            raise RecordError(_unknown_role(speaker), f"{where}.from", code="unknown_role")
         value = turn.get("value", turn.get("content"))
         if value is None:
-            raise RecordError("missing field `value`", f"{where}.value")
+            raise RecordError("missing field `value`", f"{where}.value", code="missing_field")
         if role == FUNCTION_CALL:
             messages.append(_function_call(value, f"{where}.value"))
         else:
@@ -363,7 +342,9 @@ def _json_value(value: Any, what: str, where: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise RecordError(f"{what} is not valid JSON: {exc.msg} at character {exc.pos}", where) from None
+        raise RecordError(
+            f"{what} is not valid JSON: {exc.msg} at character {exc.pos}", where, code="invalid_json_field"
+        ) from None
 
 
 def _function_call(value: Any, where: str) -> dict:
@@ -371,7 +352,9 @@ def _function_call(value: Any, where: str) -> dict:
     value = _json_value(value, "function_call value", where)
     calls = value if isinstance(value, list) else [value]
     if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
-        raise RecordError('function_call value must be a {"name", "arguments"} object (or a list of them)', where)
+        raise RecordError(
+            'function_call value must be a {"name", "arguments"} object (or a list of them)', where, code="wrong_type"
+        )
     return {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": c} for c in calls]}
 
 
@@ -383,18 +366,20 @@ def _alpaca(obj: dict, names: FieldNames) -> Conversation:
     # instruction and input on their own lines, as Alpaca / LLaMA-Factory users expect
     prompt = "\n".join(part for part in (instruction, extra) if part)
     if not prompt.strip():
-        raise RecordError(f"`{names.instruction}` and `{names.input}` are both empty (no prompt)", names.instruction)
+        raise RecordError(
+            f"`{names.instruction}` and `{names.input}` are both empty (no prompt)", names.instruction, code="empty_prompt"
+        )
     messages: list[dict] = []
     if system:
         messages.append({"role": "system", "content": system})
     history = obj.get(names.history)
     if history is not None:
         if not isinstance(history, list):
-            raise RecordError(f"`{names.history}` must be a list of [prompt, reply] pairs", names.history)
+            raise RecordError(f"`{names.history}` must be a list of [prompt, reply] pairs", names.history, code="wrong_type")
         for j, pair in enumerate(history):
             where = f"{names.history}[{j}]"
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                raise RecordError("history entry must be a [prompt, reply] pair of strings", where)
+                raise RecordError("history entry must be a [prompt, reply] pair of strings", where, code="wrong_type")
             messages.append({"role": "user", "content": pair[0]})
             messages.append(message({"role": "assistant", "content": pair[1]}, f"{where}[1]", {}))
     messages.append({"role": "user", "content": prompt})
@@ -405,25 +390,27 @@ def _alpaca(obj: dict, names: FieldNames) -> Conversation:
 def _prompt_completion(obj: dict, names: FieldNames, roles: dict[str, str]) -> Conversation:
     for key in (names.prompt, names.completion):
         if key not in obj:
-            raise RecordError(f"missing field `{key}`", key)
+            raise RecordError(f"missing field `{key}`", key, code="missing_field")
     prompt, completion = obj[names.prompt], obj[names.completion]
     for key, value in ((names.prompt, prompt), (names.completion, completion)):
         if not isinstance(value, (str, list)):
-            raise RecordError(f"`{key}` must be a string or a list of messages, got {json_kind(value)}", key)
+            raise RecordError(f"`{key}` must be a string or a list of messages, got {json_kind(value)}", key, code="wrong_type")
     if isinstance(prompt, str) and isinstance(completion, str):
         _check_text(prompt + completion, names.prompt)
         if not completion.strip():
-            raise RecordError(f"empty `{names.completion}` (nothing to train)", names.completion)
+            raise RecordError(f"empty `{names.completion}` (nothing to train)", names.completion, code="nothing_to_train")
         text = prompt + completion
         return Conversation(text=text, spans=((len(prompt), len(text)),))
     p = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     c = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
     if not c:
-        raise RecordError(f"`{names.completion}` is an empty list (nothing to train)", names.completion)
+        raise RecordError(f"`{names.completion}` is an empty list (nothing to train)", names.completion, code="nothing_to_train")
     msgs = [message(m, f"{names.prompt}[{i}]", roles) for i, m in enumerate(p)]
     msgs += [message(m, f"{names.completion}[{i}]", roles) for i, m in enumerate(c)]
     if not any(m["role"] == "assistant" for m in msgs[len(p) :]):
-        raise RecordError(f"`{names.completion}` holds no assistant message (nothing to train)", names.completion)
+        raise RecordError(
+            f"`{names.completion}` holds no assistant message (nothing to train)", names.completion, code="nothing_to_train"
+        )
     weights = weights_of(list(p) + list(c), names.prompt)
     return Conversation(tuple(msgs), tools_field(obj.get(names.tools), names.tools), train_from=len(p), weights=weights)
 
@@ -432,7 +419,7 @@ def _text(obj: dict, names: FieldNames) -> Conversation:
     text = _string(obj, names.text, required=True)
     _check_text(text, names.text)
     if not text.strip():
-        raise RecordError(f"empty `{names.text}` (nothing to train)", names.text)
+        raise RecordError(f"empty `{names.text}` (nothing to train)", names.text, code="nothing_to_train")
     return Conversation(text=text)
 
 
@@ -442,14 +429,14 @@ def _text(obj: dict, names: FieldNames) -> Conversation:
 def message(m: Any, where: str, roles: dict[str, str] | None = None) -> dict:
     """One message, checked; keys the template may read (tool_calls, name, ...) are kept as given."""
     if not isinstance(m, dict):
-        raise RecordError(f"message must be an object, got {json_kind(m)}", where)
+        raise RecordError(f"message must be an object, got {json_kind(m)}", where, code="wrong_type")
     role = m.get("role")
     if role is None:
-        raise RecordError("missing field `role`", f"{where}.role")
+        raise RecordError("missing field `role`", f"{where}.role", code="missing_field")
     if roles and isinstance(role, str) and role in roles:
         role = roles[role]
     if role not in ROLES:
-        raise RecordError(_unknown_role(role), f"{where}.role")
+        raise RecordError(_unknown_role(role), f"{where}.role", code="unknown_role")
     out = template_view(m)
     out["role"] = role
     content = out.get("content")
@@ -457,15 +444,15 @@ def message(m: Any, where: str, roles: dict[str, str] | None = None) -> dict:
         out = _with_parts(out, content, f"{where}.content")
         content = out["content"]
     if content is not None and not isinstance(content, str):
-        raise RecordError(f"content must be a string, got {json_kind(content)}", f"{where}.content")
+        raise RecordError(f"content must be a string, got {json_kind(content)}", f"{where}.content", code="wrong_type")
     tool_calls = out.get("tool_calls")
     if tool_calls is not None and not (isinstance(tool_calls, list) and all(isinstance(t, dict) for t in tool_calls)):
-        raise RecordError("`tool_calls` must be a list of objects", f"{where}.tool_calls")
+        raise RecordError("`tool_calls` must be a list of objects", f"{where}.tool_calls", code="wrong_type")
     for key in REASONING_FIELDS:
         if m.get(key) is not None and not isinstance(m[key], str):
-            raise RecordError(f"{key} must be a string, got {json_kind(m[key])}", f"{where}.{key}")
+            raise RecordError(f"{key} must be a string, got {json_kind(m[key])}", f"{where}.{key}", code="wrong_type")
     if role == "assistant" and not (content or "").strip() and not tool_calls and not reasoning_of(out).strip():
-        raise RecordError("empty assistant reply", f"{where}.content")
+        raise RecordError("empty assistant reply", f"{where}.content", code="empty_reply")
     return out
 
 
@@ -521,18 +508,24 @@ def content_parts(parts: list, where: str) -> Parts:
             texts.append(part)
             continue
         if not isinstance(part, dict):
-            raise RecordError(f"content part must be an object or a string, got {json_kind(part)}", at)
+            raise RecordError(f"content part must be an object or a string, got {json_kind(part)}", at, code="wrong_type")
         kind = part.get("type", "text")
         key = "text" if "text" in part else "value"
         value = part.get(key)
         if kind not in PART_TYPES:
             raise RecordError(
-                f"unsupported content part type `{kind}` (padprep reads {', '.join(PART_TYPES)} parts)", f"{at}.type"
+                f"unsupported content part type `{kind}` (padprep reads {', '.join(PART_TYPES)} parts)",
+                f"{at}.type",
+                code="invalid_record",
             )
         if kind == "tool_call":
             calls.append(_tool_call_part(value, f"{at}.{key}"))
         elif not isinstance(value, str):
-            raise RecordError(f"a `{kind}` part needs a string under `text` or `value`, got {json_kind(value)}", f"{at}.{key}")
+            raise RecordError(
+                f"a `{kind}` part needs a string under `text` or `value`, got {json_kind(value)}",
+                f"{at}.{key}",
+                code="invalid_record",
+            )
         else:
             (texts if kind == "text" else reasoning).append(value)
     return Parts("".join(texts), "".join(reasoning) if reasoning else None, calls)
@@ -542,7 +535,7 @@ def _tool_call_part(value: Any, where: str) -> dict:
     """A v1 ``tool_call`` part: JSON ``{"name", "arguments"}`` (a string, or already an object) -> OpenAI's shape."""
     value = _json_value(value, "tool_call part", where)
     if not (isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]):
-        raise RecordError('tool_call part must be a {"name", "arguments"} object', where)
+        raise RecordError('tool_call part must be a {"name", "arguments"} object', where, code="wrong_type")
     return {"type": "function", "function": {"name": value["name"], "arguments": value.get("arguments", {})}}
 
 
@@ -552,11 +545,11 @@ def _with_parts(out: dict, parts: list, where: str) -> dict:
     out["content"] = split.text
     if split.tool_calls:
         if out.get("tool_calls"):
-            raise RecordError("tool calls given both as `tool_call` parts and as `tool_calls`", where)
+            raise RecordError("tool calls given both as `tool_call` parts and as `tool_calls`", where, code="invalid_record")
         out["tool_calls"] = split.tool_calls
     if split.reasoning is not None:
         if reasoning_of(out):
-            raise RecordError("reasoning given both as `reasoning` parts and as a reasoning field", where)
+            raise RecordError("reasoning given both as `reasoning` parts and as a reasoning field", where, code="invalid_record")
         out = template_view({**out, "reasoning_content": split.reasoning})
     return out
 
@@ -577,7 +570,7 @@ def _openai_tool(tool: dict, where: str) -> dict:
         return {"type": "function", **tool}
     if isinstance(tool.get("name"), str):
         return {"type": "function", "function": tool}
-    raise RecordError("tool schema must hold a `name` (or a `function` object)", where)
+    raise RecordError("tool schema must hold a `name` (or a `function` object)", where, code="invalid_record")
 
 
 # -- per-message training flags ---------------------------------------------------------------------
@@ -596,17 +589,19 @@ def message_weight(m: dict, where: str) -> float | None:
             continue
         if key == "loss_weight":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
-                raise RecordError(f"`loss_weight` must be a number >= 0, got {json.dumps(value)}", f"{where}.{key}")
+                raise RecordError(
+                    f"`loss_weight` must be a number >= 0, got {json.dumps(value)}", f"{where}.{key}", code="wrong_type"
+                )
             found.append((key, float(value)))
         else:
             if not isinstance(value, bool):
-                raise RecordError(f"`{key}` must be true or false, got {json.dumps(value)}", f"{where}.{key}")
+                raise RecordError(f"`{key}` must be true or false, got {json.dumps(value)}", f"{where}.{key}", code="wrong_type")
             found.append((key, 1.0 if value else 0.0))
     if not found:
         return None
     if len({w > 0 for _, w in found}) > 1:
         keys = " and ".join(f"`{k}`" for k, _ in found)
-        raise RecordError(f"{keys} disagree on whether this message is trained", where)
+        raise RecordError(f"{keys} disagree on whether this message is trained", where, code="invalid_record")
     return next(w for k, w in found if k == "loss_weight") if any(k == "loss_weight" for k, _ in found) else found[0][1]
 
 
@@ -624,21 +619,21 @@ def tools_field(tools: Any, key: str = "tools") -> list | None:
         try:
             tools = json.loads(tools)
         except json.JSONDecodeError as exc:
-            raise RecordError(f"`{key}` is a string but not valid JSON: {exc.msg}", key) from None
+            raise RecordError(f"`{key}` is a string but not valid JSON: {exc.msg}", key, code="invalid_json_field") from None
     if isinstance(tools, dict):
         tools = [tools]
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise RecordError(f"`{key}` must be a list of JSON schema objects", key)
+        raise RecordError(f"`{key}` must be a list of JSON schema objects", key, code="wrong_type")
     return tools or None
 
 
 def check_trainable(messages: list[dict], train_from: int = 0) -> None:
     """A conversation must hold an assistant turn to train and must not end on a prompt."""
     if not any(m["role"] == "assistant" for m in messages[train_from:]):
-        raise RecordError("no assistant turn (nothing to train)", "messages")
+        raise RecordError("no assistant turn (nothing to train)", "messages", code="nothing_to_train")
     if messages[-1]["role"] != "assistant":
         last = messages[-1]["role"]
-        raise RecordError(f"conversation ends on a {last} turn (nothing to train after it)", "messages")
+        raise RecordError(f"conversation ends on a {last} turn (nothing to train after it)", "messages", code="nothing_to_train")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -646,27 +641,27 @@ def check_trainable(messages: list[dict], train_from: int = 0) -> None:
 
 def _turn_list(obj: dict, key: str) -> list:
     if key not in obj:
-        raise RecordError(f"missing field `{key}`", key)
+        raise RecordError(f"missing field `{key}`", key, code="missing_field")
     turns = obj[key]
     if not isinstance(turns, list) or not turns:
-        raise RecordError(f"`{key}` must be a non-empty list of messages", key)
+        raise RecordError(f"`{key}` must be a non-empty list of messages", key, code="wrong_type")
     return turns
 
 
 def _string(obj: dict, key: str, required: bool = False) -> str:
     if key not in obj or obj[key] is None:
         if required:
-            raise RecordError(f"missing field `{key}`", key)
+            raise RecordError(f"missing field `{key}`", key, code="missing_field")
         return ""
     value = obj[key]
     if not isinstance(value, str):
-        raise RecordError(f"`{key}` must be a string, got {json_kind(value)}", key)
+        raise RecordError(f"`{key}` must be a string, got {json_kind(value)}", key, code="wrong_type")
     return value
 
 
 def _check_text(text: str, key: str) -> None:
     if _has_lone_surrogate(text):
-        raise RecordError("text holds a lone surrogate (not encodable text)", key)
+        raise RecordError("text holds a lone surrogate (not encodable text)", key, code="lone_surrogate")
 
 
 def _unknown_role(role: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,21 @@ def test_engine_is_recorded_but_not_in_the_build_key(tmp_path):
     )
     assert build_key(base, ["d"]) == build_key(on_ray, ["d"])
     assert on_ray.as_manifest()["engine"] == "ray" and "ray_address" not in on_ray.as_manifest()
+
+
+def test_every_reject_code_raised_is_in_the_one_table():
+    """Each raise site names its code (never derived from the message's words), and each code is described."""
+    import re
+
+    from padprep.schema import REJECT_CODES
+
+    root = Path(__file__).resolve().parents[3] / "padprep"
+    named = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        named |= set(re.findall(r'\b(?:error_)?code\s*=\s*"([a-z_]+)"', text))
+        assert "_code_of" not in text
+        # a RecordError without its code would not construct (code is keyword-only and required)
+    assert named, "no raise site found"
+    assert named <= set(REJECT_CODES), named - set(REJECT_CODES)
+    assert all(REJECT_CODES.values())
