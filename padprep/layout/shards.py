@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,25 @@ if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do 
     from padprep.layout.pad import PaddedShard
 
 _TMP_MARK = ".padprep-tmp-"
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """What writing one shard produced: its file, shape, token counts and digest (the manifest's shard entry).
+
+    ``sequences`` and ``fill``: packed shards only."""
+
+    file: str
+    bucket: int
+    rows: int
+    seq_len: int
+    real_tokens: int
+    pad_tokens: int
+    trained_tokens: int
+    bytes: int
+    sha256: str
+    sequences: int | None = None
+    fill: float | None = None
 
 
 class OutputExists(PadprepError):

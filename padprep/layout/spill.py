@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from padprep.config import BuildConfig
+from padprep.config import BuildConfig, PaddingSide
 from padprep.layout.bucket import assign
 from padprep.layout.pack import Placement
-from padprep.layout.shards import float32_array, float32_values, int32_array, int32_values, write_shard
+from padprep.layout.shards import WrittenShard, float32_array, float32_values, int32_array, int32_values, write_shard
 from padprep.schema import IGNORE_INDEX, LOSS_WEIGHTS
 
 if TYPE_CHECKING:
@@ -42,6 +42,19 @@ SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True)
+class ShardOptions:
+    """What pass 2 reads of a build's options (it travels to the pad process)."""
+
+    shard_tokens: int  # padded tokens per shard, at most
+    padding_side: PaddingSide
+    seed: int | None  # rows shuffled within each shard with this seed (None: input order)
+
+    @classmethod
+    def of(cls, cfg: BuildConfig) -> "ShardOptions":
+        return cls(cfg.shard_tokens, cfg.padding_side, cfg.seed)
+
+
 def spill_batch(rows: PackedRows) -> pa.RecordBatch:
     """Packed rows as list columns sharing one offsets array (no per-row conversion)."""
     offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
@@ -54,7 +67,9 @@ def spill_batch(rows: PackedRows) -> pa.RecordBatch:
     return pa.record_batch([ids, labels, weights], schema=SCHEMA)
 
 
-def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, weighted: bool, helper: bool = False) -> list[dict]:
+def pass_two(
+    workdir: Path, bounds: list[int], pad_id: int, options: ShardOptions, weighted: bool, helper: bool = False
+) -> list[WrittenShard]:
     """Route the spilled rows into one file per bucket (input order kept), then pad and write each
     bucket's shards from its files. Memory holds one batch or one shard, whatever the input size.
 
@@ -69,23 +84,23 @@ def pass_two(workdir: Path, bounds: list[int], pad_id: int, cfg: BuildConfig, we
         from padprep.forking import fork_call
 
         routed = _with_helper(fork_call(_route, workdir, bounds, 1, 2), _route, workdir, bounds, 0, 2)
-    plan = _bucket_plan(routed, cfg)
+    plan = _bucket_plan(routed, options)
     if parts == 1:
-        shards = _write_buckets(workdir, plan, pad_id, cfg, weighted)
+        shards = _write_buckets(workdir, plan, pad_id, options, weighted)
     else:
         _one_torch_thread()
         mine, theirs = _halves(plan)
         halves = _with_helper(
-            fork_call(_write_buckets, workdir, theirs, pad_id, cfg, weighted),
+            fork_call(_write_buckets, workdir, theirs, pad_id, options, weighted),
             _write_buckets,
             workdir,
             mine,
             pad_id,
-            cfg,
+            options,
             weighted,
         )
         shards = halves[0] + halves[1]
-    return sorted(shards, key=lambda s: (s["seq_len"], s["file"]))
+    return sorted(shards, key=lambda s: (s.seq_len, s.file))
 
 
 def _with_helper(helper: Callable[[], Any], fn: Callable[..., Any], *args: Any) -> list:
@@ -159,14 +174,14 @@ class _BucketJob:
         return self.rows * self.bucket
 
 
-def _bucket_plan(routed: list[dict[int, tuple[Path, int]]], cfg: BuildConfig) -> list[_BucketJob]:
+def _bucket_plan(routed: list[dict[int, tuple[Path, int]]], options: ShardOptions) -> list[_BucketJob]:
     """Every bucket's route files (one per part of the spill) and the serial number of its first shard."""
     jobs, serial = [], 0
     for bucket in sorted(set().union(*routed)):
         parts = [part[bucket] for part in routed if bucket in part]
         rows = sum(n for _, n in parts)
         jobs.append(_BucketJob(bucket, [path for path, _ in parts], rows, serial))
-        per_shard = max(1, cfg.shard_tokens // bucket)
+        per_shard = max(1, options.shard_tokens // bucket)
         serial += -(-rows // per_shard)
     return jobs
 
@@ -182,19 +197,21 @@ def _halves(jobs: list[_BucketJob]) -> tuple[list[_BucketJob], list[_BucketJob]]
     return halves
 
 
-def _write_buckets(workdir: Path, jobs: list[_BucketJob], pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+def _write_buckets(
+    workdir: Path, jobs: list[_BucketJob], pad_id: int, options: ShardOptions, weighted: bool
+) -> list[WrittenShard]:
     shards: list[dict] = []
     for job in jobs:
-        shards += _write_bucket(workdir, job, pad_id, cfg, weighted)
+        shards += _write_bucket(workdir, job, pad_id, options, weighted)
         for path in job.paths:
             path.unlink()
     return shards
 
 
-def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, cfg: BuildConfig, weighted: bool) -> list[dict]:
+def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, options: ShardOptions, weighted: bool) -> list[WrittenShard]:
     """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
     bucket = job.bucket
-    per_shard = max(1, cfg.shard_tokens // bucket)
+    per_shard = max(1, options.shard_tokens // bucket)
     shards: list[dict] = []
     pending: list[pa.RecordBatch] = []
     count = 0
@@ -206,14 +223,16 @@ def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, cfg: BuildConfig,
                 while count >= per_shard:
                     table = pa.Table.from_batches(pending, schema=SCHEMA)
                     shards.append(
-                        _flush(workdir, table.slice(0, per_shard), bucket, pad_id, cfg, job.first_serial + len(shards), weighted)
+                        _flush(
+                            workdir, table.slice(0, per_shard), bucket, pad_id, options, job.first_serial + len(shards), weighted
+                        )
                     )
                     rest = table.slice(per_shard)
                     pending, count = rest.to_batches(), rest.num_rows
                     pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
     if count:
         table = pa.Table.from_batches(pending, schema=SCHEMA)
-        shards.append(_flush(workdir, table, bucket, pad_id, cfg, job.first_serial + len(shards), weighted))
+        shards.append(_flush(workdir, table, bucket, pad_id, options, job.first_serial + len(shards), weighted))
     return shards
 
 
@@ -222,7 +241,9 @@ def _list_lengths(column: pa.ListArray) -> np.ndarray:
     return np.diff(offsets)
 
 
-def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildConfig, serial: int, weighted: bool) -> dict:
+def _flush(
+    workdir: Path, take: pa.Table, bucket: int, pad_id: int, options: ShardOptions, serial: int, weighted: bool
+) -> WrittenShard:
     """Pad and write these rows of a bucket as one shard."""
     from padprep.layout.pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
 
@@ -231,23 +252,23 @@ def _flush(workdir: Path, take: pa.Table, bucket: int, pad_id: int, cfg: BuildCo
     lengths = _list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, lengths) if weighted else None
-    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, cfg.padding_side, weights)
-    if cfg.seed is not None:
-        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
+    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights)
+    if options.seed is not None:
+        padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
     name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
     digest = write_shard(workdir / name, padded)
     real = int(lengths.sum())
-    return {
-        "file": name,
-        "bucket": bucket,
-        "rows": rows,
-        "seq_len": bucket,
-        "real_tokens": real,
-        "pad_tokens": rows * bucket - real,
-        "trained_tokens": int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
-        "bytes": (workdir / name).stat().st_size,
-        "sha256": digest,
-    }
+    return WrittenShard(
+        file=name,
+        bucket=bucket,
+        rows=rows,
+        seq_len=bucket,
+        real_tokens=real,
+        pad_tokens=rows * bucket - real,
+        trained_tokens=int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
+        bytes=(workdir / name).stat().st_size,
+        sha256=digest,
+    )
 
 
 def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -269,11 +290,11 @@ def pass_two_packed(
     workdir: Path,
     placement: Placement,
     pad_id: int,
-    cfg: BuildConfig,
+    options: ShardOptions,
     weighted: bool,
     batch_rows: list[int] | None = None,
     helper: bool = False,
-) -> list[dict]:
+) -> list[WrittenShard]:
     """Route the spilled rows into one file per shard (input order kept), then put each shard's rows
     in placement order, pack, pad and write it. Memory holds one batch or one shard.
 
@@ -281,7 +302,7 @@ def pass_two_packed(
     helper routes the second half of the spill, then packs, pads and writes the second half of the shards.
     """
     capacity = placement.capacity
-    per_shard = max(1, cfg.shard_tokens // capacity)  # rows of ``capacity`` tokens per shard
+    per_shard = max(1, options.shard_tokens // capacity)  # rows of ``capacity`` tokens per shard
     n_shards = -(-placement.bins // per_shard)
     shard_of_row = placement.bin_of // per_shard
     parts = 2 if helper and batch_rows and _helper_pays(workdir) else 1
@@ -301,12 +322,12 @@ def pass_two_packed(
         )
     jobs = [[part[serial] for part in routed] for serial in range(n_shards)]  # each shard's files, spill order
     if parts == 1:
-        return _write_packed(workdir, jobs, 0, placement, per_shard, pad_id, cfg, weighted)
+        return _write_packed(workdir, jobs, 0, placement, per_shard, pad_id, options, weighted)
     _one_torch_thread()
     half = n_shards // 2
     return sum(
         _with_helper(
-            fork_call(_write_packed, workdir, jobs[half:], half, placement, per_shard, pad_id, cfg, weighted),
+            fork_call(_write_packed, workdir, jobs[half:], half, placement, per_shard, pad_id, options, weighted),
             _write_packed,
             workdir,
             jobs[:half],
@@ -314,7 +335,7 @@ def pass_two_packed(
             placement,
             per_shard,
             pad_id,
-            cfg,
+            options,
             weighted,
         ),
         [],
@@ -336,9 +357,9 @@ def _write_packed(
     placement: Placement,
     per_shard: int,
     pad_id: int,
-    cfg: BuildConfig,
+    options: ShardOptions,
     weighted: bool,
-) -> list[dict]:
+) -> list[WrittenShard]:
     """Pack, pad and write the shards numbered from ``first_serial`` on, each from its files."""
     shards: list[dict] = []
     for serial, paths in enumerate(jobs, first_serial):
@@ -351,7 +372,7 @@ def _write_packed(
         table = pa.concat_tables(tables)  # this shard's rows, in spill order
         table = table.take(int32_array(np.searchsorted(np.sort(final), final)))
         seq_counts = np.diff(placement.starts[first : last + 1])
-        shards.append(_flush_packed(workdir, table, seq_counts, placement.capacity, pad_id, cfg, serial, weighted))
+        shards.append(_flush_packed(workdir, table, seq_counts, placement.capacity, pad_id, options, serial, weighted))
         for path in paths:
             path.unlink()
         del table, tables
@@ -402,10 +423,10 @@ def _flush_packed(
     seq_counts: np.ndarray,
     seq_len: int,
     pad_id: int,
-    cfg: BuildConfig,
+    options: ShardOptions,
     serial: int,
     weighted: bool,
-) -> dict:
+) -> WrittenShard:
     """Pack these sequences (in order, ``seq_counts[r]`` to row ``r``), pad and write them as one shard."""
     from padprep.layout.pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
 
@@ -414,21 +435,21 @@ def _flush_packed(
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
     padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)
-    if cfg.seed is not None:
-        padded = shuffle_rows(padded, cfg.seed * 1_000_003 + serial)
+    if options.seed is not None:
+        padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
     name = f"packed-{seq_len:06d}-{serial:05d}.arrow"
     digest = write_shard(workdir / name, padded)
     rows, real = len(seq_counts), int(seq_lens.sum())
-    return {
-        "file": name,
-        "bucket": seq_len,
-        "rows": rows,
-        "seq_len": seq_len,
-        "sequences": len(seq_lens),
-        "real_tokens": real,
-        "pad_tokens": rows * seq_len - real,
-        "fill": real / (rows * seq_len),
-        "trained_tokens": int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
-        "bytes": (workdir / name).stat().st_size,
-        "sha256": digest,
-    }
+    return WrittenShard(
+        file=name,
+        bucket=seq_len,
+        rows=rows,
+        seq_len=seq_len,
+        sequences=len(seq_lens),
+        real_tokens=real,
+        pad_tokens=rows * seq_len - real,
+        fill=real / (rows * seq_len),
+        trained_tokens=int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
+        bytes=(workdir / name).stat().st_size,
+        sha256=digest,
+    )

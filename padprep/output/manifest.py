@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
-from padprep.layout.shards import write_json
+from padprep.layout.shards import WrittenShard, write_json
 from padprep.schema import MANIFEST
 
 FORMAT = "padprep-shards/1"
@@ -68,8 +69,13 @@ class ShardEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
+    def of(cls, shard: WrittenShard) -> "ShardEntry":
+        """The entry of a shard pass 2 wrote."""
+        return cls(**{f.name: getattr(shard, f.name) for f in dataclasses.fields(shard)})
+
+    @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "ShardEntry":
-        """A shard entry from its manifest object (as pass 2 returns it, or as read back)."""
+        """A shard entry from its manifest object, as read back."""
         known = {k: obj[k] for k in _ENTRY_FIELDS if k in obj}
         known.setdefault("bucket", obj["seq_len"])
         known.setdefault("bytes", 0)

@@ -39,8 +39,8 @@ from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template
 from padprep.input.read import STDIN, RawRecord, expand_inputs, read_records
 from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
-from padprep.layout.shards import AtomicDir
-from padprep.layout.spill import SCHEMA, SPILL, pass_two, pass_two_packed, spill_batch
+from padprep.layout.shards import AtomicDir, WrittenShard
+from padprep.layout.spill import SCHEMA, SPILL, ShardOptions, pass_two, pass_two_packed, spill_batch
 from padprep.output.buildkey import build_key, input_digests, up_to_date
 from padprep.output.manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifest
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
@@ -163,11 +163,18 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
             bounds = [cfg.max_length]
             placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
             shards = pad.run(
-                pass_two_packed, out.path, placement, bundle.pad_id, cfg, weighted, [len(x) for x in lengths], pad.clean
+                pass_two_packed,
+                out.path,
+                placement,
+                bundle.pad_id,
+                ShardOptions.of(cfg),
+                weighted,
+                [len(x) for x in lengths],
+                pad.clean,
             )
         else:
             bounds = _bounds(cfg, histogram)
-            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, cfg, weighted, pad.clean)
+            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, ShardOptions.of(cfg), weighted, pad.clean)
         (out.path / SPILL).unlink()
         hazards = _merge_hazards(hazards, stats_hazards(stats))
         manifest = _manifest(
@@ -403,12 +410,12 @@ def _manifest(
     stats: ChunkStats,
     histogram: Counter,
     bounds: list[int],
-    shard_dicts: list[dict],
+    written: list[WrittenShard],
     hazards: list[Hazard],
     found: dict[str, FileFormat] | None = None,
 ) -> Manifest:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
-    shards = [ShardEntry.from_json(s) for s in shard_dicts]
+    shards = [ShardEntry.of(w) for w in written]
     real = sum(s.real_tokens for s in shards)
     pad = sum(s.pad_tokens for s in shards)
     longest = max(histogram) if histogram else 0
