@@ -19,7 +19,7 @@ from padprep.chat.render import Renderer, RenderError, TemplateLimit, TooLong
 from padprep.chat.templates import DEFAULT_MAX_CHARS
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.config import Reasoning, TrainOn, Truncation
-from padprep.input.conversation import Conversation, Reject, normalize
+from padprep.input.conversation import Conversation, Reject, to_conversation
 from padprep.input.formats import FormatOptions, content_of
 from padprep.input.read import RawRecord
 from padprep.schema import IGNORE_INDEX
@@ -63,12 +63,12 @@ class ChunkResult:
     rejects: list[Reject] = field(default_factory=list)  # bad records and rows dropped by policy
     stats: ChunkStats = field(default_factory=ChunkStats)
 
-    def packed(self) -> "PackedResult":
-        return PackedResult(PackedRows.of(self.rows), self.rejects, self.stats)
+    def flat(self) -> "FlatResult":
+        return FlatResult(FlatRows.of(self.rows), self.rejects, self.stats)
 
 
 @dataclass(frozen=True)
-class PackedRows:
+class FlatRows:
     """A chunk's rows as flat arrays: one pickle and one spill write each, not two numpy arrays per row."""
 
     ids: np.ndarray  # int32: every row's ids, one row after another
@@ -78,7 +78,7 @@ class PackedRows:
     weights: np.ndarray | None = None  # float32 loss weights, likewise, when some row of the chunk has them
 
     @classmethod
-    def of(cls, rows: list[Row]) -> "PackedRows":
+    def of(cls, rows: list[Row]) -> "FlatRows":
         lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
             empty = np.zeros(0, np.int32)
@@ -96,10 +96,10 @@ class PackedRows:
 
 
 @dataclass
-class PackedResult:
+class FlatResult:
     """What pass 1 consumes from each chunk (``ChunkResult`` with its rows packed)."""
 
-    rows: PackedRows
+    rows: FlatRows
     rejects: list[Reject]
     stats: ChunkStats
 
@@ -170,8 +170,8 @@ class Processor:
         """Every record ends as one row or one reject, both kept in input order."""
         return self.finish(self.encode(self.prepare(records)))
 
-    def process_packed(self, records: list[RawRecord]) -> PackedResult:
-        return self.process(records).packed()
+    def process_flat(self, records: list[RawRecord]) -> FlatResult:
+        return self.process(records).flat()
 
     def prepare(self, records: list[RawRecord]) -> Prepared:
         """Normalize and render (Python work), leaving the texts to tokenize."""
@@ -179,7 +179,7 @@ class Processor:
         prepared.stats.records = len(records)
         require_assistant = self.options.train_on is not TrainOn.all
         for k, record in enumerate(records):
-            conv = normalize(record, require_assistant=require_assistant, options=self.options.formats)
+            conv = to_conversation(record, require_assistant=require_assistant, options=self.options.formats)
             if isinstance(conv, Reject):
                 prepared.outcome[k] = conv
                 continue
@@ -201,9 +201,7 @@ class Processor:
             except Exception as exc:  # RenderError, or anything else a template does with hostile data
                 reason = str(exc) if isinstance(exc, RenderError) else f"chat template failed: {type(exc).__name__}: {exc}"
                 code = exc.code if isinstance(exc, RenderError) else "template_error"
-                prepared.outcome[k] = Reject(
-                    conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit, code=code
-                )
+                prepared.outcome[k] = _reject(conv, record, reason, "render", code)
                 continue
             prepared.chat.append((k, conv, record, rendered))
             if self.special_text and any(self.special_text.search(content_of(m)) for m in conv.messages):
@@ -289,7 +287,7 @@ class Processor:
         small = len(record.text or "") * _DATA_GROWTH < self.renderer.max_chars
         if small and (isinstance(exc, TemplateLimit) or exc.over_cap):
             reason = str(exc) if isinstance(exc, TemplateLimit) else f"chat template went past a limit: {exc}"
-            return Reject(conv.source, conv.line, reason, raw=record.text, stage="render", unit=conv.unit, code="template_limit")
+            return _reject(conv, record, reason, "render", "template_limit")
         return self._too_long(conv, record, exc if isinstance(exc, TooLong) else TooLong(str(exc), len(record.text or "")))
 
     def _too_long(self, conv: Conversation, record: RawRecord, exc: TooLong) -> Reject:
@@ -299,16 +297,8 @@ class Processor:
                 f"longer than --max-length ({exc}: more than {self.options.max_length} tokens, as no token covers "
                 f"more than {self.longest_token} characters) with --truncation drop"
             )
-            return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit, code="too_long")
-        return Reject(
-            conv.source,
-            conv.line,
-            f"record too large to render: {exc}",
-            raw=record.text,
-            stage="render",
-            unit=conv.unit,
-            code="too_long",
-        )
+            return _reject(conv, record, reason, "policy", "too_long")
+        return _reject(conv, record, f"record too large to render: {exc}", "render", "too_long")
 
     def _raw_labels(self, conv: Conversation, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
         """Labels of a raw-text row: every token, or only ``spans`` (a completion); one BOS; eos appended."""
@@ -332,7 +322,7 @@ class Processor:
         if limit is not None and len(ids) > limit:
             if policy is Truncation.drop:
                 reason = f"longer than --max-length ({len(ids)} > {limit} tokens) with --truncation drop"
-                return Reject(conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit, code="too_long")
+                return _reject(conv, record, reason, "policy", "too_long")
             keep = slice(0, limit) if policy is Truncation.right else slice(len(ids) - limit, None)
             ids, labels, truncated = ids[keep], labels[keep], True
             weights = None if weights is None else weights[keep]
@@ -340,9 +330,7 @@ class Processor:
             reason = "no trained token left after truncation" if truncated else "no trained token"
             if conv.weights and not truncated:
                 reason = "no trained token (every reply masked by its loss_weight / train flag)"
-            return Reject(
-                conv.source, conv.line, reason, raw=record.text, stage="policy", unit=conv.unit, code="no_trained_token"
-            )
+            return _reject(conv, record, reason, "policy", "no_trained_token")
         return Row(ids, labels, conv.source, conv.line, truncated, weights)
 
     def _length_bound(self, options: ProcessOptions) -> tuple[Callable[[str], bool] | None, int, int]:
@@ -363,6 +351,11 @@ class Processor:
             return len(text) > bound and (normalizer is None or len(normalizer.normalize_str(text)) > bound)
 
         return too_long, min(DEFAULT_MAX_CHARS, max(8 * bound, 1 << 20)), bound
+
+
+def _reject(conv: Conversation, record: RawRecord, reason: str, stage: str, code: str) -> Reject:
+    """The record's reject at ``stage`` (render, policy), with its original text and its stable code."""
+    return Reject(conv.source, conv.line, reason, raw=record.text, stage=stage, unit=conv.unit, code=code)
 
 
 def _in_window(spans, weights, window: tuple[int, int] | None):

@@ -20,8 +20,6 @@ it) inside its own span. A conversation that fails is rejected, never written wi
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -30,6 +28,15 @@ from typing import Callable
 
 import jinja2
 
+from padprep.chat.spans import (
+    after_same_text,
+    align_tail,
+    common_prefix_length,
+    find_all,
+    reply_offset,
+    resynchronise,
+    tool_call_pieces,
+)
 from padprep.chat.templates import BUDGET, DEFAULT_MAX_CHARS, TemplateLimitError, compile_template
 from padprep.config import Reasoning, TrainOn
 from padprep.errors import PadprepError
@@ -296,7 +303,7 @@ class Renderer:
         """
         header, marker = self.header, self.end_marker
         turns = conv.assistant_indices
-        heads = _find_all(full, header)
+        heads = find_all(full, header)
         if len(heads) != len(turns):
             return None
         spans = []
@@ -367,7 +374,7 @@ class Renderer:
         if reasoning and reasoning in region and reasoning not in span:
             return "its reasoning is outside its span"
         if self.renders_tool_calls:
-            for name, pieces in _tool_call_pieces(message):
+            for name, pieces in tool_call_pieces(message):
                 if name not in span:
                     return f"tool call `{name}` is not inside its span"
                 if not all(any(form in span for form in forms) for forms in pieces):
@@ -404,7 +411,7 @@ class Renderer:
         # same text in both renders: the prompt ends with it, the full render has it at ``floor``, and a
         # generation header (or as much of it as the full render repeats) comes right after it.
         body = prompt[: len(prompt) - len(header)]
-        at = _after_same_text(body, self._head_of(header), full, floor)
+        at = after_same_text(body, self._head_of(header), full, floor)
         if at is None:
             raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
         return at + common_prefix_length(header, full[at : at + len(header)]), 1
@@ -433,7 +440,7 @@ class Renderer:
         if len(upto) > start and full.startswith(upto):
             end, moved = len(upto), 0
         else:
-            begins = _reply_offset(upto, prompt, header)
+            begins = reply_offset(upto, prompt, header)
             if begins is None:
                 found = align_tail(upto, full, start)
                 end = found if found is not None else start
@@ -560,120 +567,3 @@ def _at_line(exc: BaseException) -> str:
             line = tb.tb_lineno
         tb = tb.tb_next
     return f" (template line {line})" if line is not None else ""
-
-
-def _tool_call_pieces(message: dict) -> list[tuple[str, list[tuple[str, ...]]]]:
-    """(name, [forms of each string in the arguments]) per tool call: a template writes them raw or JSON-escaped."""
-    out = []
-    for call in message.get("tool_calls") or ():
-        function = call.get("function", call) if isinstance(call, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or not name:
-            continue
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except ValueError:
-                arguments = None  # written as the record gives it: nothing to check beyond the name
-        out.append((name, [_forms(s) for s in _strings(arguments)]))
-    return out
-
-
-def _strings(value, depth: int = 0) -> list[str]:
-    """Keys and string values inside a JSON value (a few levels deep)."""
-    if depth > 4:
-        return []
-    if isinstance(value, str):
-        return [value] if value.strip() else []
-    if isinstance(value, dict):
-        return [k for k in value if isinstance(k, str) and k.strip()] + [
-            s for v in value.values() for s in _strings(v, depth + 1)
-        ]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v, depth + 1)]
-    return []
-
-
-def _forms(text: str) -> tuple[str, ...]:
-    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
-    return (text.strip(), escaped, json.dumps(text)[1:-1])
-
-
-def _after_same_text(body: str, head: str, full: str, floor: int) -> int | None:
-    """The first place at or after ``floor`` where ``full`` holds ``head`` (what the template writes before
-    every reply, see ``Renderer._head_of``) and the text from ``floor`` up to it is how ``body`` ends
-    (None: nowhere; without a head, the longest tail of ``body`` found after ``floor`` is used)."""
-    if not head:
-        return align_tail(body, full, floor)
-    at = full.find(head, floor)
-    while at >= 0:
-        if body.endswith(full[floor:at]):
-            return at
-        at = full.find(head, at + 1)
-    return None
-
-
-def _reply_offset(upto: str, prompt: str | None, header: str) -> int | None:
-    """Where the reply begins in ``upto`` (the render that ends with it), from its prompt render."""
-    if prompt is None:
-        return 0
-    if upto.startswith(prompt):
-        return len(prompt)
-    body = prompt[: len(prompt) - len(header)]
-    if upto.startswith(body):
-        return len(body) + common_prefix_length(header, upto[len(body) : len(body) + len(header)])
-    return None
-
-
-def resynchronise(reply: str, full: str, start: int) -> int:
-    """The end in ``full`` of ``reply`` (a reply as rendered when last) where ``full`` has it from ``start``.
-
-    The two agree up to a point, then the last-turn render holds something the full render lacks
-    (Qwen3's ``<think>...</think>`` on the last reply); the longest rest of ``reply`` that ``full``
-    continues with at that point is the rest of the reply.
-    """
-    agree = common_prefix_length(reply, full[start : start + len(reply)])
-    at, rest = start + agree, reply[agree:]
-    if not rest or at >= len(full):
-        return at
-    j = rest.find(full[at])
-    while 0 <= j:
-        if full.startswith(rest[j:], at):
-            return at + len(rest) - j
-        j = rest.find(full[at], j + 1)
-    return at
-
-
-def _find_all(text: str, needle: str) -> list[int]:
-    out, at = [], text.find(needle)
-    while at >= 0:
-        out.append(at)
-        at = text.find(needle, at + len(needle))
-    return out
-
-
-def common_prefix_length(a: str, b: str) -> int:
-    """Length of the longest common prefix, in C speed for the common case where ``a`` is a prefix of ``b``."""
-    if b.startswith(a):
-        return len(a)
-    return len(os.path.commonprefix([a, b]))
-
-
-def align_tail(text: str, full: str, floor: int) -> int | None:
-    """Where ``text``'s tail ends in ``full``: the end of the first occurrence, at or after ``floor``, of
-    the longest suffix of ``text`` that occurs there (None when not even its last character does).
-
-    Occurring at or after ``floor`` is monotone in the suffix length (a suffix found at ``q`` has its
-    own suffixes at ``q + 1``...), so the longest one is found by bisection.
-    """
-    lo, hi = 0, len(text)  # the longest suffix found has length in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if full.find(text[len(text) - mid :], floor) >= 0:
-            lo = mid
-        else:
-            hi = mid - 1
-    if lo == 0:
-        return None
-    return full.find(text[len(text) - lo :], floor) + lo

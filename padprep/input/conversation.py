@@ -77,7 +77,9 @@ class Reject:
         return out
 
 
-def normalize(record: RawRecord, require_assistant: bool = True, options: FormatOptions | None = None) -> Conversation | Reject:
+def to_conversation(
+    record: RawRecord, require_assistant: bool = True, options: FormatOptions | None = None
+) -> Conversation | Reject:
     """Parse, convert and validate one record (a pure function of the record and the options)."""
     options = options or _DEFAULT_OPTIONS
     if record.text is None:

@@ -185,7 +185,7 @@ def read_records(
         elif first == b"{" and path != STDIN and not _first_line_is_json(buffered):
             records, kind = _read_json_object(path, buffered), "one JSON object"
         else:
-            records, kind = _read_jsonl(path, buffered), "JSON Lines"
+            records, kind = read_jsonl(path, buffered), "JSON Lines"
         if log is not None and json_file and path != STDIN:
             log(f"{path}: read as {kind} (its first non-space byte is {first.decode('latin-1') or 'none'!r})")
         for rec in records:
@@ -235,7 +235,7 @@ def _read_json_object(path: str, fh: BinaryIO) -> Iterator[RawRecord]:
     if after >= 0 and buf.next_byte(after)[0] >= 0:
         again, disk = open_binary(path)
         try:
-            yield from _read_jsonl(path, io.BufferedReader(again))  # type: ignore[arg-type]
+            yield from read_jsonl(path, io.BufferedReader(again))  # type: ignore[arg-type]
         finally:
             again.close()
             disk.close()
@@ -259,7 +259,9 @@ def _too_long(source: str, line: int, prefix: bytes, what: str, unit: str = "lin
     )
 
 
-def _read_jsonl(path: str, fh: io.BufferedReader) -> Iterator[RawRecord]:
+def read_jsonl(path: str, fh: io.BufferedReader) -> Iterator[RawRecord]:
+    """JSON Lines from an open binary stream, one ``RawRecord`` per non-empty line (bad lines are records too,
+    with their error), each line read only up to the line limit (the Ray engine reads its byte ranges with it)."""
     line_no = 0
     limit = MAX_LINE_BYTES
     while True:

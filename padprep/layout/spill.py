@@ -29,7 +29,7 @@ from padprep.layout.shards import WrittenShard, float32_array, float32_values, i
 from padprep.schema import IGNORE_INDEX, LOSS_WEIGHTS
 
 if TYPE_CHECKING:
-    from padprep.chat.process import PackedRows
+    from padprep.chat.process import FlatRows
 
 SPILL = "spill.arrow"
 # Loss weights are null for a chunk whose rows carry none (the usual case: nothing is written for them).
@@ -55,7 +55,7 @@ class ShardOptions:
         return cls(cfg.shard_tokens, cfg.padding_side, cfg.seed)
 
 
-def spill_batch(rows: PackedRows) -> pa.RecordBatch:
+def spill_batch(rows: FlatRows) -> pa.RecordBatch:
     """Packed rows as list columns sharing one offsets array (no per-row conversion)."""
     offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
     ids = pa.ListArray.from_arrays(offsets, int32_array(rows.ids))

@@ -49,23 +49,10 @@ _SHARD_KEYS: dict[str, type] = {
 
 
 @dataclass(frozen=True)
-class ShardEntry:
-    """One shard: its file, shape, token counts and digest. ``sequences`` / ``fill``: packed shards only.
+class ShardEntry(WrittenShard):
+    """One shard as the manifest lists it: what pass 2 wrote (``WrittenShard``'s fields), and ``extra``,
+    the fields this padprep does not name (written back unchanged, after the known ones)."""
 
-    ``extra`` keeps fields this padprep does not name (written back unchanged, after the known ones).
-    """
-
-    file: str
-    bucket: int
-    rows: int
-    seq_len: int
-    real_tokens: int
-    pad_tokens: int
-    trained_tokens: int
-    bytes: int
-    sha256: str
-    sequences: int | None = None
-    fill: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

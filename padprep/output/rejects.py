@@ -1,6 +1,6 @@
 """Reject accounting: where every record went, ``rejects.jsonl``, and the limits on bad records.
 
-Every record read is written, rejected (a bad record: normalize, render) or dropped (a valid record
+Every record read is written, rejected (a bad record: reading, conversion, render) or dropped (a valid record
 dropped by policy: too long, nothing to train). Each reject carries a stable reason code
 (``Reject.code``: ``invalid_json``, ``missing_field``, ``too_long``...); the manifest counts rejects
 by code, with the first reason text seen for each code as its human description.
@@ -61,7 +61,7 @@ class Counts:
 
     read: int = 0
     written: int = 0
-    rejected: int = 0  # bad records (normalize, render)
+    rejected: int = 0  # bad records (reading, conversion, render)
     dropped: int = 0  # valid records dropped by policy (too long, nothing to train)
     per_file: Counter = field(default_factory=Counter)  # rows written
     per_file_rejected: Counter = field(default_factory=Counter)

@@ -18,7 +18,7 @@ import itertools
 import os
 from typing import Callable, Iterator, Protocol
 
-from padprep.chat.process import ChunkResult, PackedResult, Processor
+from padprep.chat.process import ChunkResult, FlatResult, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.input.formats import FileFormat, FormatOptions, with_formats
 from padprep.input.read import STDIN, RawRecord, read_records
@@ -89,7 +89,7 @@ class Engine(Protocol):
 
     ``head_start`` lets the workers begin on the records after the preflight sample, with the
     options preflight starts from, while this process runs preflight (an engine may ignore it).
-    ``results`` yields one ``PackedResult`` per chunk, in input order, made with the final
+    ``results`` yields one ``FlatResult`` per chunk, in input order, made with the final
     processor's options. ``checked`` is the preflight sample's result when its rows may be reused
     (the sample is then not processed again); an engine that reads the inputs itself ignores it and
     processes every record.
@@ -105,7 +105,7 @@ class Engine(Protocol):
 
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
-    ) -> Iterator[PackedResult]: ...
+    ) -> Iterator[FlatResult]: ...
 
 
 class LocalEngine:
@@ -141,15 +141,15 @@ class LocalEngine:
 
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
-    ) -> Iterator[PackedResult]:
+    ) -> Iterator[FlatResult]:
         rest = chunked(stream.rest, chunk_size)
         if checked is None:  # the sample is processed again, with the final options, ahead of the rest
             return self._runner.results(rest, processor, first=chunked(iter(stream.sample), chunk_size))
         # the sample's rows are already made: the build does not make them twice
-        return itertools.chain([checked.packed()], self._runner.results(rest, processor))
+        return itertools.chain([checked.flat()], self._runner.results(rest, processor))
 
 
-def detect_format(path: str, formats: FormatOptions, found: dict[str, FileFormat], log: Callable[[str], None]) -> FileFormat:
+def detect_file_format(path: str, formats: FormatOptions, found: dict[str, FileFormat], log: Callable[[str], None]) -> FileFormat:
     """The format of one file as the record stream decides it (``formats.with_formats``), read on its own.
 
     Reads records only until the format is decided (at most ``DETECT_MAX_RECORDS``).

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-from padprep.chat.process import PackedResult, ProcessOptions, Processor
+from padprep.chat.process import FlatResult, ProcessOptions, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.input.read import RawRecord
 
@@ -146,7 +146,7 @@ class ChunkRunner:
 
     def results(
         self, chunks: Iterator[list[RawRecord]], processor: Processor, first: Iterator[list[RawRecord]] = iter(())
-    ) -> Iterator[PackedResult]:
+    ) -> Iterator[FlatResult]:
         """Chunk results in input order: ``first``'s chunks, then those given to ``head_start`` (if it was
         called; ``chunks`` is then not read), else ``chunks``'."""
         if self._pool is None:
@@ -157,7 +157,7 @@ class ChunkRunner:
         return flight.results(processor.options, first)
 
 
-def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[PackedResult]:
+def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iterator[FlatResult]:
     """One process: encode chunk k in a helper thread while this one finishes k-1 and renders k+1."""
     with ThreadPoolExecutor(1, thread_name_prefix="padprep-encode") as encoder:
         encoding = None
@@ -166,9 +166,9 @@ def _overlapped(chunks: Iterator[list[RawRecord]], processor: Processor) -> Iter
             done = encoding.result() if encoding is not None else None
             encoding = encoder.submit(processor.encode, prepared)
             if done is not None:
-                yield processor.finish(done).packed()
+                yield processor.finish(done).flat()
         if encoding is not None:
-            yield processor.finish(encoding.result()).packed()
+            yield processor.finish(encoding.result()).flat()
 
 
 class _Flight:
@@ -191,7 +191,7 @@ class _Flight:
                 return
             self._submit(chunk, options)
 
-    def results(self, options: ProcessOptions, first: Iterator[list[RawRecord]]) -> Iterator[PackedResult]:
+    def results(self, options: ProcessOptions, first: Iterator[list[RawRecord]]) -> Iterator[FlatResult]:
         # What was started with other options is started again (its results are never taken).
         redo = [(chunk, opts, res) for chunk, opts, res in self._pending]
         self._pending.clear()
@@ -232,9 +232,9 @@ def _init_worker(bundle: TokenizerBundle, tokenizer_threads: int, processor: Pro
     gc.freeze()
 
 
-def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> PackedResult:
+def _process_in_worker(records: list[RawRecord], options: ProcessOptions) -> FlatResult:
     processor = _worker_processors.get(options)
     if processor is None:
         assert _worker_bundle is not None, "_init_worker was not called"
         processor = _worker_processors[options] = Processor(_worker_bundle, options)
-    return processor.process_packed(records)
+    return processor.process_flat(records)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from padprep import __version__
-from padprep.chat.process import ChunkResult, ChunkStats, PackedResult, ProcessOptions, Processor
+from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, ProcessOptions, Processor
 from padprep.chat.templates import TemplateError, resolve_template
 from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
 from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod
@@ -336,7 +336,7 @@ def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Haz
     return list(by_code.values())
 
 
-def _pass_one(results: Iterator[PackedResult], cfg: BuildConfig, workdir: Path, progress: Progress):
+def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, progress: Progress):
     """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
     --pack, to one int32 array per spilled batch, in spill order: all that placement needs). ``results`` come in
     input order."""

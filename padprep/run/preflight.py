@@ -15,7 +15,7 @@ from padprep.chat.process import ChunkResult, ChunkStats, Processor
 from padprep.chat.render import Renderer, RenderError
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.config import TrainOn
-from padprep.input.conversation import Conversation, normalize
+from padprep.input.conversation import Conversation, to_conversation
 from padprep.input.formats import reasoning_of
 from padprep.input.read import RawRecord
 
@@ -128,7 +128,7 @@ def sample_conversations(processor: Processor, sample: list[RawRecord]) -> list[
     """The sample's chat records, normalized with the build's own format options (as the build will)."""
     options = processor.options
     require = options.train_on is not TrainOn.all
-    convs = (normalize(r, require_assistant=require, options=options.formats) for r in sample)
+    convs = (to_conversation(r, require_assistant=require, options=options.formats) for r in sample)
     return [c for c in convs if isinstance(c, Conversation) and not c.is_raw_text]
 
 

@@ -12,7 +12,7 @@ So the output is the same bytes as a local build.
   cannot be cut at a byte offset: each is one piece, read whole by one worker.
 * Standard input can only be read here: its records are shipped to the workers in chunks.
 
-Each file's format is decided here, once, as the local engine decides it (``engine.detect_format``),
+Each file's format is decided here, once, as the local engine decides it (``engine.detect_file_format``),
 and sent with its pieces, so that both engines tag every record alike.
 
 Ray is imported only when this engine runs (``pip install 'padprep[ray]'``). With no address (no
@@ -28,12 +28,12 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Callable, Iterator
 
-from padprep.chat.process import ChunkResult, PackedResult, ProcessOptions, Processor
+from padprep.chat.process import ChunkResult, FlatResult, ProcessOptions, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.errors import UsageError
 from padprep.input.formats import FileFormat, FormatOptions
-from padprep.input.read import STDIN, InputError, RawRecord, _read_jsonl, is_json_array_file, read_records
-from padprep.run.engine import RecordStream, chunked, detect_format
+from padprep.input.read import STDIN, InputError, RawRecord, is_json_array_file, read_jsonl, read_records
+from padprep.run.engine import RecordStream, chunked, detect_file_format
 from padprep.run.parallel import available_cores
 from padprep.run.progress import Progress
 
@@ -137,7 +137,7 @@ def read_piece(piece: Piece, fmt: str | None) -> tuple[list[RawRecord], int]:
             raise InputError(f"{piece.path}: cannot open ({exc.strerror or exc})") from None
         with fh:
             view = _Range(fh, piece.start, piece.end)
-            records = list(_read_jsonl(piece.path, io.BufferedReader(view)))
+            records = list(read_jsonl(piece.path, io.BufferedReader(view)))
             lines = view.newlines
     if fmt is not None:
         records = [r if r.format is not None else r.with_format(fmt) for r in records]
@@ -151,7 +151,7 @@ _processors: dict[tuple[str, ProcessOptions], Processor] = {}
 
 def _process_piece(
     bundle_ref: list, key: str, options: ProcessOptions, piece: Piece, fmt: str | None, chunk_size: int
-) -> tuple[list[PackedResult], int]:
+) -> tuple[list[FlatResult], int]:
     """A piece's results (one per ``chunk_size`` records, as the local engine cuts them) and its line count."""
     processor = _processors.get((key, options))
     if processor is None:
@@ -160,7 +160,7 @@ def _process_piece(
         bundle: TokenizerBundle = ray.get(bundle_ref[0])  # in a list: Ray does not fetch it for each task
         processor = _processors[(key, options)] = Processor(bundle, options)
     records, lines = read_piece(piece, fmt)
-    return [processor.process_packed(chunk) for chunk in chunked(iter(records), chunk_size)], lines
+    return [processor.process_flat(chunk) for chunk in chunked(iter(records), chunk_size)], lines
 
 
 class RayEngine:
@@ -228,7 +228,7 @@ class RayEngine:
 
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
-    ) -> Iterator[PackedResult]:
+    ) -> Iterator[FlatResult]:
         """Every record processed by the workers (the preflight sample too: ``checked`` is not reused)."""
         ray = self._ray
         log = self._progress.log
@@ -249,7 +249,7 @@ class RayEngine:
 
     def _file_format(self, path: str) -> str | None:
         """The format to tag a file's records with (None with --format, as the local stream does)."""
-        found = detect_format(path, self._formats, self._found, self._progress.log)
+        found = detect_file_format(path, self._formats, self._found, self._progress.log)
         return None if self._formats.format is not None else found.format
 
     def _pieces(self, stream: RecordStream, chunk_size: int, log: Callable[[str], None]) -> Iterator[Piece]:
@@ -260,7 +260,7 @@ class RayEngine:
             for chunk in chunked(_stdin_records(stream), chunk_size):  # already tagged by the stream
                 yield Piece(STDIN, records=chunk)
 
-    def _collect(self, piece: Piece, ref, lines_before: dict[str, int]) -> Iterator[PackedResult]:
+    def _collect(self, piece: Piece, ref, lines_before: dict[str, int]) -> Iterator[FlatResult]:
         try:
             results, lines = self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as exc:

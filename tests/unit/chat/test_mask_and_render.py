@@ -7,7 +7,8 @@ import pytest
 
 from padprep.chat.encode import tokenize_batch
 from padprep.chat.mask import labels_by_offsets, labels_from_spans
-from padprep.chat.render import Renderer, align_tail
+from padprep.chat.render import Renderer
+from padprep.chat.spans import align_tail
 from padprep.chat.templates import BUILTIN_TEMPLATES
 from padprep.config import TrainOn
 from tests.conftest import SAMPLE

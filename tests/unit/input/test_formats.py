@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from padprep.config import InputFormat
-from padprep.input.conversation import Conversation, Reject, normalize
+from padprep.input.conversation import Conversation, Reject, to_conversation
 from padprep.input.formats import FieldNames, FormatOptions, convert, detect_format
 from padprep.input.read import RawRecord, read_records
 from tests.conftest import (
@@ -52,7 +52,7 @@ def conversations_of(path: Path, options: FormatOptions = FormatOptions()) -> li
 
     out = []
     for rec in with_formats(str(path), read_records(str(path)), options, {}):
-        conv = normalize(rec, options=options)
+        conv = to_conversation(rec, options=options)
         assert isinstance(conv, Conversation), conv
         out.append(conv)
     return out
@@ -203,7 +203,7 @@ def test_prompt_completion_trains_only_the_completion_turns(tmp_path, hf_tok):
         ],
         "completion": [{"role": "assistant", "content": "6"}],
     }
-    conv = normalize(RawRecord("x", 1, json.dumps(rec)))
+    conv = to_conversation(RawRecord("x", 1, json.dumps(rec)))
     assert conv.train_from == 3 and conv.assistant_indices == [3]
     run_build([write_jsonl(tmp_path / "pc.jsonl", [rec])], TOK, tmp_path / "o")
     ((ids, labels),) = unpadded_rows(tmp_path / "o")
@@ -473,7 +473,7 @@ def test_renamed_fields_and_role_map(tmp_path, hf_tok):
     ],
 )
 def test_specific_reasons(record, fmt, reason):
-    out = normalize(RawRecord("f.jsonl", 7, json.dumps(record), format=fmt))
+    out = to_conversation(RawRecord("f.jsonl", 7, json.dumps(record), format=fmt))
     assert isinstance(out, Reject)
     assert out.reason.startswith(reason), out.reason
     assert out.as_json()["record"] == json.dumps(record)
