@@ -120,7 +120,7 @@ def _serve(conn, parents_end) -> None:
 
     _fixed_malloc_thresholds()
 
-    from padprep.layout import pad, spill  # noqa: F401  (pass 2's code, loaded before its job comes)
+    from padprep.layout import pad, pass_two  # noqa: F401  (pass 2's code, loaded before its job comes)
 
     try:
         fn, args = conn.recv()

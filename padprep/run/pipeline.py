@@ -39,8 +39,9 @@ from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template
 from padprep.input.read import STDIN, RawRecord, expand_inputs, read_records
 from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
+from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
 from padprep.layout.shards import AtomicDir, WrittenShard
-from padprep.layout.spill import SCHEMA, SPILL, ShardOptions, pass_two, pass_two_packed, spill_batch
+from padprep.layout.spill import SCHEMA, SPILL, spill_batch
 from padprep.output.buildkey import build_key, input_digests, up_to_date
 from padprep.output.manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifest
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import padprep.layout.spill as spill
+import padprep.layout.pass_two as pass_two
 from padprep.config import BuildConfig
 from padprep.layout.pack import best_fit_decreasing
 from padprep.layout.shards import read_shard
@@ -183,7 +183,7 @@ def test_truncated_conversations_fill_whole_rows(tmp_path):
 def test_routing_through_groups_of_shards_gives_the_same_bytes(tmp_path, monkeypatch):
     """More shards than files open at once: rows go to groups of shards first, then to each shard."""
     run_build([CHAT], TOK, tmp_path / "direct", max_length=L, pack=True, shard_tokens=L)
-    monkeypatch.setattr(spill, "_FANOUT", 2)
+    monkeypatch.setattr(pass_two, "_FANOUT", 2)
     manifest = run_build([CHAT], TOK, tmp_path / "grouped", max_length=L, pack=True, shard_tokens=L)
     assert len(manifest["shards"]) > 4  # three levels of routing with a fan-out of 2
     assert tree_bytes(tmp_path / "direct") == tree_bytes(tmp_path / "grouped")

@@ -187,8 +187,8 @@ def test_the_command_starts_a_builds_pad_process_before_the_cli_loads(tmp_path):
 
 _HELPED_CLI = """
 import sys
-import padprep.forking, padprep.layout.spill
-padprep.layout.spill._HELPER_SPILL_BYTES = 0  # a helper whatever the spill's size
+import padprep.forking, padprep.layout.pass_two
+padprep.layout.pass_two._HELPER_SPILL_BYTES = 0  # a helper whatever the spill's size
 real = padprep.forking.fork_call
 def fork_call(fn, *args):
     print(f"helper: {fn.__name__}", file=sys.stderr, flush=True)
