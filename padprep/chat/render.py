@@ -114,6 +114,7 @@ class Renderer:
         self.max_chars = max_chars  # cap on one render's output and on any value the template builds
         self.too_long = too_long  # a render certainly longer than --max-length tokens (None: no such bound)
         self.too_long_chars = too_long_chars  # no text this short is too long
+        self.tail = self._probe_document_tail()
         self.end_marker = self._probe_end_marker()
         self.header = self._probe_generation_header()
         self.fast_path = fast_path and bool(self.header and self.end_marker)
@@ -225,10 +226,10 @@ class Renderer:
         """Any message's span, for a training flag that asks for it: its content through the end of its turn."""
         role = conv.messages[i]["role"]
         try:
-            before = self.render_text(conv.messages[:i], conv.tools, generation=False) if i else ""
+            before = self._bare(conv.messages[:i], conv.tools) if i else ""
         except RenderError:
             before = ""
-        upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
+        upto = self._bare(conv.messages[: i + 1], conv.tools)
         if not (full.startswith(upto) and upto.startswith(before)):
             raise SpanError(f"cannot train message {i} ({role}) as its flag asks: the template renders it differently later on")
         content = content_of(conv.messages[i]).strip()
@@ -394,7 +395,7 @@ class Renderer:
             raise
         if self.header and prompt.endswith(self.header):
             return prompt, self.header
-        bare = self.render_text(conv.messages[:i], conv.tools, generation=False)
+        bare = self._bare(conv.messages[:i], conv.tools)
         return prompt, prompt[len(bare) :] if prompt.startswith(bare) else ""
 
     def _reply_start(self, i: int, prompt: str | None, header: str, full: str, floor: int, between) -> tuple[int, int]:
@@ -436,7 +437,7 @@ class Renderer:
 
     def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:
         """Where reply ``i`` ends in ``full``: its render as the last message, re-synchronised after ``start``."""
-        upto = self.render_text(conv.messages[: i + 1], conv.tools, generation=False)
+        upto = self._bare(conv.messages[: i + 1], conv.tools)
         if len(upto) > start and full.startswith(upto):
             end, moved = len(upto), 0
         else:
@@ -482,11 +483,44 @@ class Renderer:
         at = text.find(_PROBE)
         return text[len(bare) : at] if at >= len(bare) and text.startswith(bare) else ""
 
+    def _probe_document_tail(self) -> str:
+        """A special token (eos...) that a render without generation prompt writes after its last turn only
+        (Phi-3: ``{% else %}{{ eos_token }}``), with the whitespace around it; '' for most templates.
+
+        It closes the document, not a reply: no reply's span reaches into it. Found where the prompted
+        render does not extend the bare one and the bare one ends with that token where the prompted
+        one does not."""
+        probe = [{"role": "user", "content": "hi"}]
+        try:
+            bare = self.render_text(probe, None, generation=False)
+            prompted = self.render_text(probe, None, generation=True)
+        except RenderError:
+            return ""
+        if prompted.startswith(bare):
+            return ""
+        for name in ("eos_token", "pad_token", "bos_token"):
+            token = self.variables.get(name)
+            if not isinstance(token, str) or not token or not bare.rstrip().endswith(token):
+                continue
+            if prompted.rstrip().endswith(token):
+                continue
+            at = bare.rstrip().rfind(token)
+            spaced = at - (len(bare[:at]) - len(bare[:at].rstrip()))  # with the whitespace before it
+            for start in (at, spaced):  # that whitespace stays where the prompted render has it too
+                if prompted.startswith(bare[:start]):
+                    return bare[start:]
+        return ""
+
+    def _bare(self, messages, tools) -> str:
+        """``render(messages)`` without generation prompt, less the document tail (what a longer render has there)."""
+        text = self.render_text(messages, tools, generation=False)
+        return text[: len(text) - len(self.tail)] if self.tail and text.endswith(self.tail) else text
+
     def _probe_end_marker(self) -> str:
         """What the template writes right after a reply (``<|im_end|>``, ``<|eot_id|>``...), whitespace trimmed."""
         probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
         try:
-            text = self.render_text(probe, None, generation=False)
+            text = self._bare(probe, None)
         except RenderError:
             return ""
         at = text.rfind(_PROBE)
@@ -496,7 +530,7 @@ class Renderer:
         """The text ``add_generation_prompt`` appends (``<|im_start|>assistant\\n``...)."""
         probe = [{"role": "user", "content": "hi"}]
         try:
-            bare = self.render_text(probe, None, generation=False)
+            bare = self._bare(probe, None)
             prompted = self.render_text(probe, None, generation=True)
         except RenderError:
             return ""
