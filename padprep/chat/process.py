@@ -21,7 +21,7 @@ from padprep.chat.tokenizer import TokenizerBundle
 from padprep.config import Reasoning, TrainOn, Truncation
 from padprep.input.conversation import Conversation, Reject, to_conversation
 from padprep.input.formats import FormatOptions, content_of
-from padprep.input.read import RawRecord
+from padprep.input.records import RawRecord
 from padprep.schema import IGNORE_INDEX
 
 

@@ -29,7 +29,7 @@ from padprep.input.formats import (  # noqa: F401  (re-exported: the message-lev
     message,
     tools_field,
 )
-from padprep.input.read import RawRecord
+from padprep.input.records import RawRecord
 
 _DEFAULT_OPTIONS = FormatOptions()
 # Accepted around a record without complaint: whitespace, CR of CRLF endings, byte-order marks.
@@ -53,7 +53,7 @@ class Reject:
 
     @property
     def where(self) -> str:
-        return f"{self.source}:{self.line}" if self.unit == "line" else f"{self.source}[{self.line}]"
+        return f"{self.source}:{self.line}" if self.unit in ("line", "row") else f"{self.source}[{self.line}]"
 
     def describe(self) -> str:
         named = self.field and f"`{self.field}`" not in self.reason

@@ -69,6 +69,7 @@ ROLE_HINTS = {
 # buffering and judge its records one by one.
 DETECT_MAX_RECORDS = 1000
 DETECT_MAX_CHARS = 64 << 20
+_UNIT_WORDS = {"line": "line", "index": "element", "row": "row"}  # what a RawRecord's ``line`` counts, in words
 _MAYBE_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
@@ -226,7 +227,7 @@ def with_formats(
         shape = _shape_of(rec.text, options.fields)
         if shape is not None:
             fmt = shape
-            where = f"{'line' if rec.unit == 'line' else 'element'} {rec.line}"
+            where = f"{_UNIT_WORDS.get(rec.unit, rec.unit)} {rec.line}"
             found[path] = FileFormat(fmt, f"detected from {where}")
             log(f"{path}: format {fmt} (detected from {where})")
             for p in pending:

@@ -16,6 +16,8 @@ Containers:
   Lines under that name).
 * ``-``: standard input, JSON Lines, or one array when it starts with ``[``.
 * ``.gz`` / ``.zst`` suffixes on any of these are decompressed while streaming.
+* ``.parquet`` (or Parquet's magic bytes) and ``.arrow`` (Arrow IPC, ``datasets.save_to_disk``'s
+  ``data-*.arrow``): one record per row (``columnar``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import os
 import re
 import sys
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from padprep.errors import EXIT_USAGE, PadprepError
+from padprep.input.columnar import is_columnar, is_parquet, read_arrow, read_parquet
+from padprep.input.records import RawRecord
 
 STDIN = "-"
 # A record longer than this is not read into memory: it is reported as a record too long to process.
@@ -43,34 +46,13 @@ _BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One input record as found: ``line`` is 1-based for JSON Lines, the 0-based array index for .json."""
-
-    source: str
-    line: int
-    text: str | None  # None when the bytes were not valid UTF-8 or the record was too long
-    error: str | None = None
-    raw: bytes | None = None  # the original bytes (or their start), kept only when ``text`` could not be produced
-    unit: str = "line"  # "line" or "index": what ``line`` counts
-    format: str | None = None  # the format of the record's file, once detected (formats.with_formats)
-    raw_is_prefix: bool = False  # ``raw`` holds only the first KEEP_PREFIX_BYTES of the record
-    error_code: str | None = None  # the reject code of ``error`` (not_utf8, too_long_line...)
-
-    def with_format(self, fmt: str) -> "RawRecord":
-        """This record tagged with its file's format (a direct copy: ``dataclasses.replace`` is 10x slower)."""
-        return RawRecord(
-            self.source, self.line, self.text, self.error, self.raw, self.unit, fmt, self.raw_is_prefix, self.error_code
-        )
-
-
 class InputError(PadprepError):
     """An input file that cannot be read at all (missing, unreadable, not a supported container): exit 2."""
 
     exit_code = EXIT_USAGE
 
 
-DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
+DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst")) + (".parquet", ".arrow")
 
 
 def expand_inputs(
@@ -102,7 +84,15 @@ def expand_inputs(
 
 
 def _directory_files(directory: str, log: Callable[[str], None] | None, exclude: str | None) -> list[str]:
-    """The data files below ``directory`` in a stable order (sorted paths); others are skipped and reported."""
+    """The data files below ``directory`` in a stable order (sorted paths); others are skipped and reported.
+
+    A ``datasets.save_to_disk`` directory (``state.json`` listing its ``data-*.arrow`` files) stands for
+    those files, in the order it lists them."""
+    saved = _saved_dataset_files(directory)
+    if saved is not None:
+        if log is not None:
+            log(f"{directory}: a datasets.save_to_disk directory: {len(saved)} Arrow file(s) in the order state.json lists")
+        return saved
     data, skipped = [], []
     own = os.path.realpath(exclude) if exclude else None
     for root, dirs, names in os.walk(directory, onerror=_walk_error):
@@ -121,6 +111,21 @@ def _directory_files(directory: str, log: Callable[[str], None] | None, exclude:
     if not data:
         raise InputError(f"{directory}: directory holds no data files ({', '.join(DATA_SUFFIXES)})")
     return sorted(data)
+
+
+def _saved_dataset_files(directory: str) -> list[str] | None:
+    """The Arrow files of a ``datasets.save_to_disk`` directory, from its ``state.json`` (None: not one)."""
+    state = os.path.join(directory, "state.json")
+    if not os.path.isfile(state):
+        return None
+    try:
+        with open(state, encoding="utf-8") as fh:
+            listed = json.load(fh).get("_data_files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(listed, list) or not all(isinstance(f, dict) and isinstance(f.get("filename"), str) for f in listed):
+        return None
+    return [os.path.join(directory, f["filename"]) for f in listed]
 
 
 def _walk_error(exc: OSError) -> None:
@@ -169,6 +174,9 @@ def read_records(
     ``on_open`` receives a function that tells how many bytes of the file on disk were read so far
     (compressed bytes for .gz / .zst): progress asks it when it redraws, not once per record.
     """
+    if path != STDIN and is_columnar(path):
+        yield from _read_columnar(path, on_open, log)
+        return
     try:
         fh, disk = open_binary(path)
     except OSError as exc:
@@ -201,6 +209,23 @@ def read_records(
         if path != STDIN:
             fh.close()
             disk.close()
+
+
+def _read_columnar(path: str, on_open, log: Callable[[str], None] | None) -> Iterator[RawRecord]:
+    """A Parquet or Arrow file's rows (``columnar``); a file pyarrow cannot read is an InputError."""
+    import pyarrow as pa
+
+    parquet = is_parquet(path)
+    if log is not None:
+        log(f"{path}: read as {'Parquet' if parquet else 'Arrow IPC'}, row by row")
+    row = -1
+    try:
+        for rec in (read_parquet if parquet else read_arrow)(path, on_open):
+            row = rec.line
+            yield rec
+    except (OSError, pa.ArrowException) as exc:
+        where = f"past row {row}" if row >= 0 else "it"
+        raise InputError(f"{path}: cannot read {where} as {'Parquet' if parquet else 'Arrow'} ({exc})") from None
 
 
 def _first_byte(fh: io.BufferedReader) -> bytes:

@@ -21,7 +21,8 @@ from typing import Callable, Iterator, Protocol
 from padprep.chat.process import ChunkResult, FlatResult, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.input.formats import FileFormat, FormatOptions, with_formats
-from padprep.input.read import STDIN, RawRecord, read_records
+from padprep.input.read import STDIN, read_records
+from padprep.input.records import RawRecord
 from padprep.run.parallel import ChunkRunner, WorkerPlan
 from padprep.run.progress import Progress
 

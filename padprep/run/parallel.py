@@ -33,7 +33,7 @@ from typing import Iterator
 
 from padprep.chat.process import FlatResult, ProcessOptions, Processor
 from padprep.chat.tokenizer import TokenizerBundle
-from padprep.input.read import RawRecord
+from padprep.input.records import RawRecord
 
 # Below this much input, one process finishes before worker processes would have paid for themselves.
 SMALL_INPUT_BYTES = 4 << 20

@@ -36,7 +36,8 @@ from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
 from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod
 from padprep.errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
 from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template, with_formats
-from padprep.input.read import STDIN, RawRecord, expand_inputs, read_records
+from padprep.input.read import STDIN, expand_inputs, read_records
+from padprep.input.records import RawRecord
 from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
 from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed

@@ -17,7 +17,7 @@ from padprep.chat.tokenizer import TokenizerBundle
 from padprep.config import TrainOn
 from padprep.input.conversation import Conversation, to_conversation
 from padprep.input.formats import reasoning_of
-from padprep.input.read import RawRecord
+from padprep.input.records import RawRecord
 
 
 @dataclass(frozen=True)

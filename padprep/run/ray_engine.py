@@ -31,8 +31,10 @@ from typing import Any, BinaryIO, Callable, Iterator
 from padprep.chat.process import ChunkResult, FlatResult, ProcessOptions, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.errors import UsageError
+from padprep.input.columnar import is_columnar
 from padprep.input.formats import FileFormat, FormatOptions
-from padprep.input.read import STDIN, InputError, RawRecord, is_json_array_file, read_jsonl, read_records
+from padprep.input.read import STDIN, InputError, is_json_array_file, read_jsonl, read_records
+from padprep.input.records import RawRecord
 from padprep.run.engine import RecordStream, chunked, detect_file_format
 from padprep.run.parallel import available_cores
 from padprep.run.progress import Progress
@@ -70,8 +72,8 @@ def plan_pieces(files: list[str], range_bytes: int = RANGE_BYTES, log: Callable[
         if path == STDIN:
             log("-: standard input cannot be read by the workers: its records are shipped to them from this process")
             yield Piece(path)
-        elif is_json_array_file(path) or path.endswith((".gz", ".zst")):
-            log(f"{path}: read whole by one worker (a .json or compressed file cannot be cut at a byte offset)")
+        elif is_json_array_file(path) or path.endswith((".gz", ".zst")) or is_columnar(path):
+            log(f"{path}: read whole by one worker (a .json, compressed, Parquet or Arrow file is not cut at a byte offset)")
             yield Piece(path, whole=True)
         else:
             yield from _ranges(path, range_bytes)

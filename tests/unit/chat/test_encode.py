@@ -22,7 +22,8 @@ from padprep.chat.process import ProcessOptions, Processor
 from padprep.chat.templates import resolve_template
 from padprep.chat.tokenizer import load_tokenizer
 from padprep.input.formats import FormatOptions, with_formats
-from padprep.input.read import RawRecord, read_records
+from padprep.input.read import read_records
+from padprep.input.records import RawRecord
 from tests.conftest import SAMPLE
 
 TEXTS = [

@@ -17,7 +17,8 @@ import pytest
 from padprep.config import InputFormat
 from padprep.input.conversation import Conversation, Reject, to_conversation
 from padprep.input.formats import FieldNames, FormatOptions, convert, detect_format
-from padprep.input.read import RawRecord, read_records
+from padprep.input.read import read_records
+from padprep.input.records import RawRecord
 from tests.conftest import (
     SAMPLE,
     alpaca_to_messages,
@@ -494,7 +495,7 @@ def test_sample_formats_are_regenerable(tmp_path):
 def test_with_format_keeps_every_field_of_the_record():
     import dataclasses
 
-    from padprep.input.read import RawRecord
+    from padprep.input.records import RawRecord
 
     values = {
         "source": "f.jsonl",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from padprep.input.read import RawRecord
+from padprep.input.records import RawRecord
 from padprep.run import ray_engine
 from tests.conftest import ROOT, SAMPLE, alpaca_to_messages, run_build, shared_file, sharegpt_to_messages, tree_bytes
 

@@ -1,0 +1,108 @@
+"""Columnar inputs: Parquet files and Arrow IPC files (what ``datasets`` writes) -> ``RawRecord``, row by row.
+
+A row becomes the JSON text of the record its JSON form gives, so that format detection, field
+options, conversion, rejects and accounting are exactly those of JSON Lines: nested columns
+(``messages`` as a list of structs, ``tools`` as a list or a JSON string) read as objects and lists,
+and a null is an absent key (a struct column holds every field of every row: ``tool_calls: null``
+on a user message is no field at all, as in the JSON it came from, and as transformers passes it).
+Rows are numbered from 0 (``unit="row"``; a reject names ``file:row``).
+
+Memory holds one batch of rows: a Parquet file is read row group by row group, an Arrow file batch
+by batch, never whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Callable, Iterator
+
+from padprep.input.records import RawRecord
+
+PARQUET_MAGIC = b"PAR1"
+ARROW_FILE_MAGIC = b"ARROW1"
+_BATCH_ROWS = 1024
+
+
+def is_parquet(path: str) -> bool:
+    """A ``.parquet`` file, or any file that starts with Parquet's magic bytes."""
+    if path.endswith(".parquet"):
+        return True
+    return _starts_with(path, PARQUET_MAGIC)
+
+
+def is_arrow(path: str) -> bool:
+    """An Arrow IPC file or stream: ``.arrow`` (``datasets``' ``data-*.arrow``), or the IPC file magic."""
+    return path.endswith(".arrow") or _starts_with(path, ARROW_FILE_MAGIC)
+
+
+def is_columnar(path: str) -> bool:
+    return is_parquet(path) or is_arrow(path)
+
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def read_parquet(path: str, on_open: Callable[[Callable[[], int]], None] | None = None) -> Iterator[RawRecord]:
+    """The rows of a Parquet file, row group by row group; ``on_open`` gets the compressed bytes read so far."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    meta = source.metadata
+    done = [0]
+    if on_open is not None:
+        on_open(lambda: done[0])
+    row = 0
+    for group in range(meta.num_row_groups):
+        for batch in source.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
+            yield from _rows(path, batch, row)
+            row += batch.num_rows
+        chunks = meta.row_group(group)
+        done[0] += sum(chunks.column(c).total_compressed_size for c in range(chunks.num_columns))
+    source.close()
+
+
+def read_arrow(path: str, on_open: Callable[[Callable[[], int]], None] | None = None) -> Iterator[RawRecord]:
+    """The rows of an Arrow IPC stream (what ``datasets.save_to_disk`` writes) or IPC file, batch by batch."""
+    import pyarrow as pa
+
+    with pa.memory_map(path, "r") as source:
+        if on_open is not None:
+            on_open(source.tell)
+        try:
+            reader: Any = pa.ipc.open_stream(source)
+            batches = iter(reader)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        row = 0
+        for batch in batches:
+            yield from _rows(path, batch, row)
+            row += batch.num_rows
+
+
+def _rows(path: str, batch, first: int) -> Iterator[RawRecord]:
+    for k, obj in enumerate(batch.to_pylist()):
+        yield RawRecord(path, first + k, json.dumps(_without_nulls(obj), ensure_ascii=False, default=_plain), unit="row")
+
+
+def _without_nulls(value: Any) -> Any:
+    """Objects without their null fields, all the way down (list items stay, nulls included)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A JSON form for what JSON has no type for: bytes as base64, dates and decimals as text."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
