@@ -33,6 +33,7 @@ from padprep.config import (
     TrainOn,
     Truncation,
 )
+from padprep.input.hub import is_hub
 from padprep.run.progress import Throughput, format_duration
 
 app = typer.Typer(
@@ -98,6 +99,9 @@ def main(
 @app.command()
 def build(
     inputs: List[str] = typer.Argument(..., help="Files, globs or directories (.jsonl, .json, .gz, .zst); - for stdin."),
+    split: str = typer.Option(
+        "train", help="The split of an hf://datasets/ORG/NAME input that names no file.", rich_help_panel=_INPUT
+    ),
     input_format: InputFormat = typer.Option(
         InputFormat.auto, "--format", help="Record format (auto: detected per file).", rich_help_panel=_INPUT
     ),
@@ -211,7 +215,7 @@ def build(
         }
         try:
             cfg = BuildConfig(
-                inputs=tuple(Path(i) for i in inputs),
+                inputs=tuple(i if is_hub(i) else Path(i) for i in inputs),  # Path would fold hf:// to hf:/
                 tokenizer=tokenizer,
                 output=output,
                 chat_template=chat_template,
@@ -240,6 +244,7 @@ def build(
                 reasoning=reasoning,
                 engine=engine,
                 ray_address=ray_address,
+                split=split,
             )
         except ValueError as exc:
             _fail(err, str(exc), EXIT_USAGE)

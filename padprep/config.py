@@ -76,6 +76,7 @@ class PaddingSide(str, Enum):
 _NOT_IN_MANIFEST = frozenset(
     {
         "output",
+        "split",
         "overwrite",
         "force",
         "workers",
@@ -103,7 +104,7 @@ class EngineName(str, Enum):
 class BuildConfig:
     """Options of one ``padprep build`` run."""
 
-    inputs: tuple[Path, ...]
+    inputs: tuple[Path | str, ...]  # files, globs, directories, "-", or hf://datasets/... (a str: Path folds "//")
     tokenizer: str
     output: Path
     chat_template: str | None = None
@@ -134,6 +135,7 @@ class BuildConfig:
     reasoning: Reasoning = Reasoning.train  # think blocks in replies: train, mask the empty ones, or mask all
     engine: EngineName = EngineName.local  # what runs pass 1's chunks: this machine's processes, or Ray
     ray_address: str | None = None  # --engine ray: the cluster to join (None: RAY_ADDRESS, else a local one)
+    split: str = "train"  # the split of an hf://datasets/ input that names no file (the files' bytes are in the key)
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 1:

@@ -76,7 +76,13 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def run_build(inputs, tokenizer, output: Path, **options) -> dict:
-    cfg = BuildConfig(inputs=tuple(Path(i) for i in inputs), tokenizer=str(tokenizer), output=output, **options)
+    # a Hub path stays a string: Path would fold its hf:// to hf:/
+    cfg = BuildConfig(
+        inputs=tuple(i if str(i).startswith("hf://") else Path(i) for i in inputs),
+        tokenizer=str(tokenizer),
+        output=output,
+        **options,
+    )
     return build(cfg).manifest.to_json()
 
 
@@ -136,9 +142,11 @@ def unpadded_rows(output: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return rows
 
 
-def padprep_cli(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def padprep_cli(
+    *args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real console entry point (``padprep`` is ``python -m padprep``) in a subprocess (not a terminal), as CI would."""
-    env = {**os.environ, "COLUMNS": "120"}
+    env = {**os.environ, "COLUMNS": "120", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "padprep", *args],
         capture_output=True,

@@ -34,7 +34,8 @@ from typing import BinaryIO, Callable, Iterator
 
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.input.columnar import is_columnar, is_parquet, read_arrow, read_parquet
-from padprep.input.records import RawRecord
+from padprep.input.hub import DEFAULT_SPLIT, HubError, hub_files, is_hub
+from padprep.input.records import DATA_SUFFIXES, RawRecord
 
 STDIN = "-"
 # A record longer than this is not read into memory: it is reported as a record too long to process.
@@ -52,11 +53,11 @@ class InputError(PadprepError):
     exit_code = EXIT_USAGE
 
 
-DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst")) + (".parquet", ".arrow")
-
-
 def expand_inputs(
-    patterns: list[str] | tuple[str, ...], log: Callable[[str], None] | None = None, exclude: str | None = None
+    patterns: list[str] | tuple[str, ...],
+    log: Callable[[str], None] | None = None,
+    exclude: str | None = None,
+    split: str = DEFAULT_SPLIT,
 ) -> list[str]:
     """Expand globs and directories and check existence, keeping the user's order; each file appears once.
 
@@ -69,6 +70,15 @@ def expand_inputs(
         pattern = str(pattern)
         if pattern == STDIN:
             files.append(STDIN)
+            continue
+        if is_hub(pattern):
+            try:
+                found = hub_files(pattern, split)
+            except HubError as exc:
+                raise InputError(str(exc)) from None
+            if log is not None:
+                log(f"{pattern}: {len(found)} file(s) through the Hub's cache (split {split} unless the path names files)")
+            files += [f for f in found if f not in files]
             continue
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The files a directory stands for: JSON Lines and JSON (plain or compressed), Parquet, Arrow.
+DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst")) + (".parquet", ".arrow")
+
 
 @dataclass(frozen=True)
 class RawRecord:

@@ -112,7 +112,7 @@ def build(cfg: BuildConfig, progress: Progress | None = None, pad: PadProcess | 
         from padprep.run.ray_engine import import_ray
 
         import_ray()  # without Ray, fail before any work, in one line that says how to install it
-    files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output))
+    files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output), split=cfg.split)
     digests = input_digests(files)
     key = build_key(cfg, digests)
     existing = None if cfg.force else up_to_date(cfg.output, key)
