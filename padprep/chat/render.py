@@ -495,12 +495,9 @@ class Renderer:
         It closes the document, not a reply: no reply's span reaches into it. Found where the prompted
         render does not extend the bare one and the bare one ends with that token where the prompted
         one does not."""
-        probe = [{"role": "user", "content": "hi"}]
-        try:
-            bare = self.render_text(probe, None, generation=False)
-            prompted = self.render_text(probe, None, generation=True)
-        except RenderError:
+        if self._user_turn is None:
             return ""
+        bare, prompted = self._user_turn
         if prompted.startswith(bare):
             return ""
         for name in ("eos_token", "pad_token", "bos_token"):
@@ -533,13 +530,21 @@ class Renderer:
 
     def _probe_generation_header(self) -> str:
         """The text ``add_generation_prompt`` appends (``<|im_start|>assistant\\n``...)."""
+        if self._user_turn is None:
+            return ""
+        bare, prompted = self._user_turn
+        if self.tail and bare.endswith(self.tail):
+            bare = bare[: len(bare) - len(self.tail)]
+        return prompted[len(bare) :] if prompted.startswith(bare) else ""
+
+    @cached_property
+    def _user_turn(self) -> tuple[str, str] | None:
+        """One user turn rendered without and with the generation prompt (None: the template cannot)."""
         probe = [{"role": "user", "content": "hi"}]
         try:
-            bare = self._bare(probe, None)
-            prompted = self.render_text(probe, None, generation=True)
+            return self.render_text(probe, None, generation=False), self.render_text(probe, None, generation=True)
         except RenderError:
-            return ""
-        return prompted[len(bare) :] if prompted.startswith(bare) else ""
+            return None
 
     # -- which message fields the template writes at all (probed once, for the checks and the hazard) --
 

@@ -57,13 +57,14 @@ def read_parquet(path: str, on_open: Callable[[Callable[[], int]], None] | None 
     done = [0]
     if on_open is not None:
         on_open(lambda: done[0])
-    row = 0
-    for group in range(meta.num_row_groups):
-        for batch in source.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
-            yield from _rows(path, batch, row)
-            row += batch.num_rows
-        chunks = meta.row_group(group)
-        done[0] += sum(chunks.column(c).total_compressed_size for c in range(chunks.num_columns))
+
+    def batches():
+        for group in range(meta.num_row_groups):
+            yield from source.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group])
+            chunks = meta.row_group(group)
+            done[0] += sum(chunks.column(c).total_compressed_size for c in range(chunks.num_columns))
+
+    yield from _rows(path, batches())
     source.close()
 
 
@@ -81,15 +82,16 @@ def read_arrow(path: str, on_open: Callable[[Callable[[], int]], None] | None = 
             source.seek(0)
             reader = pa.ipc.open_file(source)
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        row = 0
-        for batch in batches:
-            yield from _rows(path, batch, row)
-            row += batch.num_rows
+        yield from _rows(path, batches)
 
 
-def _rows(path: str, batch, first: int) -> Iterator[RawRecord]:
-    for k, obj in enumerate(batch.to_pylist()):
-        yield RawRecord(path, first + k, json.dumps(_without_nulls(obj), ensure_ascii=False, default=_plain), unit="row")
+def _rows(path: str, batches) -> Iterator[RawRecord]:
+    """Every row of ``batches`` as the JSON text of its record, numbered from 0 across the batches."""
+    row = 0
+    for batch in batches:
+        for obj in batch.to_pylist():
+            yield RawRecord(path, row, json.dumps(_without_nulls(obj), ensure_ascii=False, default=_plain), unit="row")
+            row += 1
 
 
 def _without_nulls(value: Any) -> Any:
