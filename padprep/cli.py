@@ -33,7 +33,7 @@ from padprep.config import (
     TrainOn,
     Truncation,
 )
-from padprep.input.hub import is_hub
+from padprep.input.read import as_input
 from padprep.run.progress import Throughput, format_duration
 
 app = typer.Typer(
@@ -98,7 +98,10 @@ def main(
 
 @app.command()
 def build(
-    inputs: List[str] = typer.Argument(..., help="Files, globs or directories (.jsonl, .json, .gz, .zst); - for stdin."),
+    inputs: List[str] = typer.Argument(
+        ...,
+        help="Files, globs, directories (.jsonl, .json, .gz, .zst, .parquet, .arrow), URLs or hf://datasets/ORG/NAME; - for stdin.",
+    ),
     split: str = typer.Option(
         "train", help="The split of an hf://datasets/ORG/NAME input that names no file.", rich_help_panel=_INPUT
     ),
@@ -215,7 +218,7 @@ def build(
         }
         try:
             cfg = BuildConfig(
-                inputs=tuple(i if is_hub(i) else Path(i) for i in inputs),  # Path would fold hf:// to hf:/
+                inputs=tuple(as_input(i) for i in inputs),
                 tokenizer=tokenizer,
                 output=output,
                 chat_template=chat_template,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from padprep.config import BuildConfig
-from padprep.input.hub import is_hub
+from padprep.input.read import as_input
 from padprep.layout.shards import read_shard
 from padprep.run.pipeline import build
 
@@ -77,9 +77,8 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def run_build(inputs, tokenizer, output: Path, **options) -> dict:
-    # a Hub path stays a string: Path would fold its hf:// to hf:/
     cfg = BuildConfig(
-        inputs=tuple(i if is_hub(str(i)) else Path(i) for i in inputs),
+        inputs=tuple(as_input(i) for i in inputs),
         tokenizer=str(tokenizer),
         output=output,
         **options,

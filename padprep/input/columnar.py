@@ -18,6 +18,7 @@ import json
 from typing import Any, Callable, Iterator
 
 from padprep.input.records import RawRecord
+from padprep.input.remote import is_remote, url_name
 
 PARQUET_MAGIC = b"PAR1"
 ARROW_FILE_MAGIC = b"ARROW1"
@@ -25,15 +26,16 @@ _BATCH_ROWS = 1024
 
 
 def is_parquet(path: str) -> bool:
-    """A ``.parquet`` file, or any file that starts with Parquet's magic bytes."""
-    if path.endswith(".parquet"):
+    """A ``.parquet`` file, or any file that starts with Parquet's magic bytes (a URL: by its suffix only)."""
+    name = url_name(path)
+    if name.endswith(".parquet"):
         return True
-    return _starts_with(path, PARQUET_MAGIC)
+    return not is_remote(path) and _starts_with(path, PARQUET_MAGIC)
 
 
 def is_arrow(path: str) -> bool:
     """An Arrow IPC file or stream: ``.arrow`` (``datasets``' ``data-*.arrow``), or the IPC file magic."""
-    return path.endswith(".arrow") or _starts_with(path, ARROW_FILE_MAGIC)
+    return url_name(path).endswith(".arrow") or (not is_remote(path) and _starts_with(path, ARROW_FILE_MAGIC))
 
 
 def is_columnar(path: str) -> bool:
@@ -48,8 +50,11 @@ def _starts_with(path: str, magic: bytes) -> bool:
         return False
 
 
-def read_parquet(path: str, on_open: Callable[[Callable[[], int]], None] | None = None) -> Iterator[RawRecord]:
-    """The rows of a Parquet file, row group by row group; ``on_open`` gets the compressed bytes read so far."""
+def read_parquet(
+    path: str, on_open: Callable[[Callable[[], int]], None] | None = None, name: str | None = None
+) -> Iterator[RawRecord]:
+    """The rows of a Parquet file, row group by row group; ``on_open`` gets the compressed bytes read so far.
+    ``name`` is the source the records name (default ``path``; a URL read from a local copy names the URL)."""
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(path)
@@ -64,11 +69,13 @@ def read_parquet(path: str, on_open: Callable[[Callable[[], int]], None] | None 
             chunks = meta.row_group(group)
             done[0] += sum(chunks.column(c).total_compressed_size for c in range(chunks.num_columns))
 
-    yield from _rows(path, batches())
+    yield from _rows(name or path, batches())
     source.close()
 
 
-def read_arrow(path: str, on_open: Callable[[Callable[[], int]], None] | None = None) -> Iterator[RawRecord]:
+def read_arrow(
+    path: str, on_open: Callable[[Callable[[], int]], None] | None = None, name: str | None = None
+) -> Iterator[RawRecord]:
     """The rows of an Arrow IPC stream (what ``datasets.save_to_disk`` writes) or IPC file, batch by batch."""
     import pyarrow as pa
 
@@ -82,7 +89,7 @@ def read_arrow(path: str, on_open: Callable[[Callable[[], int]], None] | None = 
             source.seek(0)
             reader = pa.ipc.open_file(source)
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        yield from _rows(path, batches)
+        yield from _rows(name or path, batches)
 
 
 def _rows(path: str, batches) -> Iterator[RawRecord]:

@@ -18,6 +18,7 @@ Containers:
 * ``.gz`` / ``.zst`` suffixes on any of these are decompressed while streaming.
 * ``.parquet`` (or Parquet's magic bytes) and ``.arrow`` (Arrow IPC, ``datasets.save_to_disk``'s
   ``data-*.arrow``): one record per row (``columnar``).
+* a URL (``http(s)://``, ``s3://``, ...: ``remote``) holds any of these, named by its path's suffix.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ import os
 import re
 import sys
 import zlib
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.input.columnar import is_columnar, is_parquet, read_arrow, read_parquet
 from padprep.input.hub import DEFAULT_SPLIT, HubError, hub_files, is_hub
 from padprep.input.records import DATA_SUFFIXES, RawRecord
+from padprep.input.remote import HashingReader, RemoteError, download, is_remote, open_url, url_name
 
 STDIN = "-"
 # A record longer than this is not read into memory: it is reported as a record too long to process.
@@ -53,6 +56,18 @@ class InputError(PadprepError):
     exit_code = EXIT_USAGE
 
 
+def as_input(text: str | os.PathLike) -> Path | str:
+    """An input as ``BuildConfig`` holds it: a path, or a string for a URL and an ``hf://`` path
+    (``Path`` would fold their ``//`` into ``/``).
+
+    Example:
+        >>> as_input("https://host/a.jsonl"), as_input("data/a.jsonl")
+        ('https://host/a.jsonl', PosixPath('data/a.jsonl'))
+    """
+    text = str(text) if not isinstance(text, str) else text
+    return text if is_hub(text) or is_remote(text) else Path(text)
+
+
 def expand_inputs(
     patterns: list[str] | tuple[str, ...],
     log: Callable[[str], None] | None = None,
@@ -68,8 +83,8 @@ def expand_inputs(
     files: list[str] = []
     for pattern in patterns:
         pattern = str(pattern)
-        if pattern == STDIN:
-            files.append(STDIN)
+        if pattern == STDIN or is_remote(pattern):
+            files += [] if pattern in files else [pattern]  # a URL names one file: it is not globbed
             continue
         if is_hub(pattern):
             try:
@@ -142,18 +157,20 @@ def _walk_error(exc: OSError) -> None:
     raise InputError(f"{exc.filename}: cannot list this directory ({exc.strerror or exc})")
 
 
-def open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
-    """Open a file for reading, decompressing .gz and .zst by extension.
+def open_binary(path: str, expect: str | None = None) -> tuple[BinaryIO, BinaryIO]:
+    """Open a file or URL for reading, decompressing .gz and .zst by extension.
 
     Returns the reader and the file on disk under it (the same object for plain files), whose
-    position says how much of the file was read (for progress).
+    position says how much of the file was read (for progress). A URL's bytes are hashed as they
+    come; with ``expect``, a different digest at the end is an error (``remote.HashingReader``).
     """
     if path == STDIN:
         return sys.stdin.buffer, sys.stdin.buffer
-    disk = open(path, "rb")
-    if path.endswith(".gz"):
+    disk: BinaryIO = HashingReader(open_url(path), path, expect) if is_remote(path) else open(path, "rb")  # type: ignore[assignment]
+    name = url_name(path)
+    if name.endswith(".gz"):
         return gzip.GzipFile(fileobj=disk, mode="rb"), disk  # type: ignore[return-value]
-    if path.endswith(".zst"):
+    if name.endswith(".zst"):
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(disk, closefd=False), disk  # type: ignore[return-value]
@@ -172,23 +189,28 @@ def _disk_position(disk: BinaryIO) -> Callable[[], int]:
 
 def is_json_array_file(path: str) -> bool:
     """A `.json` file (possibly compressed) may hold one array of records; everything else is JSON Lines."""
-    name = path[:-3] if path.endswith(".gz") else path[:-4] if path.endswith(".zst") else path
+    name = url_name(path)
+    name = name[:-3] if name.endswith(".gz") else name[:-4] if name.endswith(".zst") else name
     return name.endswith(".json")
 
 
 def read_records(
-    path: str, on_open: Callable[[Callable[[], int]], None] | None = None, log: Callable[[str], None] | None = None
+    path: str,
+    on_open: Callable[[Callable[[], int]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    expect: str | None = None,
 ) -> Iterator[RawRecord]:
     """Stream the records of one file. A file that breaks off mid-way (corrupt archive) is an InputError.
 
     ``on_open`` receives a function that tells how many bytes of the file on disk were read so far
     (compressed bytes for .gz / .zst): progress asks it when it redraws, not once per record.
+    ``expect``: the sha256 a URL's bytes must have (the build key's); ignored for local files.
     """
     if path != STDIN and is_columnar(path):
-        yield from _read_columnar(path, on_open, log)
+        yield from _read_columnar(path, on_open, log, expect)
         return
     try:
-        fh, disk = open_binary(path)
+        fh, disk = open_binary(path, expect)
     except OSError as exc:
         raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
     if on_open is not None and path != STDIN:
@@ -209,6 +231,10 @@ def read_records(
         for rec in records:
             progress[0] = rec.line
             yield rec
+        if isinstance(disk, HashingReader):
+            disk.finish()
+    except RemoteError as exc:
+        raise InputError(f"{path}: {exc}") from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise InputError(f"{path}: cannot read past record {progress[0]} (corrupt or truncated file?): {exc}") from None
     except Exception as exc:
@@ -221,21 +247,32 @@ def read_records(
             disk.close()
 
 
-def _read_columnar(path: str, on_open, log: Callable[[str], None] | None) -> Iterator[RawRecord]:
-    """A Parquet or Arrow file's rows (``columnar``); a file pyarrow cannot read is an InputError."""
+def _read_columnar(path: str, on_open, log: Callable[[str], None] | None, expect: str | None) -> Iterator[RawRecord]:
+    """A Parquet or Arrow file's rows (``columnar``); a file pyarrow cannot read is an InputError.
+
+    A URL is copied to a temporary file first: both formats need random access."""
     import pyarrow as pa
 
     parquet = is_parquet(path)
+    local = path
+    if is_remote(path):
+        try:
+            local = download(path, expect)
+        except RemoteError as exc:
+            raise InputError(f"{path}: {exc}") from None
     if log is not None:
         log(f"{path}: read as {'Parquet' if parquet else 'Arrow IPC'}, row by row")
     row = -1
     try:
-        for rec in (read_parquet if parquet else read_arrow)(path, on_open):
+        for rec in (read_parquet if parquet else read_arrow)(local, on_open, name=path):
             row = rec.line
             yield rec
     except (OSError, pa.ArrowException) as exc:
         where = f"past row {row}" if row >= 0 else "it"
         raise InputError(f"{path}: cannot read {where} as {'Parquet' if parquet else 'Arrow'} ({exc})") from None
+    finally:
+        if local != path:
+            os.unlink(local)
 
 
 def _first_byte(fh: io.BufferedReader) -> bytes:

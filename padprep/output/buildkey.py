@@ -21,7 +21,8 @@ from padprep.chat.templates import resolve_template
 from padprep.chat.tokenizer import tokenizer_fingerprint
 from padprep.config import BuildConfig
 from padprep.errors import PadprepError
-from padprep.input.read import STDIN
+from padprep.input.read import STDIN, InputError
+from padprep.input.remote import RemoteError, is_remote, url_sha256
 from padprep.layout.shards import file_sha256
 from padprep.output.manifest import Manifest, read_manifest
 from padprep.schema import REJECTS
@@ -33,8 +34,15 @@ _NOT_IN_KEY = _BY_CONTENT | {"engine"}
 
 
 def input_digests(files: list[str]) -> list[str | None]:
-    """sha256 of each input file (None for standard input)."""
-    return [None if f == STDIN else file_sha256(f) for f in files]
+    """sha256 of each input file (None for standard input); a URL is read once for it (``remote``)."""
+    return [None if f == STDIN else _url_sha256(f) if is_remote(f) else file_sha256(f) for f in files]
+
+
+def _url_sha256(url: str) -> str:
+    try:
+        return url_sha256(url)
+    except RemoteError as exc:
+        raise InputError(f"{url}: cannot read ({exc})") from None
 
 
 def build_key(cfg: BuildConfig, digests: list[str | None]) -> str | None:

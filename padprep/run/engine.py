@@ -23,6 +23,7 @@ from padprep.chat.tokenizer import TokenizerBundle
 from padprep.input.formats import FileFormat, FormatOptions, with_formats
 from padprep.input.read import STDIN, read_records
 from padprep.input.records import RawRecord
+from padprep.input.remote import is_remote
 from padprep.run.parallel import ChunkRunner, WorkerPlan
 from padprep.run.progress import Progress
 
@@ -38,14 +39,23 @@ class RecordStream:
         formats: ``--format`` and the field names.
         found: filled with each file's ``FileFormat``.
         progress: where reading progress and log lines go.
+        digests: the sha256 each file had when the build key was computed (a URL is checked against it).
 
     Example:
         >>> stream = RecordStream(["a.jsonl"], FormatOptions(), {}, Progress())  # doctest: +SKIP
         >>> first = stream.take_sample(64)  # doctest: +SKIP
     """
 
-    def __init__(self, files: list[str], formats: FormatOptions, found: dict[str, FileFormat], progress: Progress):
+    def __init__(
+        self,
+        files: list[str],
+        formats: FormatOptions,
+        found: dict[str, FileFormat],
+        progress: Progress,
+        digests: dict[str, str | None] | None = None,
+    ):
         self.files = files
+        self.digests = digests or {}
         self.formats = formats
         self.found = found
         self.sample: list[RawRecord] = []
@@ -56,9 +66,9 @@ class RecordStream:
         offset = 0
         for path in self.files:
             on_open = functools.partial(self._progress.reading, offset)
-            records = read_records(path, on_open, self._progress.log)
+            records = read_records(path, on_open, self._progress.log, self.digests.get(path))
             yield from with_formats(path, records, self.formats, self.found, self._progress.log)
-            offset += 0 if path == STDIN else os.path.getsize(path)
+            offset += 0 if path == STDIN or is_remote(path) else os.path.getsize(path)
 
     def take_sample(self, n: int) -> list[RawRecord]:
         """Read the first ``n`` records (fewer when the input is shorter)."""

@@ -35,9 +35,11 @@ from padprep.chat.templates import TemplateError, resolve_template
 from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
 from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod
 from padprep.errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
+from padprep.input.columnar import is_columnar
 from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template, with_formats
 from padprep.input.read import STDIN, expand_inputs, read_records
 from padprep.input.records import RawRecord
+from padprep.input.remote import is_remote
 from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
 from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
@@ -144,12 +146,12 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
-    engine = _engine(cfg, bundle, processor, files, formats, found, total_bytes, progress)
+    engine = _engine(cfg, bundle, processor, files, digests, formats, found, total_bytes, progress)
     out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
     try:
         with engine:  # local workers start before this process tokenizes anything
             progress.log(f"engine: {engine.describe()}")
-            stream = RecordStream(files, formats, found, progress)
+            stream = RecordStream(files, formats, found, progress, dict(zip(files, digests)))
             sample = stream.take_sample(cfg.preflight_records)
             engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
             processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
@@ -198,6 +200,7 @@ def _engine(
     bundle: TokenizerBundle,
     processor: Processor,
     files: list[str],
+    digests: list[str | None],
     formats: FormatOptions,
     found: dict[str, FileFormat],
     total_bytes: int | None,
@@ -207,7 +210,7 @@ def _engine(
     if cfg.engine is EngineName.ray:
         from padprep.run.ray_engine import RayEngine  # imports ray: only when asked for
 
-        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress)
+        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress, dict(zip(files, digests)))
     return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle, processor)
 
 
@@ -269,8 +272,8 @@ def _report_reasoning_option(cfg: BuildConfig, processor: Processor, progress: P
 
 
 def _input_bytes(files: list[str]) -> int | None:
-    """Total size of the inputs on disk (None with standard input, whose size is unknown)."""
-    if STDIN in files:
+    """Total size of the inputs on disk (None with standard input or a URL, whose size is not known ahead)."""
+    if any(f == STDIN or is_remote(f) for f in files):
         return None
     return sum(os.path.getsize(f) for f in files)
 
@@ -301,8 +304,8 @@ def _needs_template(path: str, formats: FormatOptions) -> bool:
     """Whether a file's records (judged by its first one of a known shape) go through a chat template."""
     if formats.format == "text":
         return False
-    if path == STDIN:
-        return True  # cannot be read twice: assume chat
+    if path == STDIN or (is_remote(path) and is_columnar(path)):
+        return True  # cannot be read twice, or only whole: assume chat
     records = with_formats(path, read_records(path), formats, {})
     try:
         first = next((r for r in records if r.format is not None), None)

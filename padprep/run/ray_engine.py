@@ -35,6 +35,7 @@ from padprep.input.columnar import is_columnar
 from padprep.input.formats import FileFormat, FormatOptions
 from padprep.input.read import STDIN, InputError, is_json_array_file, read_jsonl, read_records
 from padprep.input.records import RawRecord
+from padprep.input.remote import is_remote
 from padprep.run.engine import RecordStream, chunked, detect_file_format
 from padprep.run.parallel import available_cores
 from padprep.run.progress import Progress
@@ -55,6 +56,7 @@ class Piece:
     end: int | None = None  # None: to the end of the file
     whole: bool = False  # read with ``read_records`` (a .json or compressed file)
     records: list[RawRecord] | None = None  # shipped records (standard input)
+    sha256: str | None = None  # a URL's digest when the build key was computed (the worker checks it)
 
 
 def import_ray() -> Any:
@@ -66,10 +68,18 @@ def import_ray() -> Any:
     return ray
 
 
-def plan_pieces(files: list[str], range_bytes: int = RANGE_BYTES, log: Callable[[str], None] = lambda m: None) -> Iterator[Piece]:
+def plan_pieces(
+    files: list[str],
+    range_bytes: int = RANGE_BYTES,
+    log: Callable[[str], None] = lambda m: None,
+    digests: dict[str, str | None] | None = None,
+) -> Iterator[Piece]:
     """The pieces of the inputs, in input order (standard input is not planned here: see ``RayEngine``)."""
     for path in files:
-        if path == STDIN:
+        if is_remote(path):
+            log(f"{path}: read whole by one worker (a URL is not cut at a byte offset)")
+            yield Piece(path, whole=True, sha256=(digests or {}).get(path))
+        elif path == STDIN:
             log("-: standard input cannot be read by the workers: its records are shipped to them from this process")
             yield Piece(path)
         elif is_json_array_file(path) or path.endswith((".gz", ".zst")) or is_columnar(path):
@@ -131,7 +141,7 @@ def read_piece(piece: Piece, fmt: str | None) -> tuple[list[RawRecord], int]:
     if piece.records is not None:
         records, lines = piece.records, 0
     elif piece.whole:
-        records, lines = list(read_records(piece.path)), 0
+        records, lines = list(read_records(piece.path, expect=piece.sha256)), 0
     else:
         try:
             fh = open(piece.path, "rb")
@@ -175,6 +185,7 @@ class RayEngine:
         found: each file's ``FileFormat``, filled here for the manifest.
         address: a cluster to join; None: ``RAY_ADDRESS``, else a local cluster for this run.
         progress: where log lines go.
+        digests: each input's sha256 when the build key was computed (a worker checks a URL's against it).
 
     Example:
         >>> with RayEngine(bundle, files, formats, found, None, progress) as engine:  # doctest: +SKIP
@@ -189,8 +200,10 @@ class RayEngine:
         found: dict[str, FileFormat],
         address: str | None,
         progress: Progress,
+        digests: dict[str, str | None] | None = None,
     ):
         self._ray = import_ray()
+        self._digests = digests or {}
         self._bundle, self._files, self._formats, self._found = bundle, files, formats, found
         self._address = address or os.environ.get("RAY_ADDRESS") or None
         self._progress = progress
@@ -255,7 +268,7 @@ class RayEngine:
         return None if self._formats.format is not None else found.format
 
     def _pieces(self, stream: RecordStream, chunk_size: int, log: Callable[[str], None]) -> Iterator[Piece]:
-        for piece in plan_pieces(self._files, RANGE_BYTES, log):
+        for piece in plan_pieces(self._files, RANGE_BYTES, log, self._digests):
             if piece.path != STDIN:
                 yield piece
                 continue

@@ -17,6 +17,7 @@ import pytest
 from padprep.input.records import RawRecord
 from padprep.run import ray_engine
 from tests.conftest import ROOT, SAMPLE, alpaca_to_messages, run_build, shared_file, sharegpt_to_messages, tree_bytes
+from tests.support.serve import serve
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'padprep[ray]'")
 
@@ -82,6 +83,13 @@ def test_shared_data_with_bad_records_is_byte_identical(tmp_path, cluster, qwen_
     rejects = [json.loads(line) for line in local["rejects.jsonl"].splitlines()]
     assert len(rejects) >= len(bad) and {r["code"] for r in rejects} >= {"invalid_json", "wrong_type", "empty_reply"}
     assert local == distributed
+
+
+def test_url_input_is_read_by_a_worker_and_byte_identical(tmp_path, cluster):
+    with serve(SAMPLE) as server:
+        inputs = [server.url("chat.jsonl"), SAMPLE / "formats" / "alpaca.json"]
+        local, distributed = _both(inputs, tmp_path, TOK, max_reject_rate=1.0)
+    assert local == distributed and json.loads(local["manifest.json"])["inputs"][0]["path"] == inputs[0]
 
 
 def test_ranges_start_at_lines_and_cover_the_file(tmp_path):
