@@ -98,9 +98,16 @@ def main(
 
 @app.command()
 def build(
-    inputs: List[str] = typer.Argument(
-        ...,
+    ctx: typer.Context,
+    inputs: Optional[List[str]] = typer.Argument(
+        None,
         help="Files, globs, directories (.jsonl, .json, .gz, .zst, .parquet, .arrow), URLs or hf://datasets/ORG/NAME; - for stdin.",
+        show_default=False,
+    ),
+    recipe: Optional[Path] = typer.Option(
+        None,
+        help="A recipe (YAML): sources with counts and weights, an eval split; flags given here override it.",
+        rich_help_panel=_INPUT,
     ),
     split: str = typer.Option(
         "train", help="The split of an hf://datasets/ORG/NAME input that names no file.", rich_help_panel=_INPUT
@@ -123,8 +130,8 @@ def build(
     prompt_field: str = typer.Option("prompt", help="Key of the prompt (prompt-completion).", rich_help_panel=_INPUT),
     completion_field: str = typer.Option("completion", help="Key of the completion (prompt-completion).", rich_help_panel=_INPUT),
     text_field: str = typer.Option("text", help="Key of the text (text).", rich_help_panel=_INPUT),
-    tokenizer: str = typer.Option(
-        ..., "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id.", rich_help_panel=_LABELS
+    tokenizer: Optional[str] = typer.Option(
+        None, "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id (required).", rich_help_panel=_LABELS
     ),
     chat_template: Optional[str] = typer.Option(
         None, help="chatml, llama3, or a Jinja file (default: the tokenizer's).", rich_help_panel=_LABELS
@@ -198,8 +205,6 @@ def build(
 
     # Forked first: pass 2's process imports torch (1.4 s) while this one starts the build.
     with PadProcess.for_engine(engine) as pad:
-        from padprep.errors import PadprepError
-        from padprep.output.summary import print_build_summary
         from padprep.run.pipeline import build as run_build
 
         err = _console(stderr=True)
@@ -216,58 +221,103 @@ def build(
             "completion": completion_field,
             "text": text_field,
         }
+        options = dict(
+            tokenizer=tokenizer,
+            output=output,
+            chat_template=chat_template,
+            pad_token=pad_token,
+            train_on=train_on,
+            span_method=span_method,
+            max_length=max_length,
+            truncation=truncation,
+            pack=pack,
+            buckets=_int_list(buckets),
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            shard_tokens=shard_tokens,
+            seed=seed,
+            overwrite=overwrite,
+            force=force,
+            strict=strict,
+            workers=workers,
+            input_format=input_format,
+            role_map=_pairs(role_map, "--role-map"),
+            field_names=tuple((k, v) for k, v in given_fields.items() if v != k),
+            append_eos=append_eos,
+            max_rejects=max_rejects,
+            max_reject_rate=max_reject_rate,
+            allow_empty=allow_empty,
+            reasoning=reasoning,
+            engine=engine,
+            ray_address=ray_address,
+            split=split,
+        )
+        if recipe is not None:
+            _build_recipe(ctx, recipe, inputs, options, pad, err)
+            return
+        if not inputs:
+            _fail(err, "no INPUTS: give files, globs, directories or URLs to build, or --recipe RECIPE.yaml", EXIT_USAGE)
+        if not tokenizer:
+            _fail(err, "--tokenizer is required (a tokenizer.json, a directory holding it, or a hub id)", EXIT_USAGE)
         try:
-            cfg = BuildConfig(
-                inputs=tuple(as_input(i) for i in inputs),
-                tokenizer=tokenizer,
-                output=output,
-                chat_template=chat_template,
-                pad_token=pad_token,
-                train_on=train_on,
-                span_method=span_method,
-                max_length=max_length,
-                truncation=truncation,
-                pack=pack,
-                buckets=_int_list(buckets),
-                pad_to_multiple_of=pad_to_multiple_of,
-                padding_side=padding_side,
-                shard_tokens=shard_tokens,
-                seed=seed,
-                overwrite=overwrite,
-                force=force,
-                strict=strict,
-                workers=workers,
-                input_format=input_format,
-                role_map=_pairs(role_map, "--role-map"),
-                field_names=tuple((k, v) for k, v in given_fields.items() if v != k),
-                append_eos=append_eos,
-                max_rejects=max_rejects,
-                max_reject_rate=max_reject_rate,
-                allow_empty=allow_empty,
-                reasoning=reasoning,
-                engine=engine,
-                ray_address=ray_address,
-                split=split,
-            )
+            cfg = BuildConfig(inputs=tuple(as_input(i) for i in inputs), **options)
         except ValueError as exc:
             _fail(err, str(exc), EXIT_USAGE)
         started = time.monotonic()
-        try:
-            with _sigterm_as_interrupt(), _progress(err) as progress:
-                result = run_build(cfg, progress, pad)
-        except PadprepError as exc:
-            _fail(err, str(exc), exc.exit_code)
-        except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
-            _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
-        except KeyboardInterrupt:
-            _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
-        if result.up_to_date:
-            key = result.manifest.build_key
-            _console().print(
-                f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False
-            )
-            return
-        print_build_summary(_console(), result.manifest, time.monotonic() - started)
+        result = _run(err, lambda progress: run_build(cfg, progress, pad))
+        _print_result(result, output, time.monotonic() - started)
+
+
+def _run(err: Console, work):
+    """``work(progress)`` with progress on stderr; a failure is one line and its exit code, never a traceback."""
+    from padprep.errors import PadprepError
+
+    try:
+        with _sigterm_as_interrupt(), _progress(err) as progress:
+            return work(progress)
+    except PadprepError as exc:
+        _fail(err, str(exc), exc.exit_code)
+    except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
+        _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
+
+
+def _print_result(result, output: Path, seconds: float) -> None:
+    from padprep.output.summary import print_build_summary
+
+    if result.up_to_date:
+        key = result.manifest.build_key
+        _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
+        return
+    print_build_summary(_console(), result.manifest, seconds)
+
+
+def _build_recipe(ctx: typer.Context, recipe: Path, inputs, options: dict, pad, err: Console) -> None:
+    """``build --recipe``: the recipe's options with the flags given on the command line over them."""
+    from padprep.errors import PadprepError
+    from padprep.recipe.spec import load_recipe
+    from padprep.run.mixture import build_recipe, recipe_config
+
+    if inputs:
+        _fail(
+            err, f"{recipe}: a recipe names its inputs under `sources`: drop the INPUTS arguments ({inputs[0]} ...)", EXIT_USAGE
+        )
+    given = {
+        "field_names" if name.endswith("_field") else name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }
+    try:
+        spec = load_recipe(recipe)
+        cfg = recipe_config(spec, {k: v for k, v in options.items() if k in given or k == "output"})
+    except PadprepError as exc:
+        _fail(err, str(exc), exc.exit_code)
+    started = time.monotonic()
+    result = _run(err, lambda progress: build_recipe(spec, cfg, progress, pad))
+    for side, built in result.sides.items():
+        _console().print(f"[bold]{side}[/bold]: {built.output}")
+        _print_result(built, built.output, time.monotonic() - started)
 
 
 @app.command()

@@ -136,6 +136,9 @@ class BuildConfig:
     engine: EngineName = EngineName.local  # what runs pass 1's chunks: this machine's processes, or Ray
     ray_address: str | None = None  # --engine ray: the cluster to join (None: RAY_ADDRESS, else a local one)
     split: str = "train"  # the split of an hf://datasets/ input that names no file (the files' bytes are in the key)
+    # One side of a recipe build (``--recipe``): the recipe file's sha256 and "train" or "eval" (both in the key).
+    recipe_sha256: str | None = None
+    recipe_side: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 1:

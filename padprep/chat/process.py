@@ -76,6 +76,7 @@ class FlatRows:
     lengths: np.ndarray  # int64, one per row
     per_file: dict[str, int]  # rows per input file
     weights: np.ndarray | None = None  # float32 loss weights, likewise, when some row of the chunk has them
+    per_file_tokens: dict[str, int] = field(default_factory=dict)  # tokens of those rows, per input file
 
     @classmethod
     def of(cls, rows: list[Row]) -> "FlatRows":
@@ -84,15 +85,17 @@ class FlatRows:
             empty = np.zeros(0, np.int32)
             return cls(empty, empty, lengths, {})
         per_file: dict[str, int] = {}
+        tokens: dict[str, int] = {}
         for r in rows:
             per_file[r.source] = per_file.get(r.source, 0) + 1
+            tokens[r.source] = tokens.get(r.source, 0) + len(r.ids)
         labels = np.concatenate([r.labels for r in rows])
         weights = None
         if any(r.weights is not None for r in rows):  # the others weigh 1 wherever they train
             weights = np.concatenate(
                 [r.weights if r.weights is not None else (r.labels != IGNORE_INDEX).astype(np.float32) for r in rows]
             )
-        return cls(np.concatenate([r.ids for r in rows]), labels, lengths, per_file, weights)
+        return cls(np.concatenate([r.ids for r in rows]), labels, lengths, per_file, weights, tokens)
 
 
 @dataclass
@@ -125,6 +128,8 @@ class ProcessOptions:
     truncation: Truncation = Truncation.drop
     fast_spans: bool = True
     formats: FormatOptions = field(default_factory=FormatOptions)
+    # A recipe's sources may read their files otherwise: (file, its options) pairs, over ``formats``.
+    file_formats: tuple[tuple[str, FormatOptions], ...] = ()
     append_eos: bool = True  # raw-text rows (text, string prompt-completion) end with the eos token
     reasoning: Reasoning = Reasoning.train
     # Token offsets from the tokens' bytes where the tokenizer allows (encode.ByteOffsets): worth its probe
@@ -160,6 +165,7 @@ class Processor:
                 bound,
             )
         self.options = options
+        self._file_formats = dict(options.file_formats)
         # probed now, before any fork: worker processes inherit it
         self.encoder = Encoder.probe(self.tokenizer, vocab, options.byte_offsets, options.skip_normalizer)
         self.special_text = _special_token_pattern(self.tokenizer)
@@ -178,8 +184,10 @@ class Processor:
         prepared = Prepared([None] * len(records))
         prepared.stats.records = len(records)
         require_assistant = self.options.train_on is not TrainOn.all
+        default, per_file = self.options.formats, self._file_formats
         for k, record in enumerate(records):
-            conv = to_conversation(record, require_assistant=require_assistant, options=self.options.formats)
+            formats = per_file.get(record.source, default) if per_file else default
+            conv = to_conversation(record, require_assistant=require_assistant, options=formats)
             if isinstance(conv, Reject):
                 prepared.outcome[k] = conv
                 continue

@@ -88,7 +88,7 @@ def expand_inputs(
             continue
         if is_hub(pattern):
             try:
-                found = hub_files(pattern, split)
+                found = hub_files(pattern, split, log)
             except HubError as exc:
                 raise InputError(str(exc)) from None
             if log is not None:

@@ -118,6 +118,7 @@ class Manifest:
     totals: dict[str, Any]
     hazards: list[dict[str, Any]]
     packing: dict[str, Any] | None = None
+    mixture: dict[str, Any] | None = None  # one side of a recipe build: per source, what was drawn and written
 
     @property
     def packed(self) -> bool:
@@ -157,6 +158,8 @@ class Manifest:
         }
         if self.packing is not None:
             out["packing"] = self.packing
+        if self.mixture is not None:
+            out["mixture"] = self.mixture
         out.update({"shards": [s.to_json() for s in self.shards], "totals": self.totals, "hazards": self.hazards})
         return out
 
@@ -192,6 +195,7 @@ class Manifest:
             totals=_object(obj.get("totals")),
             hazards=list(obj.get("hazards") or []),
             packing=obj.get("packing"),
+            mixture=obj.get("mixture") if isinstance(obj.get("mixture"), dict) else None,
         )
 
 

@@ -64,6 +64,7 @@ class Counts:
     rejected: int = 0  # bad records (reading, conversion, render)
     dropped: int = 0  # valid records dropped by policy (too long, nothing to train)
     per_file: Counter = field(default_factory=Counter)  # rows written
+    per_file_tokens: Counter = field(default_factory=Counter)  # their tokens
     per_file_rejected: Counter = field(default_factory=Counter)
     per_file_dropped: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)

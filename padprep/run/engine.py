@@ -21,9 +21,10 @@ from typing import Callable, Iterator, Protocol
 from padprep.chat.process import ChunkResult, FlatResult, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.input.formats import FileFormat, FormatOptions, with_formats
-from padprep.input.read import STDIN, read_records
+from padprep.input.read import STDIN, InputError, read_records
 from padprep.input.records import RawRecord
 from padprep.input.remote import is_remote
+from padprep.recipe.draw import Selection
 from padprep.run.parallel import ChunkRunner, WorkerPlan
 from padprep.run.progress import Progress
 
@@ -40,6 +41,8 @@ class RecordStream:
         found: filled with each file's ``FileFormat``.
         progress: where reading progress and log lines go.
         digests: the sha256 each file had when the build key was computed (a URL is checked against it).
+        selection: one side of a recipe: each record is read as many times as its copies say (0: skipped),
+            each file with its source's format options.
 
     Example:
         >>> stream = RecordStream(["a.jsonl"], FormatOptions(), {}, Progress())  # doctest: +SKIP
@@ -53,9 +56,11 @@ class RecordStream:
         found: dict[str, FileFormat],
         progress: Progress,
         digests: dict[str, str | None] | None = None,
+        selection: Selection | None = None,
     ):
         self.files = files
         self.digests = digests or {}
+        self.selection = selection
         self.formats = formats
         self.found = found
         self.sample: list[RawRecord] = []
@@ -67,7 +72,13 @@ class RecordStream:
         for path in self.files:
             on_open = functools.partial(self._progress.reading, offset)
             records = read_records(path, on_open, self._progress.log, self.digests.get(path))
-            yield from with_formats(path, records, self.formats, self.found, self._progress.log)
+            if self.selection is None:
+                yield from with_formats(path, records, self.formats, self.found, self._progress.log)
+            else:
+                formats = self.selection.formats.get(path, self.formats)
+                yield from _copies(
+                    path, with_formats(path, records, formats, self.found, self._progress.log), self.selection.copies[path]
+                )
             offset += 0 if path == STDIN or is_remote(path) else os.path.getsize(path)
 
     def take_sample(self, n: int) -> list[RawRecord]:
@@ -86,6 +97,23 @@ class RecordStream:
 
     def close(self) -> None:
         self._records.close()
+
+
+def _copies(path: str, records: Iterator[RawRecord], copies) -> Iterator[RawRecord]:
+    """Each record as many times as ``copies`` (one count per record, in read order) says; a file that
+    holds another number of records than when the recipe drew from it is an input error."""
+    counts = copies.tolist()
+    seen = 0
+    for rec in records:
+        if seen == len(counts):
+            seen += 1
+            break
+        yield from itertools.repeat(rec, counts[seen])
+        seen += 1
+    if seen != len(counts):
+        raise InputError(
+            f"{path}: the file changed while the recipe was built (it held {len(counts):,} records when drawn from); run again"
+        )
 
 
 def chunked(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,7 @@ from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod
 from padprep.errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
 from padprep.input.columnar import is_columnar
 from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template, with_formats
+from padprep.input.hub import identity
 from padprep.input.read import STDIN, expand_inputs, read_records
 from padprep.input.records import RawRecord
 from padprep.input.remote import is_remote
@@ -59,6 +60,7 @@ from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput
     failed_rejects_path,
     keep_rejects,
 )
+from padprep.recipe.draw import Selection
 from padprep.run.engine import Engine, LocalEngine, RecordStream
 from padprep.run.padproc import PadProcess
 from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
@@ -83,7 +85,12 @@ class BuildResult:
     up_to_date: bool = False  # nothing was built: the output already held this build (same build key)
 
 
-def build(cfg: BuildConfig, progress: Progress | None = None, pad: PadProcess | None = None) -> BuildResult:
+def build(
+    cfg: BuildConfig,
+    progress: Progress | None = None,
+    pad: PadProcess | None = None,
+    selection: Callable[[], Selection] | None = None,
+) -> BuildResult:
     """Build ``cfg.output`` from ``cfg.inputs``: the whole of ``padprep build``, without the CLI.
 
     Nothing is rebuilt when the output already holds this build (same build key; ``cfg.force``
@@ -95,6 +102,8 @@ def build(cfg: BuildConfig, progress: Progress | None = None, pad: PadProcess | 
         progress: where log lines and progress go (default: nowhere).
         pad: where pass 2 runs (``padproc.PadProcess``), entered by the caller; default: one forked here
             (the CLI forks it before it imports this module, so that torch loads sooner).
+        selection: for one side of a recipe (``mixture.py``): gives which records of the inputs to read,
+            how many times each; asked only when the output is not up to date.
 
     Returns:
         The output path, its manifest, the preflight and whole-run hazards, and whether it was up to date.
@@ -114,22 +123,75 @@ def build(cfg: BuildConfig, progress: Progress | None = None, pad: PadProcess | 
         from padprep.run.ray_engine import import_ray
 
         import_ray()  # without Ray, fail before any work, in one line that says how to install it
-    files = expand_inputs([str(p) for p in cfg.inputs], progress.log, exclude=str(cfg.output), split=cfg.split)
-    digests = input_digests(files)
-    key = build_key(cfg, digests)
+    groups = _input_groups(cfg, progress)
+    key = build_key(cfg, [d for g in groups for d in g.key_material()])
     existing = None if cfg.force else up_to_date(cfg.output, key)
     if existing is not None:
         return BuildResult(cfg.output, existing, up_to_date=True)
+    files, digests = _expand_pinned(groups, cfg, progress)
+    chosen = selection() if selection is not None else None
     if pad is not None:
-        return _build(cfg, progress, files, digests, key, pad)
+        return _build(cfg, progress, files, digests, key, pad, chosen)
     with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
-        return _build(cfg, progress, files, digests, key, pad)
+        return _build(cfg, progress, files, digests, key, pad, chosen)
 
 
-def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key: str, pad: PadProcess) -> BuildResult:
+@dataclass
+class _InputGroup:
+    """What one of ``cfg.inputs`` stands for: its files and their digests, or, for a Hub revision that is a
+    commit hash, its identity alone until the key says a build is needed (``hub.identity``)."""
+
+    pattern: str
+    files: list[str] | None = None
+    digests: list[str | None] = field(default_factory=list)
+    identity: str | None = None
+
+    def key_material(self) -> list[str | None]:
+        return [self.identity] if self.identity is not None else self.digests
+
+
+def _input_groups(cfg: BuildConfig, progress: Progress) -> list[_InputGroup]:
+    """Each input expanded and hashed in order (a file named twice counts once), pinned Hub inputs not yet fetched."""
+    groups, seen = [], set()
+    for pattern in (str(p) for p in cfg.inputs):
+        pinned = identity(pattern, cfg.split)
+        if pinned is not None:
+            groups.append(_InputGroup(pattern, identity=pinned))
+            continue
+        files = [f for f in expand_inputs([pattern], progress.log, exclude=str(cfg.output), split=cfg.split) if f not in seen]
+        seen.update(files)
+        groups.append(_InputGroup(pattern, files, input_digests(files)))
+    return groups
+
+
+def _expand_pinned(groups: list[_InputGroup], cfg: BuildConfig, progress: Progress) -> tuple[list[str], list[str | None]]:
+    """The build's files and digests, in input order, the pinned Hub inputs fetched (or found in the cache) now."""
+    files: list[str] = []
+    digests: list[str | None] = []
+    for g in groups:
+        if g.files is None:
+            found = [f for f in expand_inputs([g.pattern], progress.log, split=cfg.split) if f not in files]
+            g.files, g.digests = found, input_digests(found)
+        for f, d in zip(g.files, g.digests):
+            if f not in files:
+                files.append(f)
+                digests.append(d)
+    return files, digests
+
+
+def _build(
+    cfg: BuildConfig,
+    progress: Progress,
+    files: list[str],
+    digests,
+    key: str,
+    pad: PadProcess,
+    selection: Selection | None = None,
+) -> BuildResult:
     bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     formats = cfg.format_options()
-    template, template_origin = _template(cfg, bundle, files, formats)
+    file_formats = selection.formats if selection is not None else {}
+    template, template_origin = _template(cfg, bundle, files, formats, file_formats)
     total_bytes = _input_bytes(files)
     options = ProcessOptions(
         template,
@@ -138,8 +200,9 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
         cfg.truncation,
         cfg.span_method is SpanMethod.auto,
         formats,
-        cfg.append_eos,
-        cfg.reasoning,
+        tuple(file_formats.items()),
+        append_eos=cfg.append_eos,
+        reasoning=cfg.reasoning,
         byte_offsets=total_bytes is None or total_bytes >= SMALL_INPUT_BYTES,
     )
     found: dict[str, FileFormat] = {}
@@ -151,7 +214,7 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
     try:
         with engine:  # local workers start before this process tokenizes anything
             progress.log(f"engine: {engine.describe()}")
-            stream = RecordStream(files, formats, found, progress, dict(zip(files, digests)))
+            stream = RecordStream(files, formats, found, progress, dict(zip(files, digests)), selection)
             sample = stream.take_sample(cfg.preflight_records)
             engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
             processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
@@ -184,6 +247,8 @@ def _build(cfg: BuildConfig, progress: Progress, files: list[str], digests, key:
         manifest = _manifest(
             cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
         )
+        if selection is not None:
+            manifest = dataclasses.replace(manifest, mixture=_mixture(cfg, selection, counts))
         write_manifest(out.path, manifest)
         out.commit()
         failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
@@ -288,14 +353,28 @@ def _effective_max_length(cfg: BuildConfig) -> int | None:
     return cfg.max_length or largest
 
 
+def _mixture(cfg: BuildConfig, selection: Selection, counts: Counts) -> dict:
+    """The manifest's record of a recipe side: the recipe, the seed, and per source what was drawn and written."""
+    return {
+        "side": selection.side,
+        "recipe_sha256": cfg.recipe_sha256,
+        "sources": selection.of_source(dict(counts.per_file), dict(counts.per_file_tokens)),
+    }
+
+
 def _template(
-    cfg: BuildConfig, bundle: TokenizerBundle, files: list[str], formats: FormatOptions
+    cfg: BuildConfig,
+    bundle: TokenizerBundle,
+    files: list[str],
+    formats: FormatOptions,
+    file_formats: dict[str, FormatOptions] | None = None,
 ) -> tuple[str | None, str | None]:
     """The chat template, or None when there is none and the inputs are raw text that needs none."""
     try:
         return resolve_template(cfg.chat_template, bundle.chat_template)
     except TemplateError:
-        if cfg.chat_template is None and not any(_needs_template(f, formats) for f in files):
+        per_file = file_formats or {}
+        if cfg.chat_template is None and not any(_needs_template(f, per_file.get(f, formats)) for f in files):
             return None, None
         raise
 
@@ -364,6 +443,7 @@ def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, pr
                 counts.written += len(rows.lengths)
                 spill.write_batch(spill_batch(rows))
             counts.per_file.update(rows.per_file)
+            counts.per_file_tokens.update(rows.per_file_tokens)
             check_limits(cfg, counts, final=False)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
         spill.close()

@@ -87,3 +87,49 @@ def test_what_cannot_be_had_offline_fails_in_one_line(tmp_path, hub_cache):
         )
         errors = [line for line in res.stderr.splitlines() if line.startswith("padprep: error:")]
         assert res.returncode == 2 and len(errors) == 1 and said in errors[0] and "Traceback" not in res.stderr, res.stderr
+
+
+CARD = """---
+license: apache-2.0
+configs:
+- config_name: chat
+  default: true
+  data_files:
+  - split: train
+    path: "data/train-00001-*.parquet"
+  - split: validation
+    path: ["data/test-*"]
+- config_name: other
+  data_files: "data/*.parquet"
+---
+# org/chat
+"""
+
+
+def test_the_dataset_cards_configs_name_the_split_files(tmp_path, hub_cache):
+    snapshot = tmp_path / "cache" / "datasets--org--chat" / "snapshots" / COMMIT
+    (snapshot / "README.md").write_text(CARD)
+    logged = []
+    train = hub_files("hf://datasets/org/chat", "train", logged.append)
+    assert [p.rsplit("/", 1)[-1] for p in train] == ["train-00001-of-00002.parquet"]  # the card's, not the convention's
+    assert "the dataset card's config 'chat'" in logged[0]
+    assert [p.rsplit("/", 1)[-1] for p in hub_files("hf://datasets/org/chat", "validation")] == ["test-00000-of-00001.parquet"]
+    with pytest.raises(Exception, match="config 'chat' has no split 'test' \\(it has train, validation\\)"):
+        hub_files("hf://datasets/org/chat", "test")
+
+
+def test_a_pinned_commit_is_up_to_date_without_the_cache(tmp_path, hub_cache):
+    """A commit hash names content that never changes: the second build needs neither the network nor the files."""
+    env = {"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    args = ["build", f"hf://datasets/org/chat@{COMMIT}", "-t", str(TOK), "-o", str(tmp_path / "out")]
+    first = padprep_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache")
+    again = padprep_cli(*args, env=env)
+    assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr
+    other = padprep_cli(*args, "--split", "test", env=env)  # another split is another build: it must be fetched
+    assert other.returncode == 2 and "not in the local cache" in other.stderr
+    moving = padprep_cli("build", "hf://datasets/org/chat@main", "-t", str(TOK), "-o", str(tmp_path / "out2"), env=env)
+    assert moving.returncode == 2  # a branch is not a content address: it is resolved, and here cannot be
