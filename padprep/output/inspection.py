@@ -135,7 +135,47 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
         "shards": listed,
         **({"packed_shards": fills} if packed else {}),
         "unreadable": unreadable,
+        **({"mixture": _mixture(manifest.mixture)} if manifest.mixture else {}),
     }
+
+
+def _mixture(mixture: dict) -> dict:
+    """A recipe side's sources as they came out: rows and tokens of each, and their shares."""
+    sources = mixture.get("sources") or []
+    rows = sum(s.get("rows_written", 0) for s in sources)
+    tokens = sum(s.get("real_tokens", 0) for s in sources)
+    return {
+        "side": mixture.get("side"),
+        "sources": [
+            {
+                **s,
+                "row_share": _frac(s.get("rows_written", 0), rows),
+                "token_share": _frac(s.get("real_tokens", 0), tokens),
+            }
+            for s in sources
+        ],
+    }
+
+
+def _print_mixture(console: Console, mixture: dict) -> None:
+    table = Table(title=f"mixture ({mixture['side']} side of a recipe)", title_justify="left")
+    table.add_column("source", overflow="fold", min_width=16)
+    for col in ("read", "sampled", "eval", "train", "rows", "rows %", "tokens", "tokens %"):
+        table.add_column(col, justify="right")
+    for s in mixture["sources"]:
+        path = s.get("path") or []
+        table.add_row(
+            (path[0] if path else str(s.get("source"))) + (f" (+{len(path) - 1})" if len(path) > 1 else ""),
+            f"{s.get('records', 0):,}",
+            f"{s.get('sampled', 0):,}",
+            f"{s.get('eval', 0):,}",
+            f"{s.get('train', 0):,}",
+            f"{s.get('rows_written', 0):,}",
+            f"{s['row_share']:.1%}",
+            f"{s.get('real_tokens', 0):,}",
+            f"{s['token_share']:.1%}",
+        )
+    console.print(table)
 
 
 def _fill(shard: dict, cols: dict) -> dict:
@@ -197,6 +237,8 @@ def print_stats(console: Console, stats: dict) -> None:
     console.print(table)
     if "packed_shards" in stats:
         _print_fills(console, stats["packed_shards"])
+    if "mixture" in stats:
+        _print_mixture(console, stats["mixture"])
     hist = stats["length_histogram"]
     if hist:
         console.print("sequence lengths (tokens):" if "sequences" in t else "row lengths (real tokens):")

@@ -247,7 +247,8 @@ class RayEngine:
         """Every record processed by the workers (the preflight sample too: ``checked`` is not reused)."""
         ray = self._ray
         log = self._progress.log
-        fmts = {f: self._file_format(f) for f in self._files if f != STDIN}
+        # a recipe's records come tagged by the stream, each file with its source's options
+        fmts = {} if stream.selection is not None else {f: self._file_format(f) for f in self._files if f != STDIN}
         task = ray.remote(num_cpus=1, max_retries=0)(_process_piece)
         bundle_ref = [ray.put(self._bundle)]
         key = self._bundle.fingerprint
@@ -268,6 +269,11 @@ class RayEngine:
         return None if self._formats.format is not None else found.format
 
     def _pieces(self, stream: RecordStream, chunk_size: int, log: Callable[[str], None]) -> Iterator[Piece]:
+        if stream.selection is not None:  # a recipe's side: the draw decides which records, so this process reads them
+            log("recipe: the drawn records are shipped to the workers from this process")
+            for chunk in chunked(stream.from_start(), chunk_size):
+                yield Piece(chunk[0].source, records=chunk)
+            return
         for piece in plan_pieces(self._files, RANGE_BYTES, log, self._digests):
             if piece.path != STDIN:
                 yield piece

@@ -92,6 +92,24 @@ def test_url_input_is_read_by_a_worker_and_byte_identical(tmp_path, cluster):
     assert local == distributed and json.loads(local["manifest.json"])["inputs"][0]["path"] == inputs[0]
 
 
+def test_recipe_sides_are_byte_identical(tmp_path, cluster):
+    from padprep.recipe.spec import parse_recipe
+    from padprep.run.mixture import build_recipe, recipe_config
+    from padprep.run.progress import Progress
+
+    text = f"tokenizer: {TOK}\nseed: 2\nsources:\n  - path: {SAMPLE / 'chat.jsonl'}\n    weight: 1.5\n"
+    text += f"  - path: {SAMPLE / 'formats' / 'sharegpt.json'}\neval:\n  fraction: 0.25\n"
+    recipe = parse_recipe(text, "r.yaml")
+    trees = []
+    for engine in ("local", "ray"):
+        cfg = recipe_config(recipe, {"output": tmp_path / engine, "engine": engine, "chunk_size": 5})
+        build_recipe(recipe, cfg, Progress(), None)
+        trees.append({side: _without_engine(tree_bytes(tmp_path / engine / side)) for side in ("train", "eval")})
+    for side in ("train", "eval"):
+        assert trees[0][side].pop("engine") == b"local" and trees[1][side].pop("engine") == b"ray"
+    assert trees[0] == trees[1]
+
+
 def test_ranges_start_at_lines_and_cover_the_file(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"".join(b'{"text": "%d"}\n' % i * (1 + i % 5) for i in range(500)) + b'{"text": "last"}')
