@@ -67,6 +67,7 @@ MAX_LENGTH = 4096
 COLLATE_BATCH = 32
 
 TARGET_VS_DATASETS = 5.0   # padprep must be >= 5x the datasets pipeline
+TARGET_PARQUET_VS_JSONL = 0.95  # a Parquet input builds at >= 0.95x the speed of the same rows as JSON Lines
 TARGET_VS_CEILING = {10_000: 0.55, 50_000: 0.75}  # padprep / raw encode_batch, start-up included, by input size
 
 
@@ -126,25 +127,73 @@ def conversations(records: list[dict], n: int):
 def write_inputs(n: int, workdir: Path) -> tuple[Path, Path, str]:
     """Write the inputs in a child (tests.conftest imports padprep, numpy, pytest: the harness stays small).
 
-    Returns (padprep input, datasets input, where the records came from).
+    Returns (padprep input, datasets input, where the records came from); ``input.parquet`` and
+    ``input_rows.jsonl`` (the same rows) are written beside them.
     """
-    done = subprocess.run([sys.executable, __file__, "--input-worker", str(n), str(workdir)],
+    done = subprocess.run([sys.executable, __file__, "--input-worker", str(n), str(workdir), "--columnar"],
                           check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     source = done.stdout.strip().splitlines()[-1]
     return workdir / "input.jsonl", workdir / "input_datasets.jsonl", source
 
 
-def write_padprep_input(n: int, workdir: Path) -> tuple[Path, str]:
-    """Only padprep's input (the memory mode runs nothing else)."""
-    done = subprocess.run([sys.executable, __file__, "--input-worker", str(n), str(workdir), "--padprep-input-only"],
+def write_padprep_input(n: int, workdir: Path, columnar: bool = False) -> tuple[Path, str]:
+    """Only padprep's input (the memory mode runs nothing else), and with ``columnar`` its Parquet form."""
+    extra = ["--columnar"] if columnar else []
+    done = subprocess.run([sys.executable, __file__, "--input-worker", str(n), str(workdir), "--padprep-input-only", *extra],
                           check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     return workdir / "input.jsonl", done.stdout.strip().splitlines()[-1]
 
 
-def input_worker(n: str, workdir: str, datasets: bool = True) -> None:
-    """Write the padprep input (messages JSONL) and the datasets input (same data, JSON-string columns)."""
+def columnar_row(conv: dict) -> dict:
+    """A conversation as Hub data sets store it in Parquet: tool-call arguments and tool schemas as JSON
+    strings (their structure differs from record to record; one Parquet type cannot hold them)."""
+    messages = []
+    for m in conv["messages"]:
+        m = {k: v for k, v in m.items() if k in ("role", "content", "tool_calls")}
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{"type": c.get("type", "function"),
+                                "function": {"name": c["function"]["name"],
+                                             "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
+                               for c in m["tool_calls"]]
+        messages.append(m)
+    return {"messages": messages, **({"tools": json.dumps(conv["tools"], ensure_ascii=False)} if conv.get("tools") else {})}
+
+
+def columnar_schema():
+    import pyarrow as pa
+
+    call = pa.struct([("type", pa.string()),
+                      ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
+    message = pa.struct([("role", pa.string()), ("content", pa.string()), ("tool_calls", pa.list_(call))])
+    return pa.schema([("messages", pa.list_(message)), ("tools", pa.string())])
+
+
+def write_columnar(records: list[dict], n: int, workdir: Path) -> None:
+    """The same rows twice: ``input.parquet`` (row groups of 4096, streamed) and ``input_rows.jsonl``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema, batch = columnar_schema(), []
+    with pq.ParquetWriter(workdir / "input.parquet", schema) as parquet, \
+            (workdir / "input_rows.jsonl").open("w", encoding="utf-8") as jsonl:
+        for conv in conversations(records, n):
+            row = columnar_row(conv)
+            jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+            batch.append(row)
+            if len(batch) == 4096:
+                parquet.write_table(pa.Table.from_pylist(batch, schema))
+                batch = []
+        if batch:
+            parquet.write_table(pa.Table.from_pylist(batch, schema))
+
+
+def input_worker(n: str, workdir: str, datasets: bool = True, columnar: bool = False) -> None:
+    """Write the padprep input (messages JSONL) and the datasets input (same data, JSON-string columns);
+    with ``columnar``, also the Parquet input and its rows as JSON Lines (``write_columnar``)."""
     records, source = base_records()
     n, workdir = int(n), Path(workdir)
+    if columnar:
+        write_columnar(records, n, workdir)
     padprep_in, datasets_in = workdir / "input.jsonl", workdir / "input_datasets.jsonl"
     with padprep_in.open("w", encoding="utf-8") as a, open(datasets_in if datasets else os.devnull, "w", encoding="utf-8") as b:
         for conv in conversations(records, n):
@@ -409,18 +458,21 @@ def throughput(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
     print("rendering texts for the ceiling (untimed) ...", flush=True)
     texts = render_texts(padprep_in, tokdir, workdir / "texts.jsonl")
 
-    runs: dict[str, list[Measured]] = {"ceiling": [], "padprep": [], "padprep w1": []}
+    runs: dict[str, list[Measured]] = {"ceiling": [], "padprep": [], "padprep w1": [], "rows": [], "parquet": []}
     for round_ in range(1, args.repeat + 1):  # interleaved, so that a slow spell hits every pipeline alike
         for label, fn in [("ceiling", lambda: measure_ceiling(texts, tokdir, workdir)),
                           ("padprep", lambda: measure_padprep(padprep_in, tokdir, workdir, 0)),
-                          ("padprep w1", lambda: measure_padprep(padprep_in, tokdir, workdir, 1))]:
+                          ("padprep w1", lambda: measure_padprep(padprep_in, tokdir, workdir, 1)),
+                          ("rows", lambda: measure_padprep(workdir / "input_rows.jsonl", tokdir, workdir, 0, "_rows")),
+                          ("parquet", lambda: measure_padprep(workdir / "input.parquet", tokdir, workdir, 0, "_parquet"))]:
             print(f"measuring {label} (round {round_} of {args.repeat}) ...", flush=True)
             runs[label].append(fn())
     print("measuring the datasets pipeline (once: it is the slow one) ...", flush=True)
     hf = measure_datasets(datasets_in, tokdir, workdir)
-    ceiling, p0, p1 = (best_of(runs[k]) for k in ("ceiling", "padprep", "padprep w1"))
+    ceiling, p0, p1, rows, parquet = (best_of(runs[k]) for k in ("ceiling", "padprep", "padprep w1", "rows", "parquet"))
+    rows.name, parquet.name = "padprep, Hub-style rows as JSONL", "padprep, the same rows as Parquet"
     print()
-    print_table([ceiling, p0, p1, hf])
+    print_table([ceiling, p0, p1, hf, rows, parquet])
     print(f"(harness process peak RSS {harness_rss_mib():.0f} MiB: a floor under every maxRSS figure)")
 
     best = max(p0, p1, key=lambda r: r.tps)
@@ -432,6 +484,9 @@ def throughput(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
     target = target_vs_ceiling(args.conversations)
     print(f"padprep (default workers) / encode_batch ceiling: {vs_ceiling:6.1%}  "
           f"(target >= {target:.0%} at this size)  {verdict(vs_ceiling >= target)}")
+    vs_rows = parquet.tps / rows.tps if rows.tps else 0.0
+    print(f"padprep Parquet / the same rows as JSON Lines:     {vs_rows:6.2f}x   "
+          f"(target >= {TARGET_PARQUET_VS_JSONL}x)   {verdict(vs_rows >= TARGET_PARQUET_VS_JSONL and parquet.tokens == rows.tokens)}")
     if best is not p0:
         print(f"(--workers 1 was faster here: {best.tps:,.0f} tokens/s, {best.tps / ceiling.tps:.1%} of the ceiling)")
     if len({p0.tokens, p1.tokens, hf.tokens}) != 1:
@@ -465,25 +520,27 @@ def memory(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
     for n in (args.conversations, args.big):
         sub = workdir / f"n{n}"
         sub.mkdir()
-        print(f"memory: writing {n:,} unique conversations ...", flush=True)
-        padprep_in, source = write_padprep_input(n, sub)
-        print(f"memory: padprep (default workers) on {n:,} conversations from {source} "
-              f"({padprep_in.stat().st_size / 2**30:.2f} GiB) ...", flush=True)
-        r = measure_padprep(padprep_in, tokdir, sub, 0, tag=f"_n{n}")
-        r.name = f"padprep @ {n:,} conv"
-        rows.append(r)
-        padprep_in.unlink()
+        print(f"memory: writing {n:,} unique conversations (JSON Lines and Parquet) ...", flush=True)
+        padprep_in, source = write_padprep_input(n, sub, columnar=True)
+        for kind, path in (("JSONL", padprep_in), ("Parquet", sub / "input.parquet")):
+            print(f"memory: padprep (default workers) on {n:,} conversations from {source} as {kind} "
+                  f"({path.stat().st_size / 2**30:.2f} GiB) ...", flush=True)
+            r = measure_padprep(path, tokdir, sub, 0, tag=f"_n{n}_{kind}")
+            r.name = f"padprep @ {n:,} conv, {kind}"
+            rows.append(r)
+            path.unlink()
+        (sub / "input_rows.jsonl").unlink(missing_ok=True)
     print()
     print_table(rows)
     print(f"(harness process peak RSS {harness_rss_mib():.0f} MiB: a floor under every maxRSS figure)")
-    small, big = rows
     print()
-    for label, a, b in [("largest process (ru_maxrss)", small.maxrss_mib, big.maxrss_mib),
-                        ("whole process tree (PSS)", small.tree_pss_mib, big.tree_pss_mib)]:
-        ratio = b / a if a else float("inf")
-        print(f"peak {label}: {b:.0f} MiB @ {args.big:,} vs {a:.0f} MiB @ {args.conversations:,}: {ratio:.2f}x  "
-              f"(target <= {TARGET_MEMORY_RATIO}x and < 1024 MiB)  "
-              f"{verdict(ratio <= TARGET_MEMORY_RATIO and b < 1024)}")
+    for kind, small, big in (("JSONL", rows[0], rows[2]), ("Parquet", rows[1], rows[3])):
+        for label, a, b in [("largest process (ru_maxrss)", small.maxrss_mib, big.maxrss_mib),
+                            ("whole process tree (PSS)", small.tree_pss_mib, big.tree_pss_mib)]:
+            ratio = b / a if a else float("inf")
+            print(f"{kind}: peak {label}: {b:.0f} MiB @ {args.big:,} vs {a:.0f} MiB @ {args.conversations:,}: "
+                  f"{ratio:.2f}x  (target <= {TARGET_MEMORY_RATIO}x and < 1024 MiB)  "
+                  f"{verdict(ratio <= TARGET_MEMORY_RATIO and b < 1024)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -500,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ceiling-worker", nargs=2, metavar=("TEXTS", "TOKDIR"), help=argparse.SUPPRESS)
     parser.add_argument("--input-worker", nargs=2, metavar=("N", "WORKDIR"), help=argparse.SUPPRESS)
     parser.add_argument("--padprep-input-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--columnar", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--render-worker", nargs=3, metavar=("INPUT", "TOKDIR", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -510,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.render_worker:
         return render_worker(*args.render_worker)
     if args.input_worker:
-        return input_worker(*args.input_worker, datasets=not args.padprep_input_only)
+        return input_worker(*args.input_worker, datasets=not args.padprep_input_only, columnar=args.columnar)
 
     if args.conversations is None:
         args.conversations = 20_000 if args.memory else 100_000
