@@ -48,6 +48,7 @@ class InputFormat(str, Enum):
     alpaca = "alpaca"
     prompt_completion = "prompt-completion"
     text = "text"
+    preference = "preference"
 
 
 class Reasoning(str, Enum):
@@ -61,6 +62,14 @@ class Reasoning(str, Enum):
     train = "train"
     mask_empty = "mask-empty"
     mask = "mask"
+
+
+class Task(str, Enum):
+    """What a build makes: SFT rows, or preference pairs (DPO); ``auto``: from the records' shape."""
+
+    auto = "auto"
+    sft = "sft"
+    preference = "preference"
 
 
 class PaddingSide(str, Enum):
@@ -136,6 +145,7 @@ class BuildConfig:
     engine: EngineName = EngineName.local  # what runs pass 1's chunks: this machine's processes, or Ray
     ray_address: str | None = None  # --engine ray: the cluster to join (None: RAY_ADDRESS, else a local one)
     split: str = "train"  # the split of an hf://datasets/ input that names no file (the files' bytes are in the key)
+    task: Task = Task.auto  # sft rows or preference pairs; auto: preference when the records are pairs
     # One side of a recipe build (``--recipe``): the recipe file's sha256 and "train" or "eval" (both in the key).
     recipe_sha256: str | None = None
     recipe_side: str | None = None
@@ -152,6 +162,8 @@ class BuildConfig:
                 raise ValueError("--buckets must be strictly increasing, e.g. 256,512,1024")
         if self.pack:
             self._check_pack()
+        if Task(self.task) is Task.preference and self.pack:
+            raise ValueError("--pack applies to SFT rows; a preference build writes pairs, bucketed: drop --pack")
         if self.workers < 0:
             raise ValueError("--workers must be 0 (automatic) or a positive number")
         if self.shard_tokens < 1:

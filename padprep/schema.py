@@ -45,4 +45,11 @@ REJECT_CODES = {
     # length and labels (chat/process.py)
     "too_long": "longer than --max-length (or too large to render)",
     "no_trained_token": "no token left to train",
+    # preference pairs (input/pairs.py, chat/pairs.py)
+    "pair_shape": "a side of a preference pair is not one assistant reply after the shared prompt",
+    "prompt_mismatch": "the two sides of a pair render different prompt tokens",
+    "completion_gap": "a side's completion holds tokens its labels leave out",
+    "no_preference": "chosen and rejected are the same tokens (the pair teaches no preference)",
 }
+# The columns of a preference build's shards (TRL's): unpadded ``list<int32>``.
+PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")

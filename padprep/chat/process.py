@@ -7,6 +7,7 @@ could map the same function.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,12 +16,14 @@ import numpy as np
 
 from padprep.chat.encode import Encoder, Tokens
 from padprep.chat.mask import labels_from_spans, weights_from_spans
+from padprep.chat.pairs import FlatPairs, PairProblem, PairRow, make_pair
 from padprep.chat.render import Renderer, RenderError, TemplateLimit, TooLong
 from padprep.chat.templates import DEFAULT_MAX_CHARS
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.config import Reasoning, TrainOn, Truncation
 from padprep.input.conversation import Conversation, Reject, to_conversation
 from padprep.input.formats import FormatOptions, content_of
+from padprep.input.pairs import to_pair
 from padprep.input.records import RawRecord
 from padprep.schema import IGNORE_INDEX
 
@@ -35,6 +38,8 @@ class Row:
     line: int
     truncated: bool = False
     weights: np.ndarray | None = None  # float32 loss weight per token (0 where labels are -100); None: all 1
+    unit: str = "line"  # what ``line`` counts (as RawRecord.unit)
+    raw_text: str | None = None  # the record's text, for a reject made after the row (a preference pair)
 
 
 @dataclass
@@ -64,6 +69,8 @@ class ChunkResult:
     stats: ChunkStats = field(default_factory=ChunkStats)
 
     def flat(self) -> "FlatResult":
+        if self.rows and isinstance(self.rows[0], PairRow):
+            return FlatResult(FlatPairs.of(self.rows), self.rejects, self.stats)
         return FlatResult(FlatRows.of(self.rows), self.rejects, self.stats)
 
 
@@ -102,7 +109,7 @@ class FlatRows:
 class FlatResult:
     """What pass 1 consumes from each chunk (``ChunkResult`` with its rows packed)."""
 
-    rows: FlatRows
+    rows: FlatRows | FlatPairs
     rejects: list[Reject]
     stats: ChunkStats
 
@@ -137,6 +144,9 @@ class ProcessOptions:
     byte_offsets: bool = True
     # Text a Unicode-normal-form normalizer leaves unchanged is encoded without it (encode.Encoder).
     skip_normalizer: bool = True
+    # "preference": each record is a pair (input/pairs.py), made into two rows trained on their final reply
+    # and split into prompt / chosen / rejected (chat/pairs.py); max_length applies to the pair.
+    task: str = "sft"
 
 
 class Processor:
@@ -150,6 +160,7 @@ class Processor:
         # No token covers more characters than its string (a byte-level token's characters are bytes; a
         # ``▁`` or ``##`` marker only adds to it): what --max-length's early checks rest on.
         self.longest_token = max((len(token) for token in vocab), default=1)
+        self.pairs = options.task == "preference"
         self.too_long, max_chars, bound = self._length_bound(options)
         if options.template is None:
             self.renderer: Renderer | _NoTemplate = _NoTemplate()
@@ -180,14 +191,13 @@ class Processor:
         return self.process(records).flat()
 
     def prepare(self, records: list[RawRecord]) -> Prepared:
-        """Normalize and render (Python work), leaving the texts to tokenize."""
-        prepared = Prepared([None] * len(records))
+        """Normalize and render (Python work), leaving the texts to tokenize.
+
+        A preference chunk holds two conversations per record (chosen, rejected), one after the other."""
+        items = self._pair_items(records) if self.pairs else self._items(records)
+        prepared = Prepared([None] * len(items))
         prepared.stats.records = len(records)
-        require_assistant = self.options.train_on is not TrainOn.all
-        default, per_file = self.options.formats, self._file_formats
-        for k, record in enumerate(records):
-            formats = per_file.get(record.source, default) if per_file else default
-            conv = to_conversation(record, require_assistant=require_assistant, options=formats)
+        for k, (record, conv) in enumerate(items):
             if isinstance(conv, Reject):
                 prepared.outcome[k] = conv
                 continue
@@ -216,6 +226,21 @@ class Processor:
                 prepared.stats.special_text += 1
         return prepared
 
+    def _items(self, records: list[RawRecord]) -> list[tuple[RawRecord, Conversation | Reject]]:
+        require_assistant = self.options.train_on is not TrainOn.all
+        default, per_file = self.options.formats, self._file_formats
+        return [
+            (r, to_conversation(r, require_assistant=require_assistant, options=per_file.get(r.source, default))) for r in records
+        ]
+
+    def _pair_items(self, records: list[RawRecord]) -> list[tuple[RawRecord, Conversation | Reject]]:
+        default, per_file = self.options.formats, self._file_formats
+        items: list[tuple[RawRecord, Conversation | Reject]] = []
+        for r in records:
+            pair = to_pair(r, per_file.get(r.source, default))
+            items += [(r, pair), (r, pair)] if isinstance(pair, Reject) else [(r, pair.chosen), (r, pair.rejected)]
+        return items
+
     def encode(self, prepared: Prepared) -> Prepared:
         """Tokenize every text of the chunk in two batch calls; the tokenizer releases the GIL meanwhile.
 
@@ -235,6 +260,44 @@ class Processor:
 
     def finish(self, prepared: Prepared) -> ChunkResult:
         """Mask, apply the length policy, and put rows and rejects back in input order."""
+        outcome, stats = self._outcomes(prepared), prepared.stats
+        if self.pairs:
+            outcome = [self._pair(outcome[k], outcome[k + 1]) for k in range(0, len(outcome), 2)]
+        result = ChunkResult(stats=stats)
+        for row_or_reject in outcome:
+            (result.rows if isinstance(row_or_reject, (Row, PairRow)) else result.rejects).append(row_or_reject)
+            if isinstance(row_or_reject, (Row, PairRow)) and row_or_reject.truncated:
+                stats.truncated += 1
+        return result
+
+    def _pair(self, chosen: Row | Reject, rejected: Row | Reject) -> PairRow | Reject:
+        """Two side rows -> the pair (``chat/pairs.make_pair``); a side's reject is the pair's, naming the side."""
+        for name, side in (("chosen", chosen), ("rejected", rejected)):
+            if isinstance(side, Reject):
+                same = isinstance(chosen, Reject) and isinstance(rejected, Reject) and chosen.reason == rejected.reason
+                return side if same else dataclasses.replace(side, reason=f"{name}: {side.reason}")
+        pair = make_pair(
+            (chosen.ids, chosen.labels),
+            (rejected.ids, rejected.labels),
+            chosen.source,
+            chosen.line,
+            self.options.max_length,
+            self.options.truncation,
+        )
+        if isinstance(pair, PairProblem):
+            return Reject(
+                chosen.source,
+                chosen.line,
+                pair.reason,
+                raw=chosen.raw_text,
+                stage="policy" if pair.policy else "render",
+                unit=chosen.unit,
+                code=pair.code,
+            )
+        return pair
+
+    def _outcomes(self, prepared: Prepared) -> list:
+        """Per item, in input order: its Row, or its Reject."""
         outcome, stats = prepared.outcome, prepared.stats
         for (k, conv, record, ren), tok, window in zip(prepared.chat, prepared.chat_tokens, prepared.windows):
             spans, span_weights = _in_window(ren.spans, ren.weights, window)
@@ -251,12 +314,7 @@ class Processor:
         for (k, conv, record), tok in zip(prepared.raw, prepared.raw_tokens):
             ids, labels = self._raw_labels(conv, tok)
             outcome[k] = self._apply_limits(conv, record, ids, labels)
-        result = ChunkResult(stats=stats)
-        for row_or_reject in outcome:
-            (result.rows if isinstance(row_or_reject, Row) else result.rejects).append(row_or_reject)
-            if isinstance(row_or_reject, Row) and row_or_reject.truncated:
-                stats.truncated += 1
-        return result
+        return outcome
 
     def _window(self, text: str) -> tuple[int, int] | None:
         """The part of a long render that holds every token ``--truncation right|left`` keeps, cut at a line break.
@@ -324,8 +382,9 @@ class Processor:
     def _apply_limits(
         self, conv: Conversation, record: RawRecord, ids: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
     ):
-        """Truncation policy, then the rule that a row must train at least one token."""
-        limit, policy = self.options.max_length, self.options.truncation
+        """Truncation policy, then the rule that a row must train at least one token (a pair's side: only the
+        latter; its length policy is the pair's)."""
+        limit, policy = None if self.pairs else self.options.max_length, self.options.truncation
         truncated = False
         if limit is not None and len(ids) > limit:
             if policy is Truncation.drop:
@@ -339,7 +398,7 @@ class Processor:
             if conv.weights and not truncated:
                 reason = "no trained token (every reply masked by its loss_weight / train flag)"
             return _reject(conv, record, reason, "policy", "no_trained_token")
-        return Row(ids, labels, conv.source, conv.line, truncated, weights)
+        return Row(ids, labels, conv.source, conv.line, truncated, weights, conv.unit, record.text)
 
     def _length_bound(self, options: ProcessOptions) -> tuple[Callable[[str], bool] | None, int, int]:
         """Under ``--truncation drop``: a test for a text certainly longer than ``--max-length`` tokens, and the
@@ -350,7 +409,7 @@ class Processor:
         ``max_length`` tokens: it is dropped without being tokenized.
         """
         limit = options.max_length
-        if limit is None or options.truncation is not Truncation.drop:
+        if limit is None or options.truncation is not Truncation.drop or options.task == "preference":
             return None, DEFAULT_MAX_CHARS, 0
         bound = limit * self.longest_token
         normalizer = self.tokenizer.normalizer

@@ -27,7 +27,10 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator
 
-FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text", "preference")
+# A preference pair (``input/pairs.py``): both sides under these keys, or LLaMA-Factory v1's whole conversations.
+PAIR_KEYS = ("chosen", "rejected")
+V1_PAIR_KEYS = ("chosen_messages", "rejected_messages")
 ROLES = ("system", "user", "assistant", "tool")
 FUNCTION_CALL = "function_call"  # the ShareGPT turn that holds an assistant's tool call(s)
 ROLE_TARGETS = ROLES + (FUNCTION_CALL,)
@@ -169,6 +172,8 @@ def detect_format(obj: Any, names: FieldNames = FieldNames()) -> str | None:
     """The format a parsed record's keys say it is in, or None when they say nothing known."""
     if not isinstance(obj, dict):
         return None
+    if all(k in obj for k in PAIR_KEYS) or all(k in obj for k in V1_PAIR_KEYS):
+        return "preference"  # before the turn lists: a pairwise ShareGPT record holds `conversations` too
     for key in (names.messages, names.conversations):
         turns = obj.get(key)
         if isinstance(turns, list):
@@ -285,6 +290,12 @@ def convert(obj: Any, fmt: str, options: FormatOptions = FormatOptions(), requir
         out = _prompt_completion(obj, names, options.roles)
     elif fmt == "text":
         return _text(obj, names)
+    elif fmt == "preference":
+        raise RecordError(
+            "a preference pair (`chosen` / `rejected`) in an SFT build: build it with --task preference, "
+            "or keep one side as messages",
+            code="format_mismatch",
+        )
     else:  # pragma: no cover - FormatOptions validates
         raise ValueError(f"unknown format {fmt!r}")
     if out.text is None and require_assistant:

@@ -106,7 +106,11 @@ def write_shard(path: Path, shard: "PaddedShard") -> str:
     weighted = shard.loss_weights is not None
     if weighted:
         arrays.append(pa.FixedSizeListArray.from_arrays(float32_array(shard.loss_weights.numpy().reshape(-1)), seq_len))
-    table = pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed, weighted))
+    return write_table(path, pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed, weighted)))
+
+
+def write_table(path: Path, table: pa.Table) -> str:
+    """Write a table as one Arrow IPC stream file; returns its sha256 (hashed on the way out)."""
     with open(path, "wb") as fh:
         hashing = _HashingWriter(fh)
         with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:

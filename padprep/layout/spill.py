@@ -13,9 +13,10 @@ import numpy as np
 import pyarrow as pa
 
 from padprep.layout.shards import float32_array, int32_array
-from padprep.schema import LOSS_WEIGHTS
+from padprep.schema import LOSS_WEIGHTS, PAIR_COLUMNS
 
 if TYPE_CHECKING:
+    from padprep.chat.pairs import FlatPairs
     from padprep.chat.process import FlatRows
 
 SPILL = "spill.arrow"
@@ -55,3 +56,20 @@ def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
     """The batches of an Arrow IPC stream file pass 2 wrote (a bucket's or a shard's routed rows), in order."""
     with pa.OSFile(str(path), "rb") as source:  # read, not mapped
         yield from pa.ipc.open_stream(source)
+
+
+# A preference build's spill: TRL's three columns, unpadded.
+PAIR_SCHEMA = pa.schema([(name, pa.list_(pa.int32())) for name in PAIR_COLUMNS])
+
+
+def spill_pairs(pairs: FlatPairs) -> pa.RecordBatch:
+    """A chunk's flat pairs as three list columns."""
+    columns = []
+    for values, lengths in (
+        (pairs.prompt, pairs.prompt_lengths),
+        (pairs.chosen, pairs.chosen_lengths),
+        (pairs.rejected, pairs.rejected_lengths),
+    ):
+        offsets = int32_array(np.concatenate(([0], np.cumsum(lengths))))
+        columns.append(pa.ListArray.from_arrays(offsets, int32_array(values)))
+    return pa.record_batch(columns, schema=PAIR_SCHEMA)

@@ -25,7 +25,8 @@ from padprep.schema import MANIFEST
 
 FORMAT = "padprep-shards/1"
 PACKED_FORMAT = "padprep-packed-shards/1"
-FORMATS = (FORMAT, PACKED_FORMAT)
+PAIRS_FORMAT = "padprep-preference-pairs/1"  # unpadded prompt_ids / chosen_ids / rejected_ids (TRL's columns)
+FORMATS = (FORMAT, PACKED_FORMAT, PAIRS_FORMAT)
 
 
 class ManifestError(PadprepError):
@@ -123,6 +124,11 @@ class Manifest:
     @property
     def packed(self) -> bool:
         return self.format == PACKED_FORMAT or bool(self.options.get("pack"))
+
+    @property
+    def pairs(self) -> bool:
+        """A preference build: shards of prompt_ids / chosen_ids / rejected_ids."""
+        return self.format == PAIRS_FORMAT
 
     @property
     def pad_id(self) -> int | None:

@@ -33,7 +33,7 @@ from padprep import __version__
 from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, ProcessOptions, Processor
 from padprep.chat.templates import TemplateError, resolve_template
 from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
-from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod
+from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod, Task, TrainOn
 from padprep.errors import EXIT_HAZARD, EXIT_USAGE, BuildFailed
 from padprep.input.columnar import is_columnar
 from padprep.input.formats import FileFormat, FormatOptions, needs_chat_template, with_formats
@@ -43,11 +43,12 @@ from padprep.input.records import RawRecord
 from padprep.input.remote import is_remote
 from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
+from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
 from padprep.layout.shards import AtomicDir, WrittenShard
-from padprep.layout.spill import SCHEMA, SPILL, spill_batch
+from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, SPILL, spill_batch, spill_pairs
 from padprep.output.buildkey import build_key, input_digests, up_to_date
-from padprep.output.manifest import FORMAT, PACKED_FORMAT, Manifest, ShardEntry, write_manifest
+from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, write_manifest
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
     MIN_RECORDS_FOR_RATE,
     Counts,
@@ -61,7 +62,7 @@ from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput
     keep_rejects,
 )
 from padprep.recipe.draw import Selection
-from padprep.run.engine import Engine, LocalEngine, RecordStream
+from padprep.run.engine import Engine, LocalEngine, RecordStream, detect_file_format
 from padprep.run.padproc import PadProcess
 from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
 from padprep.run.preflight import (
@@ -192,10 +193,11 @@ def _build(
     formats = cfg.format_options()
     file_formats = selection.formats if selection is not None else {}
     template, template_origin = _template(cfg, bundle, files, formats, file_formats)
+    task = _task(cfg, files, formats, file_formats, progress)
     total_bytes = _input_bytes(files)
     options = ProcessOptions(
         template,
-        cfg.train_on,
+        TrainOn.last if task is Task.preference else cfg.train_on,  # a pair's side trains its final reply
         _effective_max_length(cfg),
         cfg.truncation,
         cfg.span_method is SpanMethod.auto,
@@ -204,6 +206,7 @@ def _build(
         append_eos=cfg.append_eos,
         reasoning=cfg.reasoning,
         byte_offsets=total_bytes is None or total_bytes >= SMALL_INPUT_BYTES,
+        task=task.value,
     )
     found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
@@ -220,13 +223,16 @@ def _build(
             processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
             progress.start(total_bytes)
             results = engine.results(stream, processor, cfg.chunk_size, checked)
-            counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress)
+            counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress, task is Task.preference)
             stream.close()
         check_limits(cfg, counts, final=True)
         check_not_empty(cfg, counts, files)
         progress.log(f"pass 2 (pad and write) {pad.describe()}")
         weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
-        if cfg.pack:
+        if task is Task.preference:
+            bounds = _bounds(cfg, histogram)
+            shards = pad.run(pass_two_pairs, out.path, bounds, ShardOptions.of(cfg))
+        elif cfg.pack:
             bounds = [cfg.max_length]
             placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
             shards = pad.run(
@@ -247,6 +253,8 @@ def _build(
         manifest = _manifest(
             cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
         )
+        if task is Task.preference:
+            manifest = dataclasses.replace(manifest, format=PAIRS_FORMAT)
         if selection is not None:
             manifest = dataclasses.replace(manifest, mixture=_mixture(cfg, selection, counts))
         write_manifest(out.path, manifest)
@@ -353,6 +361,35 @@ def _effective_max_length(cfg: BuildConfig) -> int | None:
     return cfg.max_length or largest
 
 
+def _task(
+    cfg: BuildConfig,
+    files: list[str],
+    formats: FormatOptions,
+    file_formats: dict[str, FormatOptions],
+    progress: Progress,
+) -> Task:
+    """``--task``, else preference when the inputs hold pairs (each file judged by its first record of a known
+    shape); SFT and pair files do not mix in one build."""
+    if Task(cfg.task) is not Task.auto:
+        return Task(cfg.task)
+    if formats.format is not None:
+        return Task.preference if formats.format == "preference" else Task.sft
+    kinds = {}
+    for f in files:
+        if f == STDIN:
+            continue  # read once only: judged by the other inputs (--task preference for pairs on stdin)
+        found: dict[str, FileFormat] = {}
+        kinds[f] = detect_file_format(f, file_formats.get(f, formats), found, lambda m: None).format == "preference"
+    if any(kinds.values()) and not all(kinds.values()):
+        pairs = next(f for f, p in kinds.items() if p)
+        other = next(f for f, p in kinds.items() if not p)
+        raise BuildFailed(f"{pairs} holds preference pairs but {other} does not: build them separately", EXIT_USAGE)
+    task = Task.preference if kinds and all(kinds.values()) else Task.sft
+    if task is Task.preference:
+        progress.log("task: preference pairs (the records hold `chosen` and `rejected`): prompt_ids / chosen_ids / rejected_ids")
+    return task
+
+
 def _mixture(cfg: BuildConfig, selection: Selection, counts: Counts) -> dict:
     """The manifest's record of a recipe side: the recipe, the seed, and per source what was drawn and written."""
     return {
@@ -420,7 +457,7 @@ def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Haz
     return list(by_code.values())
 
 
-def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, progress: Progress):
+def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, progress: Progress, pairs: bool = False):
     """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
     --pack, to one int32 array per spilled batch, in spill order: all that placement needs). ``results`` come in
     input order."""
@@ -429,7 +466,7 @@ def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, pr
     with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
         rejects = RejectLog(rejects_fh, progress.log)
         counts = rejects.counts
-        spill = pa.ipc.new_file(sink, SCHEMA)  # a file, not a stream: pass 2 may read it in parts
+        spill = pa.ipc.new_file(sink, PAIR_SCHEMA if pairs else SCHEMA)  # a file, not a stream: pass 2 may read it in parts
         for result in results:
             stats.add(result.stats)
             counts.read += result.stats.records
@@ -441,7 +478,7 @@ def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, pr
                 if cfg.pack:
                     lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
-                spill.write_batch(spill_batch(rows))
+                spill.write_batch(spill_pairs(rows) if pairs else spill_batch(rows))
             counts.per_file.update(rows.per_file)
             counts.per_file_tokens.update(rows.per_file_tokens)
             check_limits(cfg, counts, final=False)

@@ -17,6 +17,7 @@ from padprep.chat.tokenizer import TokenizerBundle
 from padprep.config import TrainOn
 from padprep.input.conversation import Conversation, to_conversation
 from padprep.input.formats import reasoning_of
+from padprep.input.pairs import Pair, to_pair
 from padprep.input.records import RawRecord
 
 
@@ -128,7 +129,11 @@ def sample_conversations(processor: Processor, sample: list[RawRecord]) -> list[
     """The sample's chat records, normalized with the build's own format options (as the build will)."""
     options = processor.options
     require = options.train_on is not TrainOn.all
-    convs = (to_conversation(r, require_assistant=require, options=options.formats) for r in sample)
+    if processor.pairs:  # both sides of every pair
+        pairs = (to_pair(r, dict(options.file_formats).get(r.source, options.formats)) for r in sample)
+        convs = (c for p in pairs if isinstance(p, Pair) for c in (p.chosen, p.rejected))
+    else:
+        convs = (to_conversation(r, require_assistant=require, options=options.formats) for r in sample)
     return [c for c in convs if isinstance(c, Conversation) and not c.is_raw_text]
 
 
