@@ -79,6 +79,10 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
     ``stats["unreadable"]``.
     """
     manifest = load_manifest(output)
+    if manifest.pairs:
+        from padprep.output.pair_inspection import pair_stats
+
+        return pair_stats(output, manifest, problems)
     packed = manifest.packed
     listed = [s.to_json() for s in manifest.shards]
     lengths, buckets, unreadable, fills = [], {}, [], []
@@ -200,6 +204,13 @@ def _histogram(lengths: np.ndarray) -> list[dict]:
 
 
 def print_stats(console: Console, stats: dict) -> None:
+    if stats.get("task") == "preference":
+        from padprep.output.pair_inspection import print_pair_stats
+
+        print_pair_stats(console, stats)
+        if "mixture" in stats:
+            _print_mixture(console, stats["mixture"])
+        return
     t, rec = stats["totals"], stats["records"]
     console.print(f"[bold]{stats['output']}[/bold]  (padprep {stats['manifest'].get('padprep_version')})")
     if rec.get("records_read") is not None:
@@ -277,6 +288,10 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
         tok = load_tokenizer(spec).tokenizer
     except TokenizerError as exc:
         raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
+    if stats.get("task") == "preference":
+        from padprep.output.pair_inspection import show_pairs
+
+        return show_pairs(console, output, stats, tok, n)
     color = console.is_terminal
     legend = (
         "[green]trained[/green]  [dim]masked (-100)[/dim]  [on grey23]padding[/on grey23]"
@@ -341,6 +356,10 @@ def _render_packed_row(tok, cols: dict, r: int, lens: np.ndarray, color: bool) -
 
 def verify_shards(output: Path, stats: dict) -> list[str]:
     """Every breach of the output's invariants, as one line each (empty list: all good)."""
+    if stats.get("task") == "preference":
+        from padprep.output.pair_inspection import verify_pairs
+
+        return verify_pairs(output, stats)
     problems: list[str] = []
     side = (stats["manifest"].get("options") or {}).get("padding_side", "right")
     packed = is_packed(stats)

@@ -24,10 +24,10 @@ def print_build_summary(console: Console, manifest: Manifest, seconds: float) ->
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("records read", f"{t['records_read']:,}")
-    table.add_row("rows written", f"{t['rows_written']:,}")
+    table.add_row("pairs written" if manifest.pairs else "rows written", f"{t['rows_written']:,}")
     table.add_row("rejected (bad records)", f"{t['rejected']:,}")
     table.add_row("dropped by policy", f"{t['dropped']:,}")
-    table.add_row("truncated", f"{t['truncated']:,}")
+    table.add_row("prompts cut (--truncation)" if manifest.pairs else "truncated", f"{t['truncated']:,}")
     packing = manifest.packing
     if packing:
         table.add_row(
@@ -38,10 +38,11 @@ def print_build_summary(console: Console, manifest: Manifest, seconds: float) ->
     else:
         table.add_row("buckets", ", ".join(str(b) for b in manifest.buckets) or "-")
     table.add_row("real tokens", f"{t['real_tokens']:,}")
-    table.add_row("trained tokens", f"{t['trained_tokens']:,}")
-    table.add_row(
-        "padding", f"{t['pad_tokens']:,} ({t['padding_fraction']:.1%}; unbucketed {t['unbucketed_padding_fraction']:.1%})"
-    )
+    table.add_row("completion tokens" if manifest.pairs else "trained tokens", f"{t['trained_tokens']:,}")
+    if not manifest.pairs:  # pairs are written unpadded: a collator pads each batch
+        table.add_row(
+            "padding", f"{t['pad_tokens']:,} ({t['padding_fraction']:.1%}; unbucketed {t['unbucketed_padding_fraction']:.1%})"
+        )
     tps = t["real_tokens"] / seconds if seconds > 0 else 0.0
     table.add_row("time", f"{seconds:.1f}s ({tps:,.0f} tokens/s)")
     console.print(table)

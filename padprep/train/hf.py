@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 from torch.utils.data import DataLoader
 
 from padprep.layout.shards import int32_array, int32_values
-from padprep.schema import COLUMNS
+from padprep.schema import COLUMNS, PAIR_COLUMNS
 from padprep.train.loader import BucketBatchSampler, ShardDataset, ShardInfo, collate, load, pad_collate
+from padprep.train.pairs import PairDataset
 
 if TYPE_CHECKING:  # optional dependencies: imported when used
     import datasets
@@ -97,7 +98,9 @@ def to_dataset(source: str | os.PathLike | ShardDataset, padded: bool = True) ->
         >>> unpadded = to_dataset("out/sample", padded=False)   # for padding_free=True
     """
     datasets = _require("datasets", "to_dataset")
-    build = source if isinstance(source, ShardDataset) else load(source)
+    build = source if isinstance(source, (ShardDataset, PairDataset)) else load(source)
+    if isinstance(build, PairDataset):  # TRL's preference columns, and each pair's bucket
+        return datasets.Dataset(datasets.table.InMemoryTable(build.table()), fingerprint=_pair_fingerprint(build))
     if padded and build.padding_side == "left":
         raise ValueError(
             f"{_where(build)}: built with --padding-side left, so rows start with padding, which trainers that "
@@ -140,6 +143,15 @@ def _list_batch(batch: pa.RecordBatch, seq_len: int, padded: bool) -> pa.RecordB
         ]
     extra = [int32_array(lengths), int32_array(np.full(rows, seq_len, dtype=np.int32))]
     return pa.RecordBatch.from_arrays(lists + extra, schema=SCHEMA)
+
+
+def _pair_fingerprint(build: PairDataset) -> str:
+    h = hashlib.sha256(b"padprep.hf.to_dataset pairs")
+    for s in build.shards:
+        path = build.root / s.file
+        stat = path.stat()
+        h.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{s.rows}:{s.sha256}".encode())
+    return h.hexdigest()[:32]
 
 
 def _fingerprint(build: ShardDataset, padded: bool) -> str:
@@ -297,7 +309,7 @@ class BucketBatchesMixin:
         self.bucket_max_tokens = max_tokens
         bound = inspect.signature(super().__init__).bind_partial(*args, **kwargs)
         dataset = bound.arguments.get("train_dataset")
-        if isinstance(dataset, ShardDataset) and _is_trl(type(self)):
+        if isinstance(dataset, (ShardDataset, PairDataset)) and _is_trl(type(self)):
             bound.arguments["train_dataset"] = dataset = to_dataset(dataset)
         super().__init__(*bound.args, **bound.kwargs)
         if dataset is not None and _is_trl(type(self)):
@@ -349,6 +361,42 @@ class BucketBatchesMixin:
         return dataset, collator
 
 
+class PreferenceMixin(BucketBatchesMixin):
+    """Makes ``trl.DPOTrainer`` train on a padprep preference build as it is: no re-tokenizing, no prompt
+    extraction, no eos added; batches from ``BucketBatchSampler`` (pairs of similar lengths), as
+    ``BucketBatchesMixin`` gives them, with every option of it (``max_tokens=N``, seeds, ranks).
+
+    Mix it in first: ``class T(PreferenceMixin, trl.DPOTrainer)``. ``train_dataset`` (and
+    ``eval_dataset``) may be ``padprep.load(DIR)`` or ``to_dataset(DIR)``; any dataset that already
+    holds ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` is passed through, any other is prepared
+    by TRL as usual. ``precompute_ref_log_probs=True`` works (TRL adds its columns to the dataset).
+    A ``DPOConfig.max_length`` shorter than the longest pair is refused (TRL's collator would cut
+    completions); set ``max_length=None``.
+
+    Example::
+
+        >>> from trl import DPOConfig, DPOTrainer
+        >>> from padprep.train.hf import PreferenceMixin
+        >>> class Trainer(PreferenceMixin, DPOTrainer):
+        ...     pass
+        >>> trainer = Trainer(model=model, args=DPOConfig("out/dpo-run", max_length=None),
+        ...                   train_dataset=padprep.load("out/dpo"), processing_class=tokenizer)
+        >>> trainer.train()
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        bound = inspect.signature(super().__init__).bind_partial(*args, **kwargs)
+        held_out = bound.arguments.get("eval_dataset")
+        if isinstance(held_out, PairDataset):
+            bound.arguments["eval_dataset"] = to_dataset(held_out)
+        super().__init__(*bound.args, **bound.kwargs)
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        if _is_pairs(dataset):
+            return dataset  # padprep's pairs: exact already
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+
 def _is_trl(cls: type) -> bool:
     """Whether a trainer class derives from one of TRL's (which accept only ``datasets.Dataset``)."""
     return any(c.__module__.split(".")[0] == "trl" for c in cls.__mro__)
@@ -363,15 +411,26 @@ def _refuse_trl_truncation(args: Any, dataset: ShardDataset | "datasets.Dataset"
     """TRL prepares the dataset with ``max_length`` (default 1024) and truncates longer rows: their trained tokens would be lost."""
     kwargs = args.dataset_kwargs if isinstance(getattr(args, "dataset_kwargs", None), Mapping) else {}
     max_length = getattr(args, "max_length", None)
-    if max_length is None or kwargs.get("skip_prepare_dataset") or getattr(args, "packing", False):
+    pairs = _is_pairs(dataset)
+    if max_length is None or (kwargs.get("skip_prepare_dataset") and not pairs) or getattr(args, "packing", False):
         return
     longest = _longest(dataset)
     if longest > max_length:
+        if pairs:  # DPO's collator cuts every sequence past max_length: completions would lose tokens
+            raise ValueError(
+                f"{type(args).__name__}(max_length={max_length}) would truncate pairs of up to {longest} tokens "
+                "(prompt + longer side); padprep pairs are already bounded by --max-length: set max_length=None"
+            )
         raise ValueError(
             f"SFTConfig(max_length={max_length}) truncated train_dataset rows of up to {longest} tokens; "
             "padprep rows are already bounded by --max-length: set max_length=None or "
             "dataset_kwargs={'skip_prepare_dataset': True}"
         )
+
+
+def _is_pairs(dataset: Any) -> bool:
+    columns = getattr(dataset, "column_names", None) or []
+    return isinstance(dataset, PairDataset) or all(c in columns for c in PAIR_COLUMNS)
 
 
 def _loader_options(args: Any) -> dict[str, Any]:

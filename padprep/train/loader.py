@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from padprep.output.manifest import read_manifest
+
+if TYPE_CHECKING:
+    from padprep.train.pairs import PairDataset
 from padprep.schema import COLUMNS, IGNORE_INDEX, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS
 
 Batch = dict[str, torch.Tensor]
@@ -289,8 +292,9 @@ class ShardDataset(Dataset):
         return f"ShardDataset(rows={len(self)}, shards={len(self.shards)}, buckets={sorted(set(self._seq_lens.tolist()))})"
 
 
-def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bool = False) -> ShardDataset:
-    """Open a padprep build directory (its ``manifest.json`` and shards) as a ``ShardDataset``.
+def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bool = False) -> "ShardDataset | PairDataset":
+    """Open a padprep build directory (its ``manifest.json`` and shards) as a ``ShardDataset``
+    (a preference build: a ``PairDataset``, ``train/pairs.py``).
 
     Args:
         path: the build's output directory.
@@ -302,6 +306,10 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{root}: no {MANIFEST} here; is this a padprep build output?")
     manifest = read_manifest(root)
+    if manifest.pairs:
+        from padprep.train.pairs import PairDataset
+
+        return PairDataset(root, manifest)
     shards = [ShardInfo(root / s.file, s.rows, s.seq_len) for s in manifest.shards if s.rows]
     packed = manifest.packed
     if columns is None:
@@ -323,7 +331,7 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
 
 def _buckets_of(source: ShardDataset | Mapping[int, Sequence[int]]) -> dict[int, np.ndarray]:
     """``{seq_len: row indices}`` in ascending ``seq_len``, from a dataset's manifest or given as is."""
-    if isinstance(source, ShardDataset):
+    if isinstance(source, ShardDataset) or (hasattr(source, "bucket_indices") and not isinstance(source, Mapping)):
         return source.bucket_indices()
     buckets = {int(n): np.asarray(rows, dtype=np.int64) for n, rows in sorted(source.items())}
     if any(n < 1 for n in buckets):
