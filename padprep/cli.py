@@ -30,6 +30,7 @@ from padprep.config import (
     PaddingSide,
     Reasoning,
     SpanMethod,
+    Task,
     TrainOn,
     Truncation,
 )
@@ -114,6 +115,11 @@ def build(
     ),
     input_format: InputFormat = typer.Option(
         InputFormat.auto, "--format", help="Record format (auto: detected per file).", rich_help_panel=_INPUT
+    ),
+    task: Task = typer.Option(
+        Task.auto,
+        help="sft rows, or preference pairs (prompt/chosen/rejected ids, for DPO); auto: pairs when the records are.",
+        rich_help_panel=_INPUT,
     ),
     role_map: Optional[str] = typer.Option(
         None, help="Rename roles / speakers, e.g. bot=assistant,char=user.", rich_help_panel=_INPUT
@@ -251,6 +257,7 @@ def build(
             engine=engine,
             ray_address=ray_address,
             split=split,
+            task=task,
         )
         if recipe is not None:
             _build_recipe(ctx, recipe, inputs, options, pad, err)

@@ -110,6 +110,16 @@ def test_recipe_sides_are_byte_identical(tmp_path, cluster):
     assert trees[0] == trees[1]
 
 
+def test_preference_pairs_are_byte_identical(tmp_path, cluster):
+    from tests.unit.train.test_pairs import sample_pairs
+
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in sample_pairs()))
+    local, distributed = _both([src], tmp_path, TOK, chunk_size=5, seed=2)
+    assert json.loads(local["manifest.json"])["format"] == "padprep-preference-pairs/1"
+    assert local == distributed
+
+
 def test_ranges_start_at_lines_and_cover_the_file(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"".join(b'{"text": "%d"}\n' % i * (1 + i % 5) for i in range(500)) + b'{"text": "last"}')
