@@ -43,10 +43,12 @@ lint: install-test
 	$(VENV)/bin/ruff check padprep tests
 	$(VENV)/bin/ruff format --check padprep tests
 
-## padprep vs the datasets pipeline vs the raw encode_batch ceiling at 10k and 50k conversations, then the
-## 100-conversation start-up; one run (~15 min).
+## padprep vs the datasets pipeline vs the raw encode_batch ceiling at 10k and 50k conversations (and Parquet
+## against the same rows as JSON Lines), the 100-conversation start-up, then preference pairs against TRL's
+## preparation; one run (~20 min).
 bench: install-test
 	$(PY) benchmarks/run.py --sizes 10000,50000 --startup
+	$(PY) benchmarks/pairs_bench.py --pairs 20000
 
 ## Peak memory at 20k and at 2M conversations (long: writes a 2.4 GB input).
 bench-memory: install-test

@@ -39,7 +39,7 @@ class Row:
     truncated: bool = False
     weights: np.ndarray | None = None  # float32 loss weight per token (0 where labels are -100); None: all 1
     unit: str = "line"  # what ``line`` counts (as RawRecord.unit)
-    raw_text: str | None = None  # the record's text, for a reject made after the row (a preference pair)
+    record: RawRecord | None = None  # the record, for a reject made after the row (a preference pair)
 
 
 @dataclass
@@ -289,7 +289,7 @@ class Processor:
                 chosen.source,
                 chosen.line,
                 pair.reason,
-                raw=chosen.raw_text,
+                raw=chosen.record.text_of() if chosen.record is not None else None,
                 stage="policy" if pair.policy else "render",
                 unit=chosen.unit,
                 code=pair.code,
@@ -350,11 +350,11 @@ class Processor:
     def _over_limit(self, conv: Conversation, record: RawRecord, exc: RenderError) -> Reject:
         """A render past a limit: the template's doing when the record is small (a template limit), else the
         record is too long."""
-        small = len(record.text or "") * _DATA_GROWTH < self.renderer.max_chars
+        small = len(record.text_of() or "") * _DATA_GROWTH < self.renderer.max_chars
         if small and (isinstance(exc, TemplateLimit) or exc.over_cap):
             reason = str(exc) if isinstance(exc, TemplateLimit) else f"chat template went past a limit: {exc}"
             return _reject(conv, record, reason, "render", "template_limit")
-        return self._too_long(conv, record, exc if isinstance(exc, TooLong) else TooLong(str(exc), len(record.text or "")))
+        return self._too_long(conv, record, exc if isinstance(exc, TooLong) else TooLong(str(exc), len(record.text_of() or "")))
 
     def _too_long(self, conv: Conversation, record: RawRecord, exc: TooLong) -> Reject:
         """A record longer than any row can be: dropped by --truncation drop, else a record padprep cannot hold."""
@@ -398,7 +398,7 @@ class Processor:
             if conv.weights and not truncated:
                 reason = "no trained token (every reply masked by its loss_weight / train flag)"
             return _reject(conv, record, reason, "policy", "no_trained_token")
-        return Row(ids, labels, conv.source, conv.line, truncated, weights, conv.unit, record.text)
+        return Row(ids, labels, conv.source, conv.line, truncated, weights, conv.unit, record)
 
     def _length_bound(self, options: ProcessOptions) -> tuple[Callable[[str], bool] | None, int, int]:
         """Under ``--truncation drop``: a test for a text certainly longer than ``--max-length`` tokens, and the
@@ -422,7 +422,7 @@ class Processor:
 
 def _reject(conv: Conversation, record: RawRecord, reason: str, stage: str, code: str) -> Reject:
     """The record's reject at ``stage`` (render, policy), with its original text and its stable code."""
-    return Reject(conv.source, conv.line, reason, raw=record.text, stage=stage, unit=conv.unit, code=code)
+    return Reject(conv.source, conv.line, reason, raw=record.text_of(), stage=stage, unit=conv.unit, code=code)
 
 
 def _in_window(spans, weights, window: tuple[int, int] | None):

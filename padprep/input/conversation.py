@@ -82,7 +82,7 @@ def to_conversation(
 ) -> Conversation | Reject:
     """Parse, convert and validate one record (a pure function of the record and the options)."""
     options = options or _DEFAULT_OPTIONS
-    if record.text is None:
+    if not record.readable:
         return Reject(
             record.source,
             record.line,
@@ -94,16 +94,16 @@ def to_conversation(
             code=record.error_code or "unreadable",
         )
     try:
-        obj = parse_json(record.text)
-        if may_hold_lone_surrogate(record.text) and has_lone_surrogate_anywhere(obj):
-            raise RecordError("record holds a lone surrogate (a \\ud800-\\udfff escape that is not text)", code="lone_surrogate")
+        obj = record_value(record)
         fmt = _format_of(obj, record, options)
         out = convert(obj, fmt, options, require_assistant)
     except RecordError as exc:
-        return Reject(record.source, record.line, exc.reason, raw=record.text, field=exc.field, unit=record.unit, code=exc.code)
+        return Reject(
+            record.source, record.line, exc.reason, raw=record.text_of(), field=exc.field, unit=record.unit, code=exc.code
+        )
     except Exception as exc:  # a bug, never a crash: the record is kept with the error
         reason = f"internal error while converting the record: {type(exc).__name__}: {exc}"
-        return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit, code="internal_error")
+        return Reject(record.source, record.line, reason, raw=record.text_of(), unit=record.unit, code="internal_error")
     return out.located(record.source, record.line, record.unit, fmt)
 
 
@@ -132,6 +132,16 @@ def _format_of(obj: Any, record: RawRecord, options: FormatOptions) -> str:
             "or pass --format)",
         )
     return shape
+
+
+def record_value(record: RawRecord) -> Any:
+    """The record's JSON value: a row's (``RawRecord.json_value``), or its text parsed (``RecordError`` when not JSON)."""
+    if record.row is not None:
+        return record.json_value()  # Arrow strings are UTF-8: no lone surrogate can be in a row
+    obj = parse_json(record.text)
+    if may_hold_lone_surrogate(record.text) and has_lone_surrogate_anywhere(obj):
+        raise RecordError("record holds a lone surrogate (a \\ud800-\\udfff escape that is not text)", code="lone_surrogate")
+    return obj
 
 
 def parse_json(text: str) -> Any:

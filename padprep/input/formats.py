@@ -229,7 +229,7 @@ def with_formats(
             continue
         pending.append(rec)
         chars += len(rec.text or "")
-        shape = _shape_of(rec.text, options.fields)
+        shape = _shape_of(rec.text, options.fields) if rec.row is None else detect_format(rec.json_value(), options.fields)
         if shape is not None:
             fmt = shape
             where = f"{_UNIT_WORDS.get(rec.unit, rec.unit)} {rec.line}"

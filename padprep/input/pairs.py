@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from padprep.input.conversation import Reject, parse_json, to_conversation
+from padprep.input.conversation import Reject, record_value, to_conversation
 from padprep.input.formats import (
     V1_PAIR_KEYS,
     Conversation,
@@ -48,18 +48,19 @@ class Pair:
 
 def to_pair(record: RawRecord, options: FormatOptions) -> Pair | Reject:
     """Parse, convert and check one preference record (a pure function of the record and the options)."""
-    if record.text is None:  # unreadable bytes: the same reject an SFT build makes
+    if not record.readable:  # unreadable bytes: the same reject an SFT build makes
         out = to_conversation(record, options=options)
         assert isinstance(out, Reject)
         return out
     try:
-        obj = parse_json(record.text)
-        pair = convert_pair(obj, options)
+        pair = convert_pair(record_value(record), options)
     except RecordError as exc:
-        return Reject(record.source, record.line, exc.reason, raw=record.text, field=exc.field, unit=record.unit, code=exc.code)
+        return Reject(
+            record.source, record.line, exc.reason, raw=record.text_of(), field=exc.field, unit=record.unit, code=exc.code
+        )
     except Exception as exc:  # a bug, never a crash
         reason = f"internal error while converting the pair: {type(exc).__name__}: {exc}"
-        return Reject(record.source, record.line, reason, raw=record.text, unit=record.unit, code="internal_error")
+        return Reject(record.source, record.line, reason, raw=record.text_of(), unit=record.unit, code="internal_error")
     where = (record.source, record.line, record.unit, "preference")
     return Pair(pair.chosen.located(*where), pair.rejected.located(*where))
 

@@ -102,7 +102,7 @@ def _draw(
     Also gives the number of records in each file."""
     keys, sizes = [], {}
     for p in plan:
-        per_file = [np.fromiter((content_key(r.text, r.raw) for r in read_records(f)), np.uint64) for f in p.files]
+        per_file = [np.fromiter((content_key(r.text_of(), r.raw) for r in read_records(f)), np.uint64) for f in p.files]
         sizes.update({f: len(k) for f, k in zip(p.files, per_file)})
         keys.append(np.concatenate(per_file) if per_file else np.zeros(0, np.uint64))
     seed = cfg.seed if cfg.seed is not None else 0

@@ -427,7 +427,7 @@ def _needs_template(path: str, formats: FormatOptions) -> bool:
         first = next((r for r in records if r.format is not None), None)
     finally:
         records.close()
-    return first is None or needs_chat_template(first.text, first.format, formats.fields)
+    return first is None or needs_chat_template(first.text_of(), first.format, formats.fields)
 
 
 def _preflight(bundle, processor: Processor, sample, convs, cfg: BuildConfig, progress: Progress, template_origin):

@@ -507,6 +507,7 @@ def test_with_format_keeps_every_field_of_the_record():
         "format": None,
         "raw_is_prefix": True,
         "error_code": "not_utf8",
+        "row": {"messages": []},
     }
     assert set(values) == {f.name for f in dataclasses.fields(RawRecord)}, "a new RawRecord field: copy it in with_format"
     tagged = RawRecord(**values).with_format("alpaca")
