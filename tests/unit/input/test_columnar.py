@@ -89,9 +89,11 @@ def test_nulls_are_absent_keys_and_rows_count_from_zero(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
     records = list(read_records(str(tmp_path / "in.parquet")))
     assert [(r.line, r.unit) for r in records] == [(0, "row"), (1, "row")]
-    assert json.loads(records[0].text_of()) == records[0].json_value() == {
-        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    }
+    assert (
+        json.loads(records[0].text_of())
+        == records[0].json_value()
+        == {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    )
     res = padprep_cli(
         "build", str(tmp_path / "in.parquet"), "-t", str(TOK), "-o", str(tmp_path / "out"), "--max-reject-rate", "1"
     )
