@@ -58,10 +58,10 @@ def record_lengths(processor, records: list[dict], index: int) -> np.ndarray:
 def memory_run_lengths(n: int, max_length: int) -> tuple[np.ndarray, str, int]:
     """The lengths of the memory run's ``n`` conversations that a build at ``max_length`` keeps, in input order."""
     from benchmarks.run import base_records, qwen_tokenizer_dir
-    from padprep.input.formats import FormatOptions
     from padprep.chat.process import ProcessOptions, Processor
     from padprep.chat.templates import resolve_template
     from padprep.chat.tokenizer import load_tokenizer
+    from padprep.input.formats import FormatOptions
 
     records, source = base_records()
     bundle = load_tokenizer(str(qwen_tokenizer_dir()))

@@ -60,7 +60,7 @@ def trl_worker(pairs: str, tok: str, cache: str) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(tok)
     ds = datasets.load_dataset("json", data_files=pairs, split="train", cache_dir=cache)
-    args = DPOConfig(output_dir=cache, dataset_num_proc=len(os.sched_getaffinity(0)), max_length=None, report_to="none")
+    args = DPOConfig(output_dir=cache, dataset_num_proc=len(os.sched_getaffinity(0)), max_length=None, report_to="none", use_cpu=True)
     holder = type("Holder", (), {"_tokenizer": tokenizer})()
     out = DPOTrainer._prepare_dataset(holder, ds, tokenizer, args, "train")
     tokens = sum(len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in out)

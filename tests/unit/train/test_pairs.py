@@ -143,3 +143,20 @@ def test_dpo_trainer_trains_on_the_build_as_it_is(pair_dir, tmp_path, precompute
         got.append(pairs)
     assert got == expected  # every sequence is prompt + a side of the build's pair, batches as the sampler drew them
     assert tree_bytes(pair_dir) == before  # nothing written into the build
+
+
+@pytest.mark.slow
+def test_docs_recipe(tmp_path, one_thread):
+    """docs/preference.md's DPOTrainer recipe, run as written (a tiny model, paths pointed at a fresh build)."""
+    pytest.importorskip("trl")
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "preference.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"<!-- recipe: [^>]*-->\n```python\n(.*?)```", text, flags=re.S)
+    run_build([write_jsonl(tmp_path / "pairs.jsonl", sample_pairs())], TOK, tmp_path / "out" / "pairs")
+    code = code.replace('"out/', f'"{tmp_path}/out/').replace('"sample_data/', f'"{SAMPLE}/')
+    scope = {"model": tiny_llama(), "ref_model": tiny_llama()}
+    exec(compile(code, "docs/preference.md", "exec"), scope)
+    assert scope["trainer"].state.global_step == 2 and type(scope["trainer"]).__name__ == "BucketDPOTrainer"
