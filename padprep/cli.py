@@ -168,6 +168,12 @@ def build(
     buckets: Optional[str] = typer.Option(
         None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed, padding under 2.5%).", rich_help_panel=_LAYOUT
     ),
+    padded_pairs: bool = typer.Option(
+        False,
+        "--padded-pairs",
+        help="Preference pairs: each side as a padded row (chosen_input_ids / _attention_mask / _labels, rejected_...).",
+        rich_help_panel=_LAYOUT,
+    ),
     pad_to_multiple_of: int = typer.Option(
         1, help="Round every bucket's length up to a multiple of this.", rich_help_panel=_LAYOUT
     ),
@@ -258,6 +264,7 @@ def build(
             ray_address=ray_address,
             split=split,
             task=task,
+            padded_pairs=padded_pairs,
         )
         if recipe is not None:
             _build_recipe(ctx, recipe, inputs, options, pad, err)

@@ -146,6 +146,7 @@ class BuildConfig:
     ray_address: str | None = None  # --engine ray: the cluster to join (None: RAY_ADDRESS, else a local one)
     split: str = "train"  # the split of an hf://datasets/ input that names no file (the files' bytes are in the key)
     task: Task = Task.auto  # sft rows or preference pairs; auto: preference when the records are pairs
+    padded_pairs: bool = False  # a preference build writes each side as a padded row (chosen_input_ids, ...)
     # One side of a recipe build (``--recipe``): the recipe file's sha256 and "train" or "eval" (both in the key).
     recipe_sha256: str | None = None
     recipe_side: str | None = None

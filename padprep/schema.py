@@ -53,3 +53,5 @@ REJECT_CODES = {
 }
 # The columns of a preference build's shards (TRL's): unpadded ``list<int32>``.
 PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+# ``--padded-pairs``: each side as a padded row (prompt + completion), labels on the completion only.
+PADDED_PAIR_COLUMNS = tuple(f"{side}_{c}" for side in ("chosen", "rejected") for c in ("input_ids", "attention_mask", "labels"))

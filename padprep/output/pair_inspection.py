@@ -17,7 +17,7 @@ from rich.text import Text
 
 from padprep.layout.shards import file_sha256
 from padprep.output.manifest import Manifest
-from padprep.schema import MANIFEST, PAIR_COLUMNS
+from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
 
 def read_pair_shard(output: Path, shard: dict) -> dict[str, list[np.ndarray]]:
@@ -28,8 +28,8 @@ def read_pair_shard(output: Path, shard: dict) -> dict[str, list[np.ndarray]]:
     try:
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_stream(source).read_all()
-        cols = {}
-        for name in PAIR_COLUMNS:
+        cols = _padded_pairs(table) if "chosen_input_ids" in table.column_names else {}
+        for name in PAIR_COLUMNS if not cols else ():
             column = table.column(name).combine_chunks()
             offsets = np.asarray(column.offsets)
             values = np.asarray(column.values, dtype=np.int32)
@@ -39,6 +39,35 @@ def read_pair_shard(output: Path, shard: dict) -> dict[str, list[np.ndarray]]:
     except (pa.ArrowException, KeyError, OSError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InspectError(f"{path}: not a readable pair shard, truncated or overwritten? ({detail})", damaged=True) from None
+    return cols
+
+
+def _padded_pairs(table: pa.Table) -> dict[str, list[np.ndarray]]:
+    """A ``--padded-pairs`` shard read back as pairs: each side's real tokens (attention_mask), split where its
+    labels start; the two prompts must agree."""
+    from padprep.output.inspection import InspectError
+
+    cols: dict[str, list[np.ndarray]] = {name: [] for name in PAIR_COLUMNS}
+    sides = {}
+    for side in ("chosen", "rejected"):
+        arrays = []
+        for c in ("input_ids", "attention_mask", "labels"):
+            column = table.column(f"{side}_{c}").combine_chunks()
+            arrays.append(np.asarray(column.flatten(), dtype=np.int32).reshape(len(column), column.type.list_size))
+        sides[side] = arrays
+    for r in range(table.num_rows):
+        prompts = []
+        for side in ("chosen", "rejected"):
+            ids, mask, labels = (a[r] for a in sides[side])
+            real = mask == 1
+            seq, lab = ids[real], labels[real]
+            trained = np.flatnonzero(lab != IGNORE_INDEX)
+            start = int(trained[0]) if len(trained) else len(seq)
+            prompts.append(seq[:start])
+            cols[f"{side}_ids"].append(seq[start:])
+        if not np.array_equal(*prompts):
+            raise InspectError(f"pair {r}: its two padded sides hold different prompts", damaged=True)
+        cols["prompt_ids"].append(prompts[0])
     return cols
 
 
@@ -145,6 +174,7 @@ def verify_pairs(output: Path, stats: dict) -> list[str]:
     """Every breach of a preference build's invariants, one line each."""
     problems = []
     bounds = sorted({s["seq_len"] for s in stats["shards"]})
+    padded = bool((stats["manifest"].get("options") or {}).get("padded_pairs"))
     for shard in stats["shards"]:
         if shard["file"] in stats["unreadable"]:
             continue
@@ -164,6 +194,8 @@ def verify_pairs(output: Path, stats: dict) -> list[str]:
         if len(length) != shard["rows"]:
             problems.append(f"{shard['file']}: {len(length)} pairs, the manifest lists {shard['rows']}")
         tokens, trained = int(sum(v.sum() for v in n.values())), int(n["chosen_ids"].sum() + n["rejected_ids"].sum())
+        if padded:  # each side holds the prompt
+            tokens += int(n["prompt_ids"].sum())
         if tokens != shard["real_tokens"] or trained != shard["trained_tokens"]:
             problems.append(f"{shard['file']}: token counts differ from the manifest")
     return problems

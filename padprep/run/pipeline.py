@@ -194,6 +194,8 @@ def _build(
     file_formats = selection.formats if selection is not None else {}
     template, template_origin = _template(cfg, bundle, files, formats, file_formats)
     task = _task(cfg, files, formats, file_formats, progress)
+    if cfg.padded_pairs and task is not Task.preference:
+        raise BuildFailed("--padded-pairs applies to preference pairs; these records are SFT rows: drop it", EXIT_USAGE)
     total_bytes = _input_bytes(files)
     options = ProcessOptions(
         template,
@@ -231,7 +233,7 @@ def _build(
         weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
         if task is Task.preference:
             bounds = _bounds(cfg, histogram)
-            shards = pad.run(pass_two_pairs, out.path, bounds, ShardOptions.of(cfg))
+            shards = pad.run(pass_two_pairs, out.path, bounds, ShardOptions.of(cfg), bundle.pad_id if cfg.padded_pairs else None)
         elif cfg.pack:
             bounds = [cfg.max_length]
             placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)

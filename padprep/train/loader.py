@@ -41,7 +41,7 @@ from padprep.output.manifest import read_manifest
 
 if TYPE_CHECKING:
     from padprep.train.pairs import PairDataset
-from padprep.schema import COLUMNS, IGNORE_INDEX, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS
+from padprep.schema import COLUMNS, IGNORE_INDEX, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS, PADDED_PAIR_COLUMNS
 
 Batch = dict[str, torch.Tensor]
 Arrays = dict[str, np.ndarray]
@@ -306,11 +306,15 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{root}: no {MANIFEST} here; is this a padprep build output?")
     manifest = read_manifest(root)
+    shards = [ShardInfo(root / s.file, s.rows, s.seq_len) for s in manifest.shards if s.rows]
+    if manifest.pairs and manifest.options.get("padded_pairs"):  # each side a padded row: fixed-size columns
+        return ShardDataset(
+            shards, padding_side=manifest.padding_side, pad_id=manifest.pad_id, columns=PADDED_PAIR_COLUMNS, rows=rows
+        )
     if manifest.pairs:
         from padprep.train.pairs import PairDataset
 
         return PairDataset(root, manifest)
-    shards = [ShardInfo(root / s.file, s.rows, s.seq_len) for s in manifest.shards if s.rows]
     packed = manifest.packed
     if columns is None:
         columns = (PACKED_COLUMNS if packed else COLUMNS) + ((LOSS_WEIGHTS,) if manifest.weighted else ())

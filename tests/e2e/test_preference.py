@@ -138,3 +138,33 @@ def test_rebuild_is_byte_identical(tmp_path, seed):
     b = run_build([src], TOK, tmp_path / "b", seed=seed)
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
     assert np.sum([s["rows"] for s in a["shards"]]) == 40
+
+
+def test_padded_pairs_hold_the_same_pairs_padded_by_position(tmp_path):
+    src = write_jsonl(tmp_path / "p.jsonl", [_pair(f"Paris {i}.", f"Lyon, {i}.") for i in range(12)])
+    run_build([src], TOK, tmp_path / "lists", buckets=(40, 80))
+    manifest = run_build([src], TOK, tmp_path / "padded", buckets=(40, 80), padded_pairs=True)
+    lists = padprep.load(tmp_path / "lists")
+    expected = {
+        (tuple(p["prompt_ids"]), tuple(p["chosen_ids"]), tuple(p["rejected_ids"])) for p in (lists[i] for i in range(len(lists)))
+    }
+    padded = padprep.load(tmp_path / "padded")
+    batch = padded[list(range(len(padded)))]
+    got = set()
+    eos = json.loads((tmp_path / "padded" / "manifest.json").read_text())["tokenizer"]["pad_id"]
+    for r in range(len(padded)):
+        sides = []
+        for side in ("chosen", "rejected"):
+            ids, mask, labels = (batch[f"{side}_{c}"][r].numpy() for c in ("input_ids", "attention_mask", "labels"))
+            n = int(mask.sum())
+            assert mask[:n].all() and not mask[n:].any() and (ids[n:] == eos).all()  # right padding, by position
+            assert (labels[n:] == -100).all() and (labels[:n][labels[:n] != -100] == ids[:n][labels[:n] != -100]).all()
+            start = int(np.flatnonzero(labels != -100)[0])
+            sides.append((tuple(ids[:start]), tuple(ids[start:n])))
+        assert sides[0][0] == sides[1][0]
+        got.add((sides[0][0], sides[0][1], sides[1][1]))
+    assert got == expected and manifest["totals"]["pad_tokens"] > 0
+    done = padprep_cli("inspect", str(tmp_path / "padded"), "--verify")
+    assert done.returncode == 0 and "verify: ok" in done.stdout, done.stdout + done.stderr
+    sft = padprep_cli("build", str(SAMPLE / "chat.jsonl"), "-t", str(TOK), "-o", str(tmp_path / "s"), "--padded-pairs")
+    assert sft.returncode == 2 and "--padded-pairs applies to preference pairs" in sft.stderr
