@@ -120,6 +120,7 @@ class Manifest:
     hazards: list[dict[str, Any]]
     packing: dict[str, Any] | None = None
     mixture: dict[str, Any] | None = None  # one side of a recipe build: per source, what was drawn and written
+    task: str = "sft"  # "sft" rows or "preference" pairs
 
     @property
     def packed(self) -> bool:
@@ -155,6 +156,7 @@ class Manifest:
         out: dict[str, Any] = {
             "padprep_version": self.padprep_version,
             "format": self.format,
+            "task": self.task,
             "build_key": self.build_key,
             "options": self.options,
             "tokenizer": self.tokenizer,
@@ -202,6 +204,7 @@ class Manifest:
             hazards=list(obj.get("hazards") or []),
             packing=obj.get("packing"),
             mixture=obj.get("mixture") if isinstance(obj.get("mixture"), dict) else None,
+            task=str(obj.get("task") or ("preference" if fmt == PAIRS_FORMAT else "sft")),
         )
 
 

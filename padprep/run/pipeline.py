@@ -256,7 +256,7 @@ def _build(
             cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
         )
         if task is Task.preference:
-            manifest = dataclasses.replace(manifest, format=PAIRS_FORMAT)
+            manifest = dataclasses.replace(manifest, format=PAIRS_FORMAT, task=task.value)
         if selection is not None:
             manifest = dataclasses.replace(manifest, mixture=_mixture(cfg, selection, counts))
         write_manifest(out.path, manifest)

@@ -82,7 +82,7 @@ def test_pairs_are_exact_against_the_reference(tmp_path, fam):
     manifest = run_build([shared_file("dpo_zh_demo.json")], path, tmp_path / "out", max_reject_rate=1.0)
     t = manifest["totals"]
     REPORT.append(f"{fam.name + ' (pairs)':<24} {'dpo_zh':<8} {t['records_read']:>5} records, {t['rejected']:>3} rejected")
-    assert manifest["format"] == "padprep-preference-pairs/1" and manifest["options"]["task"] == "auto"
+    assert manifest["format"] == "padprep-preference-pairs/1" and manifest["task"] == "preference"
     assert t["records_read"] == len(records) == t["rows_written"] + t["rejected"] + t["dropped"]
     assert t["rejected"] == failed and t["dropped"] == 0
     assert _pairs(tmp_path / "out") == expected
