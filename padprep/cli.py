@@ -201,6 +201,9 @@ def build(
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (written atomically).", rich_help_panel=_OUTPUT),
     overwrite: bool = typer.Option(False, help="Replace an existing output directory.", rich_help_panel=_OUTPUT),
     force: bool = typer.Option(False, help="Rebuild even when OUTPUT is up to date.", rich_help_panel=_OUTPUT),
+    fresh: bool = typer.Option(
+        False, help="Start over instead of resuming an interrupted build of the same OUTPUT.", rich_help_panel=_OUTPUT
+    ),
     strict: bool = typer.Option(
         False, help="Fail on any preflight hazard and on the first rejected record.", rich_help_panel=_OUTPUT
     ),
@@ -250,6 +253,7 @@ def build(
             seed=seed,
             overwrite=overwrite,
             force=force,
+            fresh=fresh,
             strict=strict,
             workers=workers,
             input_format=input_format,
@@ -294,7 +298,9 @@ def _run(err: Console, work):
     except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
         _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
     except KeyboardInterrupt:
-        _fail(err, "interrupted; no output written", EXIT_INTERRUPTED)
+        _fail(
+            err, "interrupted; no output written (run the same command again to resume, --fresh to start over)", EXIT_INTERRUPTED
+        )
 
 
 def _print_result(result, output: Path, seconds: float) -> None:

@@ -88,6 +88,7 @@ _NOT_IN_MANIFEST = frozenset(
         "split",
         "overwrite",
         "force",
+        "fresh",
         "workers",
         "chunk_size",
         "max_rejects",
@@ -130,6 +131,7 @@ class BuildConfig:
     seed: int | None = None
     overwrite: bool = False
     force: bool = False  # rebuild even when the output is up to date (replaces it)
+    fresh: bool = False  # start over even where an interrupted build of the same key could be resumed
     strict: bool = False
     workers: int = 0  # worker processes; 0: automatic (one per core, or this process for a small input)
     chunk_size: int = 512

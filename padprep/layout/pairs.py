@@ -23,7 +23,7 @@ import pyarrow as pa
 from padprep.layout.bucket import assign
 from padprep.layout.pass_two import ShardOptions
 from padprep.layout.shards import WrittenShard, int32_array, int32_values, write_table
-from padprep.layout.spill import PAIR_SCHEMA, SPILL, spill_batches
+from padprep.layout.spill import PAIR_SCHEMA, spill_batches
 from padprep.schema import IGNORE_INDEX
 
 
@@ -48,7 +48,7 @@ def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
     paths: dict[int, Path] = {}
     with contextlib.ExitStack() as stack:
         writers = {}
-        for batch in spill_batches(workdir / SPILL):
+        for batch in spill_batches(workdir):
             which = assign(pair_lengths(batch), bounds)
             for k in np.unique(which):
                 bucket = bounds[int(k)]
@@ -85,6 +85,8 @@ def _flush(workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, s
         order = np.random.default_rng(options.seed * 1_000_003 + serial).permutation(table.num_rows)
         table = table.take(int32_array(order)).combine_chunks()
     name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
+    if name in options.done:  # written whole by the run this one resumes
+        return options.done[name]
     prompt, chosen, rejected = (int(_lengths(table.column(i)).sum()) for i in range(3))
     if pad_id is None:
         digest, real, pad = write_table(workdir / name, table), prompt + chosen + rejected, 0
@@ -92,16 +94,19 @@ def _flush(workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, s
         digest = write_table(workdir / name, _padded(table, bucket, pad_id, options.padding_side))
         real = 2 * prompt + chosen + rejected
         pad = 2 * table.num_rows * bucket - real
-    return WrittenShard(
-        file=name,
-        bucket=bucket,
-        rows=table.num_rows,
-        seq_len=bucket,
-        real_tokens=real,
-        pad_tokens=pad,
-        trained_tokens=chosen + rejected,
-        bytes=(workdir / name).stat().st_size,
-        sha256=digest,
+    return options.written(
+        WrittenShard(
+            file=name,
+            bucket=bucket,
+            rows=table.num_rows,
+            seq_len=bucket,
+            real_tokens=real,
+            pad_tokens=pad,
+            trained_tokens=chosen + rejected,
+            bytes=(workdir / name).stat().st_size,
+            sha256=digest,
+        ),
+        workdir,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -24,8 +24,8 @@ import pyarrow as pa
 from padprep.config import BuildConfig, PaddingSide
 from padprep.layout.bucket import assign
 from padprep.layout.pack import Placement
-from padprep.layout.shards import WrittenShard, float32_values, int32_array, int32_values, write_shard
-from padprep.layout.spill import SCHEMA, SPILL, spill_batches, stream_batches
+from padprep.layout.shards import WrittenShard, float32_values, int32_array, int32_values, log_shard, write_shard
+from padprep.layout.spill import SCHEMA, spill_batches, spill_bytes, stream_batches
 from padprep.schema import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -39,10 +39,20 @@ class ShardOptions:
     shard_tokens: int  # padded tokens per shard, at most
     padding_side: PaddingSide
     seed: int | None  # rows shuffled within each shard with this seed (None: input order)
+    # A resumed build (run/checkpoint.py): shards already written whole, by file name, are not written
+    # again; each shard written is logged here once durable.
+    done: dict[str, WrittenShard] = field(default_factory=dict)
+    log: str | None = None
 
     @classmethod
-    def of(cls, cfg: BuildConfig) -> "ShardOptions":
-        return cls(cfg.shard_tokens, cfg.padding_side, cfg.seed)
+    def of(cls, cfg: BuildConfig, done: dict[str, WrittenShard] | None = None, log: Path | None = None) -> "ShardOptions":
+        return cls(cfg.shard_tokens, cfg.padding_side, cfg.seed, done or {}, str(log) if log else None)
+
+    def written(self, shard: WrittenShard, workdir: Path) -> WrittenShard:
+        """A shard just written: made durable and logged (when the build keeps checkpoints)."""
+        if self.log is not None:
+            log_shard(Path(self.log), shard, Path(workdir) / shard.file)
+        return shard
 
 
 def pass_two(
@@ -99,7 +109,7 @@ _HELPER_SPILL_BYTES = 8 << 20
 
 def _helper_pays(workdir: Path) -> bool:
     """A second core, and a spill big enough that a helper saves more than its fork costs."""
-    return len(os.sched_getaffinity(0)) > 1 and (workdir / SPILL).stat().st_size >= _HELPER_SPILL_BYTES
+    return len(os.sched_getaffinity(0)) > 1 and spill_bytes(workdir) >= _HELPER_SPILL_BYTES
 
 
 def _one_torch_thread() -> None:
@@ -116,7 +126,7 @@ def _route(workdir: Path, bounds: list[int], part: int = 0, parts: int = 1) -> d
     rows: dict[int, int] = {}
     with contextlib.ExitStack() as stack:
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        for batch in spill_batches(workdir / SPILL, part, parts):
+        for batch in spill_batches(workdir, part, parts):
             which = assign(_list_lengths(batch.column(0)), bounds)
             for k in np.unique(which):
                 bucket = bounds[int(k)]
@@ -213,6 +223,9 @@ def _flush(
     workdir: Path, take: pa.Table, bucket: int, pad_id: int, options: ShardOptions, serial: int, weighted: bool
 ) -> WrittenShard:
     """Pad and write these rows of a bucket as one shard."""
+    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
+    if name in options.done:  # written whole by the run this one resumes
+        return options.done[name]
     from padprep.layout.pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build
 
     rows = take.num_rows
@@ -223,19 +236,21 @@ def _flush(
     padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights)
     if options.seed is not None:
         padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
-    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
     digest = write_shard(workdir / name, padded)
     real = int(lengths.sum())
-    return WrittenShard(
-        file=name,
-        bucket=bucket,
-        rows=rows,
-        seq_len=bucket,
-        real_tokens=real,
-        pad_tokens=rows * bucket - real,
-        trained_tokens=int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
-        bytes=(workdir / name).stat().st_size,
-        sha256=digest,
+    return options.written(
+        WrittenShard(
+            file=name,
+            bucket=bucket,
+            rows=rows,
+            seq_len=bucket,
+            real_tokens=real,
+            pad_tokens=rows * bucket - real,
+            trained_tokens=int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
+            bytes=(workdir / name).stat().st_size,
+            sha256=digest,
+        ),
+        workdir,
     )
 
 
@@ -275,7 +290,7 @@ def pass_two_packed(
     shard_of_row = placement.bin_of // per_shard
     parts = 2 if helper and batch_rows and _helper_pays(workdir) else 1
     if parts == 1:
-        routed = [_scatter(spill_batches(workdir / SPILL), shard_of_row, n_shards, workdir, "pack")]
+        routed = [_scatter(spill_batches(workdir), shard_of_row, n_shards, workdir, "pack")]
     else:
         from padprep.forking import fork_call
 
@@ -315,7 +330,7 @@ def _scatter_part(workdir: Path, shard_of_row: np.ndarray, n_shards: int, batch_
     n = len(batch_rows)
     first, last = n * part // 2, n * (part + 1) // 2
     rows = int(sum(batch_rows[:first])), int(sum(batch_rows[:last]))
-    return _scatter(spill_batches(workdir / SPILL, part, 2), shard_of_row[rows[0] : rows[1]], n_shards, workdir, f"pack{part}")
+    return _scatter(spill_batches(workdir, part, 2), shard_of_row[rows[0] : rows[1]], n_shards, workdir, f"pack{part}")
 
 
 def _write_packed(
@@ -391,6 +406,9 @@ def _flush_packed(
     weighted: bool,
 ) -> WrittenShard:
     """Pack these sequences (in order, ``seq_counts[r]`` to row ``r``), pad and write them as one shard."""
+    name = f"packed-{seq_len:06d}-{serial:05d}.arrow"
+    if name in options.done:  # written whole by the run this one resumes
+        return options.done[name]
     from padprep.layout.pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
 
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
@@ -400,19 +418,21 @@ def _flush_packed(
     padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)
     if options.seed is not None:
         padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
-    name = f"packed-{seq_len:06d}-{serial:05d}.arrow"
     digest = write_shard(workdir / name, padded)
     rows, real = len(seq_counts), int(seq_lens.sum())
-    return WrittenShard(
-        file=name,
-        bucket=seq_len,
-        rows=rows,
-        seq_len=seq_len,
-        sequences=len(seq_lens),
-        real_tokens=real,
-        pad_tokens=rows * seq_len - real,
-        fill=real / (rows * seq_len),
-        trained_tokens=int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
-        bytes=(workdir / name).stat().st_size,
-        sha256=digest,
+    return options.written(
+        WrittenShard(
+            file=name,
+            bucket=seq_len,
+            rows=rows,
+            seq_len=seq_len,
+            sequences=len(seq_lens),
+            real_tokens=real,
+            pad_tokens=rows * seq_len - real,
+            fill=real / (rows * seq_len),
+            trained_tokens=int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
+            bytes=(workdir / name).stat().st_size,
+            sha256=digest,
+        ),
+        workdir,
     )

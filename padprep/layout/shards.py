@@ -9,6 +9,7 @@ complete.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from padprep.errors import EXIT_USAGE, PadprepError
+from padprep.failpoints import kill_point
 from padprep.schema import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS, REJECTS, SEQ_LENS  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do not need
@@ -137,6 +139,21 @@ class _HashingWriter:
 
     def close(self) -> None:  # the caller's ``with open(...)`` closes the file
         self.fh.flush()
+
+
+def log_shard(log_path: Path, shard: WrittenShard, path: Path) -> None:
+    """A resumable build's pass-2 checkpoint: the shard file made durable, then its entry appended to the log
+    (one JSON line, itself made durable): a shard is reused on resume only where it was logged."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with open(log_path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dataclasses.asdict(shard)) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    kill_point("pass2")
 
 
 def read_shard(path: Path) -> dict[str, np.ndarray]:

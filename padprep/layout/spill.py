@@ -1,5 +1,6 @@
-"""The spill file between the passes: pass 1 appends each chunk's unpadded rows to one Arrow IPC file
-(``spill_batch``: list columns sharing one offsets array); pass 2 (``pass_two``) reads it back by batch.
+"""The spill between the passes: pass 1 appends each chunk's unpadded rows to Arrow IPC files, one
+segment per checkpoint (``spill-00000.arrow``, ...; ``spill_batch``: list columns sharing one offsets
+array); pass 2 (``pass_two``) reads the segments back in order, batch by batch, as one spill.
 
 Imports neither the template nor the tokenizer side of padprep, nor torch.
 """
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from padprep.chat.pairs import FlatPairs
     from padprep.chat.process import FlatRows
 
-SPILL = "spill.arrow"
+SPILL = "spill-{:05d}.arrow"  # segment k of the spill (run/checkpoint.py closes one per checkpoint)
 # Loss weights are null for a chunk whose rows carry none (the usual case: nothing is written for them).
 SCHEMA = pa.schema(
     [
@@ -42,14 +43,34 @@ def spill_batch(rows: FlatRows) -> pa.RecordBatch:
     return pa.record_batch([ids, labels, weights], schema=SCHEMA)
 
 
-def spill_batches(path: Path, part: int = 0, parts: int = 1) -> Iterator[pa.RecordBatch]:
-    """The batches of the spill file's ``part``-th of ``parts`` contiguous parts, in order (read, not
-    mapped: RSS stays flat). The spill is an Arrow IPC *file*: its footer lists the batches."""
-    with pa.OSFile(str(path), "rb") as source:
-        reader = pa.ipc.open_file(source)
-        n = reader.num_record_batches
-        for i in range(n * part // parts, n * (part + 1) // parts):
-            yield reader.get_batch(i)
+def spill_files(workdir: Path) -> list[Path]:
+    """The spill's segments, in order."""
+    return sorted(Path(workdir).glob("spill-*.arrow"))
+
+
+def spill_batches(workdir: Path, part: int = 0, parts: int = 1) -> Iterator[pa.RecordBatch]:
+    """The batches of the spill's ``part``-th of ``parts`` contiguous parts (counted in batches over all its
+    segments), in order; read, not mapped: RSS stays flat. Segments are Arrow IPC *files*: footers list the batches."""
+    files = spill_files(workdir)
+    counts = []
+    for path in files:
+        with pa.OSFile(str(path), "rb") as source:
+            counts.append(pa.ipc.open_file(source).num_record_batches)
+    total = sum(counts)
+    first, last = total * part // parts, total * (part + 1) // parts
+    at = 0
+    for path, n in zip(files, counts):
+        lo, hi = max(first - at, 0), min(last - at, n)
+        if lo < hi:
+            with pa.OSFile(str(path), "rb") as source:
+                reader = pa.ipc.open_file(source)
+                for i in range(lo, hi):
+                    yield reader.get_batch(i)
+        at += n
+
+
+def spill_bytes(workdir: Path) -> int:
+    return sum(p.stat().st_size for p in spill_files(workdir))
 
 
 def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:

@@ -101,8 +101,8 @@ class RejectLog:
         ...         rejects.add(r)
     """
 
-    def __init__(self, fh: TextIO, log: Callable[[str], None]):
-        self.counts = Counts()
+    def __init__(self, fh: TextIO, log: Callable[[str], None], counts: Counts | None = None):
+        self.counts = counts if counts is not None else Counts()  # a resumed build counts on from its checkpoint
         self._fh = fh
         self._log = log
 

@@ -43,6 +43,8 @@ class RecordStream:
         digests: the sha256 each file had when the build key was computed (a URL is checked against it).
         selection: one side of a recipe: each record is read as many times as its copies say (0: skipped),
             each file with its source's format options.
+        done: records a resumed build has already (``checkpoint.Position.records``): the sample is still
+            read, for preflight, but ``rest`` and ``pending_sample`` hold only the records after them.
 
     Example:
         >>> stream = RecordStream(["a.jsonl"], FormatOptions(), {}, Progress())  # doctest: +SKIP
@@ -57,10 +59,14 @@ class RecordStream:
         progress: Progress,
         digests: dict[str, str | None] | None = None,
         selection: Selection | None = None,
+        done: int = 0,
     ):
         self.files = files
         self.digests = digests or {}
         self.selection = selection
+        self.done = done
+        self._skipped = False
+        self._at: tuple[int, Callable[[], int]] | None = None
         self.formats = formats
         self.found = found
         self.sample: list[RawRecord] = []
@@ -70,7 +76,7 @@ class RecordStream:
     def _read(self) -> Iterator[RawRecord]:
         offset = 0
         for path in self.files:
-            on_open = functools.partial(self._progress.reading, offset)
+            on_open = functools.partial(self._opened, offset)
             records = read_records(path, on_open, self._progress.log, self.digests.get(path))
             if self.selection is None:
                 yield from with_formats(path, records, self.formats, self.found, self._progress.log)
@@ -81,19 +87,38 @@ class RecordStream:
                 )
             offset += 0 if path == STDIN or is_remote(path) else os.path.getsize(path)
 
+    def _opened(self, offset: int, tell: Callable[[], int]) -> None:
+        self._at = (offset, tell)
+        self._progress.reading(offset, tell)
+
+    def bytes_read(self) -> int | None:
+        """How far into the inputs reading is, in bytes on disk (None: not known)."""
+        return None if self._at is None else self._at[0] + self._at[1]()
+
     def take_sample(self, n: int) -> list[RawRecord]:
         """Read the first ``n`` records (fewer when the input is shorter)."""
         self.sample = list(itertools.islice(self._records, n))
         return self.sample
 
     @property
+    def pending_sample(self) -> list[RawRecord]:
+        """The sample's records that are still to be processed (all of them, unless resuming)."""
+        return self.sample[self.done :]
+
+    @property
     def rest(self) -> Iterator[RawRecord]:
-        """The records after the sample."""
+        """The records after the sample (after the records already done, when resuming)."""
+        if not self._skipped:
+            self._skipped = True
+            skip = self.done - len(self.sample)
+            if skip > 0:
+                for _ in itertools.islice(self._records, skip):
+                    pass
         return self._records
 
     def from_start(self) -> Iterator[RawRecord]:
-        """Every record: the sample again, then the rest."""
-        return itertools.chain(self.sample, self._records)
+        """Every record still to be processed: the sample's, then the rest."""
+        return itertools.chain(self.pending_sample, self.rest)
 
     def close(self) -> None:
         self._records.close()
@@ -142,6 +167,11 @@ class Engine(Protocol):
 
     def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None: ...
 
+    def position(self) -> dict | None:
+        """Where a resumed run of this engine can continue after the results yielded so far (fields of
+        ``checkpoint.Position`` beside the record count), or None where it cannot stop (inside a Ray piece)."""
+        ...
+
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
     ) -> Iterator[FlatResult]: ...
@@ -178,12 +208,15 @@ class LocalEngine:
     def head_start(self, stream: RecordStream, processor: Processor, chunk_size: int) -> None:
         self._runner.head_start(chunked(stream.rest, chunk_size), processor.options)
 
+    def position(self) -> dict | None:
+        return {}  # results come a chunk at a time, in input order: the record count says it all
+
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
     ) -> Iterator[FlatResult]:
         rest = chunked(stream.rest, chunk_size)
         if checked is None:  # the sample is processed again, with the final options, ahead of the rest
-            return self._runner.results(rest, processor, first=chunked(iter(stream.sample), chunk_size))
+            return self._runner.results(rest, processor, first=chunked(iter(stream.pending_sample), chunk_size))
         # the sample's rows are already made: the build does not make them twice
         return itertools.chain([checked.flat()], self._runner.results(rest, processor))
 

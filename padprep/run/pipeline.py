@@ -18,6 +18,7 @@ With ``--pack`` the lengths of pass 1 (one int per row) go to best-fit decreasin
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import time
@@ -45,10 +46,10 @@ from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
 from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
-from padprep.layout.shards import AtomicDir, WrittenShard
-from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, SPILL, spill_batch, spill_pairs
+from padprep.layout.shards import OutputExists, WrittenShard
+from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, spill_batch, spill_files, spill_pairs
 from padprep.output.buildkey import build_key, input_digests, up_to_date
-from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, write_manifest
+from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, read_manifest, write_manifest
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
     MIN_RECORDS_FOR_RATE,
     Counts,
@@ -62,6 +63,7 @@ from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput
     keep_rejects,
 )
 from padprep.recipe.draw import Selection
+from padprep.run.checkpoint import BuildLock, Checkpoint, PassOne, Position, describe_resume
 from padprep.run.engine import Engine, LocalEngine, RecordStream, detect_file_format
 from padprep.run.padproc import PadProcess
 from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
@@ -126,15 +128,17 @@ def build(
         import_ray()  # without Ray, fail before any work, in one line that says how to install it
     groups = _input_groups(cfg, progress)
     key = build_key(cfg, [d for g in groups for d in g.key_material()])
-    existing = None if cfg.force else up_to_date(cfg.output, key)
-    if existing is not None:
-        return BuildResult(cfg.output, existing, up_to_date=True)
-    files, digests = _expand_pinned(groups, cfg, progress)
-    chosen = selection() if selection is not None else None
-    if pad is not None:
-        return _build(cfg, progress, files, digests, key, pad, chosen)
-    with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
-        return _build(cfg, progress, files, digests, key, pad, chosen)
+    with BuildLock(cfg.output, progress.log):  # one build per output at a time
+        existing = None if cfg.force else up_to_date(cfg.output, key)
+        if existing is not None:
+            Checkpoint.left_after_commit(cfg.output, key)
+            return BuildResult(cfg.output, existing, up_to_date=True)
+        files, digests = _expand_pinned(groups, cfg, progress)
+        chosen = selection() if selection is not None else None
+        if pad is not None:
+            return _build(cfg, progress, files, digests, key, pad, chosen)
+        with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
+            return _build(cfg, progress, files, digests, key, pad, chosen)
 
 
 @dataclass
@@ -210,64 +214,121 @@ def _build(
         byte_offsets=total_bytes is None or total_bytes >= SMALL_INPUT_BYTES,
         task=task.value,
     )
-    found: dict[str, FileFormat] = {}
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
-    engine = _engine(cfg, bundle, processor, files, digests, formats, found, total_bytes, progress)
-    out = AtomicDir(cfg.output, cfg.overwrite or cfg.force)
+    if cfg.output.exists() and not (cfg.overwrite or cfg.force):
+        raise OutputExists(f"{cfg.output} already exists; pass --overwrite to replace it")
+    checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log)
+    if checkpoint.resumed:
+        progress.log(describe_resume(checkpoint, total_bytes))
+    work = checkpoint.path
     try:
+        if checkpoint.phase == "written":  # killed between the manifest and the rename
+            manifest = read_manifest(work)
+            hazards = [Hazard(**h) for h in manifest.hazards]
+        else:
+            manifest, hazards = _passes(
+                cfg,
+                progress,
+                bundle,
+                processor,
+                files,
+                digests,
+                key,
+                formats,
+                template,
+                template_origin,
+                task,
+                total_bytes,
+                pad,
+                selection,
+                checkpoint,
+            )
+        checkpoint.commit(cfg.overwrite or cfg.force)
+        failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
+    except BaseException as exc:
+        if isinstance(exc, RejectsKept):
+            keep_rejects(work / REJECTS, exc.rejects_copy)
+        if not (key is not None and _interrupted(exc)):
+            checkpoint.abort()  # a failure the same command would meet again: nothing to resume
+        raise
+    return BuildResult(cfg.output, manifest, hazards)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C / SIGTERM, or a full disk: the same command, run again, resumes from the last checkpoint."""
+    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
+def _passes(
+    cfg,
+    progress,
+    bundle,
+    processor,
+    files,
+    digests,
+    key,
+    formats,
+    template,
+    template_origin,
+    task,
+    total_bytes,
+    pad,
+    selection,
+    checkpoint: Checkpoint,
+) -> tuple[Manifest, list[Hazard]]:
+    """Pass 1 (unless a checkpoint says it is done), pass 2, the manifest: everything but the rename."""
+    work = checkpoint.path
+    pairs = task is Task.preference
+    if checkpoint.phase == "pass1":
+        found: dict[str, FileFormat] = {}
+        engine = _engine(cfg, bundle, processor, files, digests, formats, found, total_bytes, progress, checkpoint.position)
         with engine:  # local workers start before this process tokenizes anything
             progress.log(f"engine: {engine.describe()}")
-            stream = RecordStream(files, formats, found, progress, dict(zip(files, digests)), selection)
+            stream = RecordStream(
+                files, formats, found, progress, dict(zip(files, digests)), selection, checkpoint.position.records
+            )
             sample = stream.take_sample(cfg.preflight_records)
             engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
             processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
             progress.start(total_bytes)
-            results = engine.results(stream, processor, cfg.chunk_size, checked)
-            counts, stats, histogram, lengths = _pass_one(results, cfg, out.path, progress, task is Task.preference)
+            results = engine.results(stream, processor, cfg.chunk_size, checked if not checkpoint.resumed else None)
+            done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine)
             stream.close()
+        counts, stats, histogram = done.counts, done.stats, done.histogram
         check_limits(cfg, counts, final=True)
         check_not_empty(cfg, counts, files)
-        progress.log(f"pass 2 (pad and write) {pad.describe()}")
-        weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
-        if task is Task.preference:
-            bounds = _bounds(cfg, histogram)
-            shards = pad.run(pass_two_pairs, out.path, bounds, ShardOptions.of(cfg), bundle.pad_id if cfg.padded_pairs else None)
-        elif cfg.pack:
-            bounds = [cfg.max_length]
-            placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
-            shards = pad.run(
-                pass_two_packed,
-                out.path,
-                placement,
-                bundle.pad_id,
-                ShardOptions.of(cfg),
-                weighted,
-                [len(x) for x in lengths],
-                pad.clean,
-            )
-        else:
-            bounds = _bounds(cfg, histogram)
-            shards = pad.run(pass_two, out.path, bounds, bundle.pad_id, ShardOptions.of(cfg), weighted, pad.clean)
-        (out.path / SPILL).unlink()
-        hazards = _merge_hazards(hazards, stats_hazards(stats))
-        manifest = _manifest(
-            cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
-        )
-        if task is Task.preference:
-            manifest = dataclasses.replace(manifest, format=PAIRS_FORMAT, task=task.value)
-        if selection is not None:
-            manifest = dataclasses.replace(manifest, mixture=_mixture(cfg, selection, counts))
-        write_manifest(out.path, manifest)
-        out.commit()
-        failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
-    except BaseException as exc:
-        if isinstance(exc, RejectsKept):
-            keep_rejects(out.path / REJECTS, exc.rejects_copy)
-        out.abort()
-        raise
-    return BuildResult(cfg.output, manifest, hazards)
+        bounds = [cfg.max_length] if cfg.pack and not pairs else _bounds(cfg, histogram)
+        checkpoint.start_pass_two(bounds, [h.as_json() for h in hazards], {f: [v.format, v.origin] for f, v in found.items()})
+    else:  # resumed after pass 1
+        done, lengths, bounds = checkpoint.done, checkpoint.lengths(), checkpoint.bounds
+        counts, stats, histogram = done.counts, done.stats, done.histogram
+        hazards = [Hazard(**h) for h in checkpoint.hazards]
+        found = {f: FileFormat(*v) for f, v in checkpoint.found.items()}
+    progress.log(f"pass 2 (pad and write) {pad.describe()}")
+    weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
+    options = ShardOptions.of(cfg, checkpoint.done_shards(), checkpoint.shards_log if key is not None else None)
+    if pairs:
+        shards = pad.run(pass_two_pairs, work, bounds, options, bundle.pad_id if cfg.padded_pairs else None)
+    elif cfg.pack:
+        placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
+        shards = pad.run(pass_two_packed, work, placement, bundle.pad_id, options, weighted, [len(x) for x in lengths], pad.clean)
+    else:
+        shards = pad.run(pass_two, work, bounds, bundle.pad_id, options, weighted, pad.clean)
+    for path in spill_files(work):
+        path.unlink()
+    hazards = _merge_hazards(hazards, stats_hazards(stats))
+    manifest = _manifest(
+        cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
+    )
+    if pairs:
+        manifest = dataclasses.replace(manifest, format=PAIRS_FORMAT, task=task.value)
+    if selection is not None:
+        manifest = dataclasses.replace(manifest, mixture=_mixture(cfg, selection, counts))
+    write_manifest(work, manifest)
+    checkpoint.finished()
+    return manifest, hazards
 
 
 def _engine(
@@ -280,12 +341,14 @@ def _engine(
     found: dict[str, FileFormat],
     total_bytes: int | None,
     progress: Progress,
+    resume: Position | None = None,
 ) -> Engine:
     """The engine ``--engine`` names: this machine's processes (as ``--workers`` plans), or Ray."""
     if cfg.engine is EngineName.ray:
         from padprep.run.ray_engine import RayEngine  # imports ray: only when asked for
 
-        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress, dict(zip(files, digests)))
+        where = dataclasses.asdict(resume) if resume is not None else None
+        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress, dict(zip(files, digests)), where)
     return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle, processor)
 
 
@@ -459,16 +522,26 @@ def _merge_hazards(preflight: list[Hazard], whole_run: list[Hazard]) -> list[Haz
     return list(by_code.values())
 
 
-def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, progress: Progress, pairs: bool = False):
-    """Spill every row, write every reject, count everything; lengths go to the histogram (and, with
-    --pack, to one int32 array per spilled batch, in spill order: all that placement needs). ``results`` come in
-    input order."""
-    stats, histogram = ChunkStats(), Counter()
-    lengths: list[np.ndarray] = []
-    with open(workdir / REJECTS, "w", encoding="utf-8") as rejects_fh, pa.OSFile(str(workdir / SPILL), "wb") as sink:
-        rejects = RejectLog(rejects_fh, progress.log)
-        counts = rejects.counts
-        spill = pa.ipc.new_file(sink, PAIR_SCHEMA if pairs else SCHEMA)  # a file, not a stream: pass 2 may read it in parts
+def _pass_one(
+    results: Iterator[FlatResult],
+    cfg: BuildConfig,
+    checkpoint: Checkpoint,
+    progress: Progress,
+    pairs: bool,
+    stream: RecordStream,
+    engine: Engine,
+) -> tuple[PassOne, list[np.ndarray]]:
+    """Spill every row, write every reject, count everything, checkpointing as it goes (``checkpoint.py``);
+    lengths go to the histogram (and, with --pack, to one int32 array per spilled batch, in spill order: all
+    that placement needs). ``results`` come in input order; a resumed build's counts go on from its checkpoint."""
+    done = checkpoint.done
+    lengths: list[np.ndarray] = checkpoint.lengths()
+    schema = PAIR_SCHEMA if pairs else SCHEMA
+    every = _checkpoint_seconds()
+    with open(checkpoint.path / REJECTS, "a", encoding="utf-8") as rejects_fh:
+        rejects = RejectLog(rejects_fh, progress.log, done.counts)
+        counts, stats, histogram = done.counts, done.stats, done.histogram
+        segment, last = _SpillSegment(checkpoint.next_segment(), schema), time.monotonic()
         for result in results:
             stats.add(result.stats)
             counts.read += result.stats.records
@@ -478,15 +551,56 @@ def _pass_one(results: Iterator[FlatResult], cfg: BuildConfig, workdir: Path, pr
             if len(rows.lengths):
                 histogram.update(rows.lengths.tolist())
                 if cfg.pack:
-                    lengths.append(rows.lengths.astype(np.int32))
+                    segment.lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
-                spill.write_batch(spill_pairs(rows) if pairs else spill_batch(rows))
+                segment.write(spill_pairs(rows) if pairs else spill_batch(rows))
             counts.per_file.update(rows.per_file)
             counts.per_file_tokens.update(rows.per_file_tokens)
             check_limits(cfg, counts, final=False)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
-        spill.close()
-    return counts, stats, histogram, lengths
+            if time.monotonic() - last >= every and (where := engine.position()) is not None:
+                lengths += segment.close_into(
+                    checkpoint, rejects_fh, done, Position(counts.read, bytes_read=stream.bytes_read(), **where), cfg.pack
+                )
+                segment, last = _SpillSegment(checkpoint.next_segment(), schema), time.monotonic()
+        where = engine.position()
+        lengths += segment.close_into(
+            checkpoint, rejects_fh, done, Position(counts.read, bytes_read=stream.bytes_read(), **(where or {})), cfg.pack
+        )
+    return done, lengths
+
+
+def _checkpoint_seconds() -> float:
+    """How often pass 1 checkpoints: ``PADPREP_CHECKPOINT_SECONDS`` (default 10; 0: after every chunk)."""
+    try:
+        return max(0.0, float(os.environ.get("PADPREP_CHECKPOINT_SECONDS", "10")))
+    except ValueError:
+        return 10.0
+
+
+class _SpillSegment:
+    """One segment of the spill (an Arrow IPC file) being written, and its rows' lengths (--pack)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)  # a file, not a stream: pass 2 may read it in parts
+        self.batches = 0
+        self.lengths: list[np.ndarray] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        self.batches += 1
+
+    def close_into(self, checkpoint: Checkpoint, rejects_fh, done: PassOne, position: Position, pack: bool) -> list[np.ndarray]:
+        """Close the segment and checkpoint it (an empty one is removed, unless it is the only state there is)."""
+        self._writer.close()
+        self._sink.close()
+        if self.batches == 0 and checkpoint.segments:
+            self.path.unlink()
+        else:
+            checkpoint.add_segment(self.path, self.batches, rejects_fh, position, done, self.lengths if pack else None)
+        return self.lengths
 
 
 def _bounds(cfg: BuildConfig, histogram: Counter) -> list[int]:

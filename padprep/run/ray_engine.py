@@ -186,6 +186,7 @@ class RayEngine:
         address: a cluster to join; None: ``RAY_ADDRESS``, else a local cluster for this run.
         progress: where log lines go.
         digests: each input's sha256 when the build key was computed (a worker checks a URL's against it).
+        resume: a resumed build's position (``checkpoint.Position`` as a dict): the pieces already done.
 
     Example:
         >>> with RayEngine(bundle, files, formats, found, None, progress) as engine:  # doctest: +SKIP
@@ -201,9 +202,15 @@ class RayEngine:
         address: str | None,
         progress: Progress,
         digests: dict[str, str | None] | None = None,
+        resume: dict | None = None,
     ):
         self._ray = import_ray()
         self._digests = digests or {}
+        self._resume_pieces = int((resume or {}).get("pieces", 0))
+        self._resume_lines = dict((resume or {}).get("lines_before", {}))
+        self._pieces_done = self._resume_pieces
+        self._boundary: dict | None = None
+        self._shipped = False
         self._bundle, self._files, self._formats, self._found = bundle, files, formats, found
         self._address = address or os.environ.get("RAY_ADDRESS") or None
         self._progress = progress
@@ -254,7 +261,7 @@ class RayEngine:
         key = self._bundle.fingerprint
         window = 2 * self._cpus
         pending: deque = deque()
-        lines_before: dict[str, int] = {}
+        lines_before: dict[str, int] = dict(self._resume_lines)
         for piece in self._pieces(stream, chunk_size, log):
             fmt = fmts.get(piece.path)
             pending.append((piece, task.remote(bundle_ref, key, processor.options, piece, fmt, chunk_size)))
@@ -270,11 +277,16 @@ class RayEngine:
 
     def _pieces(self, stream: RecordStream, chunk_size: int, log: Callable[[str], None]) -> Iterator[Piece]:
         if stream.selection is not None:  # a recipe's side: the draw decides which records, so this process reads them
+            self._shipped = True
             log("recipe: the drawn records are shipped to the workers from this process")
             for chunk in chunked(stream.from_start(), chunk_size):
                 yield Piece(chunk[0].source, records=chunk)
             return
+        skip = self._resume_pieces  # a resumed build: the pieces the cluster finished are not read again
         for piece in plan_pieces(self._files, RANGE_BYTES, log, self._digests):
+            if skip:
+                skip -= 1
+                continue
             if piece.path != STDIN:
                 yield piece
                 continue
@@ -289,10 +301,18 @@ class RayEngine:
             raise (cause if isinstance(cause, Exception) else exc) from None
         offset = lines_before.get(piece.path, 0)
         lines_before[piece.path] = offset + lines
-        for result in results:
+        self._pieces_done += 1
+        for k, result in enumerate(results):
             if offset and result.rejects:
                 result.rejects = [replace(r, line=r.line + offset) for r in result.rejects]
+            # a resumed build can continue after a piece, not inside one
+            self._boundary = {"pieces": self._pieces_done, "lines_before": dict(lines_before)} if k == len(results) - 1 else None
             yield result
+
+    def position(self) -> dict | None:
+        if self._shipped:  # records shipped from here: the record count says where to continue
+            return {}
+        return self._boundary
 
 
 def _stdin_records(stream: RecordStream) -> Iterator[RawRecord]:

@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "padprep"
 # Earlier phases first; a module may import its own phase or an earlier one.
 ORDER = ["base", "input", "config", "recipe", "chat", "layout", "output", "run", "train", "cli"]
-BASE = {"padprep", "padprep.errors", "padprep.schema", "padprep.forking"}
+BASE = {"padprep", "padprep.errors", "padprep.schema", "padprep.forking", "padprep.failpoints"}
 
 
 def _module(path: Path) -> str:

@@ -1,0 +1,448 @@
+"""Builds that survive being killed: one build per output at a time, and resuming where one stopped.
+
+Beside the output ``OUT`` a build keeps (all hidden, in ``OUT``'s parent):
+
+* ``.OUT.padprep-lock``: held with ``flock`` for the whole build, so a second build into ``OUT`` fails
+  at once naming the first (its pid, host and start time are in the file). The kernel drops the lock
+  when its process dies, however it dies: a lock left by a killed build is taken over, and said so.
+* ``.OUT.padprep-partial/``: the output being built (shards, ``rejects.jsonl``), with pass 1's spill
+  in segments (``spill-00000.arrow`` ...); renamed to ``OUT`` at the end.
+* ``.OUT.padprep-state.json``: the checkpoint: the build key, the engine, and what is done. Pass 1
+  checkpoints after each spill segment (its file, size and batch count, ``rejects.jsonl``'s size, the
+  counts so far, the read position); pass 2 after each shard (``.OUT.padprep-shards.log``, one line a
+  shard: its entry with size and sha256). Every file is fsync'd before the checkpoint that names it,
+  and the state is replaced atomically (write, fsync, rename, fsync the folder), so a power loss
+  never leaves a checkpoint that claims work which is not on disk.
+
+A run with the same build key resumes from the last checkpoint whose files are whole (a torn
+segment or shard, written after it, is redone); another key, another engine or padprep version, or
+``--fresh``, starts over and says why. A build without a key (standard input) does not resume.
+The output is the same bytes either way: segments are read back in order as one spill, and a shard
+is reused only where its file has the size and sha256 it was logged with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from padprep import __version__
+from padprep.chat.process import ChunkStats
+from padprep.errors import EXIT_USAGE, PadprepError
+from padprep.failpoints import kill_point
+from padprep.layout.shards import WrittenShard, file_sha256
+from padprep.output.rejects import Counts
+
+STATE_VERSION = 1
+SEGMENT = "spill-{:05d}.arrow"
+
+
+class BuildLocked(PadprepError):
+    """Another build is writing the same output (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _beside(output: Path, suffix: str) -> Path:
+    output = Path(output)
+    return output.parent / f".{output.name}.padprep-{suffix}"
+
+
+# -- the lock --------------------------------------------------------------------------------------
+
+
+class BuildLock:
+    """``flock`` on ``.OUT.padprep-lock`` for the length of a build (see the module's description)."""
+
+    def __init__(self, output: Path, log=lambda message: None):
+        self.output = Path(output)
+        self.path = _beside(output, "lock")
+        self._log = log
+        self._fh = None
+
+    def __enter__(self) -> "BuildLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fh = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fh)
+                fh.close()
+                raise BuildLocked(
+                    f"{self.output}: another build is writing this output ({holder}); wait for it to end, or stop it"
+                ) from None
+            try:  # the file may have been removed by the build that held it, after we opened it: lock the new one
+                same = os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()
+        left = _holder(fh)
+        if left:
+            self._log(f"took over the lock left by a build that is no longer running ({left})")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # removed while held: a clean end leaves nothing behind (a killed build leaves it)
+            self._fh.close()  # closing drops the lock
+            self._fh = None
+
+
+def _holder(fh) -> str:
+    fh.seek(0)
+    try:
+        who = json.loads(fh.read() or "null")
+    except ValueError:
+        return ""
+    if not isinstance(who, dict):
+        return ""
+    return f"pid {who.get('pid')} on {who.get('host')}, started {who.get('started')}"
+
+
+# -- the state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Position:
+    """Where pass 1 stands: records done (in input order), and the Ray engine's pieces and line counts."""
+
+    records: int = 0
+    pieces: int = 0
+    lines_before: dict[str, int] = field(default_factory=dict)
+    bytes_read: int | None = None  # how far into the inputs reading was (for the resume message)
+
+
+@dataclass
+class PassOne:
+    """What pass 1 has counted so far: everything the manifest and pass 2 need from it."""
+
+    counts: Counts = field(default_factory=Counts)
+    stats: ChunkStats = field(default_factory=ChunkStats)
+    histogram: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict:
+        return {
+            "counts": {
+                f.name: dict(v) if isinstance(v := getattr(self.counts, f.name), dict) else v
+                for f in dataclasses.fields(self.counts)
+            },
+            "stats": dataclasses.asdict(self.stats),
+            "histogram": {str(k): v for k, v in self.histogram.items()},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "PassOne":
+        counts = Counts()
+        for k, v in obj["counts"].items():
+            setattr(counts, k, Counter(v) if isinstance(getattr(counts, k), Counter) else v)
+        return cls(counts, ChunkStats(**obj["stats"]), Counter({int(k): v for k, v in obj["histogram"].items()}))
+
+
+@dataclass
+class Segment:
+    """One checkpointed spill segment and the state of pass 1 right after it."""
+
+    file: str
+    bytes: int
+    batches: int
+    rejects_bytes: int
+    position: Position
+    done: PassOne
+    lengths: str | None = None  # --pack: the .npy of this segment's row lengths (beside the state)
+
+
+class Checkpoint:
+    """The partial output of one build and its checkpoints (see the module's description).
+
+    Args:
+        output: the build's output directory.
+        key: the build key (None: no resuming; the partial output is still where the build works).
+        engine: the engine's name; a partial state made by another engine is not resumed.
+        fresh: start over even where a partial state could be resumed.
+        log: where the resume (or start-over) line goes.
+    """
+
+    def __init__(self, output: Path, key: str | None, engine: str, fresh: bool, log=lambda message: None):
+        self.output = Path(output)
+        self.path = _beside(output, "partial")
+        self.state_path = _beside(output, "state.json")
+        self.shards_log = _beside(output, "shards.log")
+        self.key, self.engine = key, engine
+        self.segments: list[Segment] = []
+        self.phase = "pass1"
+        self.bounds: list[int] | None = None
+        self.hazards: list[dict] = []  # preflight's, for the manifest of a build resumed after pass 1
+        self.found: dict[str, list] = {}  # each file's [format, origin], likewise
+        self._log = log
+        state = None if fresh else self._load()
+        why = "--fresh" if fresh else self._refusal(state)
+        if state is not None and why is None:
+            self._resume(state)
+        else:
+            if why and (self.path.exists() or self.state_path.exists()):
+                log(f"starting over: {why}")
+            self._clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def left_after_commit(output: Path, key: str | None) -> None:
+        """An up-to-date output whose build was killed after its rename: the state it left goes."""
+        state_path = _beside(output, "state.json")
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if state.get("build_key") == key:
+            shutil.rmtree(_beside(output, "partial"), ignore_errors=True)
+            for p in [state_path, _beside(output, "shards.log"), *state_path.parent.glob(f"{state_path.name}.lengths-*.npz")]:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+    # -- what was done ---------------------------------------------------------------------------
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.segments) or self.phase != "pass1"
+
+    @property
+    def position(self) -> Position:
+        return self.segments[-1].position if self.segments else Position()
+
+    @property
+    def done(self) -> PassOne:
+        return self.segments[-1].done if self.segments else PassOne()
+
+    @property
+    def rejects_bytes(self) -> int:
+        return self.segments[-1].rejects_bytes if self.segments else 0
+
+    def segment_files(self) -> list[Path]:
+        return [self.path / s.file for s in self.segments]
+
+    def lengths(self) -> list:
+        """--pack: the row lengths of every checkpointed spill batch, in order (one array per batch)."""
+        import numpy as np
+
+        out = []
+        for s in self.segments:
+            if s.lengths:
+                saved = np.load(self.state_path.parent / s.lengths)
+                out += np.split(saved["lengths"], np.cumsum(saved["batches"])[:-1]) if len(saved["batches"]) else []
+        return out
+
+    def done_shards(self) -> dict[str, WrittenShard]:
+        """Pass 2's shards already written whole: logged, and on disk with their size and sha256."""
+        out: dict[str, WrittenShard] = {}
+        if self.phase != "pass2" or not self.shards_log.is_file():
+            return out
+        for line in self.shards_log.read_text(encoding="utf-8").splitlines():
+            try:
+                shard = WrittenShard(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a torn last line
+            path = self.path / shard.file
+            if path.is_file() and path.stat().st_size == shard.bytes and file_sha256(path) == shard.sha256:
+                out[shard.file] = shard
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def next_segment(self) -> Path:
+        return self.path / SEGMENT.format(len(self.segments))
+
+    def add_segment(self, path: Path, batches: int, rejects, position: Position, done: PassOne, lengths=None) -> None:
+        """Make a closed spill segment and everything counted up to it durable, then record it."""
+        _fsync_file(path)
+        rejects.flush()
+        os.fsync(rejects.fileno())
+        lengths_file = None
+        if lengths is not None:  # --pack: per spill batch, its rows' lengths
+            import numpy as np
+
+            lengths_file = f"{self.state_path.name}.lengths-{len(self.segments):05d}.npz"
+            target = self.state_path.parent / lengths_file
+            flat = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+            with open(target, "wb") as fh:
+                np.savez(fh, lengths=flat, batches=np.array([len(x) for x in lengths], np.int64))
+            _fsync_file(target)
+        done = PassOne.from_json(json.loads(json.dumps(done.to_json())))  # a copy: pass 1 keeps counting
+        self.segments.append(Segment(path.name, path.stat().st_size, batches, rejects.tell(), position, done, lengths_file))
+        self._save()
+        kill_point("pass1")
+
+    def start_pass_two(self, bounds: list[int], hazards: list[dict], found: dict[str, list]) -> None:
+        """Pass 1 is done: what pass 2 and the manifest need of it is recorded."""
+        self.phase, self.bounds, self.hazards, self.found = "pass2", list(bounds), hazards, found
+        self._save()
+        kill_point("between")
+
+    def finished(self) -> None:
+        """Manifest written: only the rename is left."""
+        self.phase = "written"
+        self._save()
+
+    def commit(self, overwrite: bool) -> None:
+        """The partial output becomes ``output`` (replacing an old one), then the state goes."""
+        kill_point("rename")
+        old = None
+        if self.output.exists():
+            old = self.output.parent / f".{self.output.name}.padprep-old-{os.getpid()}"
+            os.replace(self.output, old)
+        os.replace(self.path, self.output)
+        _fsync_dir(self.output.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.discard_state()
+
+    def discard_state(self) -> None:
+        for p in [self.state_path, self.shards_log, *self.state_path.parent.glob(f"{self.state_path.name}.lengths-*.npz")]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    def abort(self) -> None:
+        """A build that failed for good (not one interrupted): nothing of it is kept."""
+        self._clear()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _load(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _refusal(self, state: dict | None) -> str | None:
+        """Why a partial state cannot be resumed (None: it can)."""
+        if state is None:
+            return "no partial state" if self.path.exists() else None
+        if self.key is None:
+            return "standard input cannot be resumed"
+        if state.get("version") != STATE_VERSION or state.get("padprep_version") != __version__:
+            return f"the partial build was made by padprep {state.get('padprep_version')}"
+        if state.get("build_key") != self.key:
+            return "the inputs, tokenizer, template or options differ from the partial build's"
+        if state.get("engine") != self.engine:
+            return f"the partial build ran on the {state.get('engine')} engine"
+        return None
+
+    def _resume(self, state: dict) -> None:
+        self.phase, self.bounds = state.get("phase", "pass1"), state.get("bounds")
+        self.hazards, self.found = state.get("hazards") or [], state.get("found") or {}
+        for s in state.get("segments", []):
+            seg = Segment(**{**s, "position": Position(**s["position"]), "done": PassOne.from_json(s["done"])})
+            if self.phase != "written" and not _whole(self.path / seg.file, seg):  # written: the spill is gone
+                self._log(f"redoing from {seg.file}: the checkpointed file is not whole")
+                self.phase = "pass1"
+                break
+            self.segments.append(seg)
+        if self.phase == "pass1":  # what pass 1 wrote after its last checkpoint is not part of the build
+            kept = {s.file for s in self.segments}
+            for p in self.path.glob("spill-*.arrow"):
+                if p.name not in kept:
+                    p.unlink()
+            for p in self.path.glob("*.arrow"):
+                if not p.name.startswith("spill-"):
+                    p.unlink()  # shards or route files of a pass 2 that must run again
+            with contextlib.suppress(FileNotFoundError):
+                self.shards_log.unlink()
+            rejects = self.path / "rejects.jsonl"
+            if rejects.exists():
+                with open(rejects, "r+b") as fh:
+                    fh.truncate(self.rejects_bytes)
+        for p in self.path.glob("route-*.arrow"):
+            p.unlink()
+
+    def _save(self) -> None:
+        state = {
+            "version": STATE_VERSION,
+            "padprep_version": __version__,
+            "build_key": self.key,
+            "engine": self.engine,
+            "phase": self.phase,
+            "bounds": self.bounds,
+            "hazards": self.hazards,
+            "found": self.found,
+            "segments": [
+                {**dataclasses.asdict(s), "done": s.done.to_json(), "position": dataclasses.asdict(s.position)}
+                for s in self.segments
+            ],
+        }
+        if self.key is None:
+            return  # nothing to resume from: no state to keep
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+        _fsync_dir(self.state_path.parent)
+
+    def _clear(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.discard_state()
+        self.segments, self.phase, self.bounds, self.hazards, self.found = [], "pass1", None, [], {}
+
+
+def _whole(path: Path, seg: Segment) -> bool:
+    """A segment as checkpointed: its size, and an Arrow file footer listing its batches."""
+    try:
+        if path.stat().st_size != seg.bytes:
+            return False
+        with pa.OSFile(str(path), "rb") as source:
+            return pa.ipc.open_file(source).num_record_batches == seg.batches
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def describe_resume(checkpoint: Checkpoint, total_bytes: int | None) -> str:
+    """``resuming: 61% of the input already done (12,345 records), ...``"""
+    if checkpoint.phase == "written":
+        return "resuming: the build was complete; only its final rename was left"
+    pos = checkpoint.position
+    share = (
+        f"{pos.bytes_read / total_bytes:.0%} of the input" if total_bytes and pos.bytes_read is not None else "part of the input"
+    )
+    what = f"resuming: {share} already done ({pos.records:,} records)"
+    if checkpoint.phase == "pass2":
+        what = f"resuming in pass 2: all {pos.records:,} records done"
+    return what
+
+
+__all__ = ["BuildLock", "BuildLocked", "Checkpoint", "PassOne", "Position", "describe_resume"]
