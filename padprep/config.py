@@ -154,6 +154,7 @@ class BuildConfig:
     recipe_side: str | None = None
 
     def __post_init__(self) -> None:
+        self._coerce_enums()
         if self.max_length is not None and self.max_length < 1:
             raise ValueError("--max-length must be a positive integer")
         if self.pad_to_multiple_of < 1:
@@ -176,6 +177,18 @@ class BuildConfig:
         if not 0.0 <= self.max_reject_rate <= 1.0:
             raise ValueError("--max-reject-rate must be a fraction between 0 and 1, e.g. 0.05")
         self.format_options()  # validates --format, --role-map and the field names
+
+    def _coerce_enums(self) -> None:
+        """Enum options given by value (``engine="ray"``, as the library and recipes may) become the enum:
+        the pipeline compares them by identity."""
+        for f in dataclasses.fields(self):
+            kind = _ENUM_FIELDS.get(f.name)
+            value = getattr(self, f.name)
+            if kind is not None and not isinstance(value, kind):
+                try:
+                    object.__setattr__(self, f.name, kind(value))
+                except ValueError:
+                    raise ValueError(f"{f.name}: {value!r} is not one of {', '.join(e.value for e in kind)}") from None
 
     def _check_pack(self) -> None:
         """--pack writes rows of exactly --max-length tokens: options about buckets or left padding do not apply."""
@@ -224,3 +237,16 @@ class BuildConfig:
                 value = [str(v) if isinstance(v, Path) else v for v in value]
             out[f.name] = value
         return out
+
+
+# The options that hold an enum, and which (``_coerce_enums``).
+_ENUM_FIELDS = {
+    "train_on": TrainOn,
+    "span_method": SpanMethod,
+    "truncation": Truncation,
+    "padding_side": PaddingSide,
+    "input_format": InputFormat,
+    "reasoning": Reasoning,
+    "engine": EngineName,
+    "task": Task,
+}

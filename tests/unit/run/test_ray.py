@@ -120,6 +120,44 @@ def test_preference_pairs_are_byte_identical(tmp_path, cluster):
     assert local == distributed
 
 
+def test_killed_ray_build_resumes_from_the_pieces_done(tmp_path, cluster, monkeypatch):
+    """A Ray build interrupted after some pieces resumes after them, reading only the rest, to the same bytes."""
+    from padprep.run import pipeline
+
+    lines = (SAMPLE / "chat.jsonl").read_text().splitlines() * 20
+    src = tmp_path / "chat.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(ray_engine, "RANGE_BYTES", 64 << 10)
+    monkeypatch.setenv("PADPREP_CHECKPOINT_SECONDS", "0")
+    run_build([src], TOK, tmp_path / "clean", engine="ray", seed=1)
+    calls = {"n": 0}
+    real = pipeline.Checkpoint.add_segment
+
+    def stop_after_four(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # as SIGTERM arrives in the CLI: the partial build is kept
+
+    monkeypatch.setattr(pipeline.Checkpoint, "add_segment", stop_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_build([src], TOK, tmp_path / "out", engine="ray", seed=1)
+    monkeypatch.setattr(pipeline.Checkpoint, "add_segment", real)
+    state = json.loads((tmp_path / ".out.padprep-state.json").read_text())
+    assert state["segments"][-1]["position"]["pieces"] == 4
+    skipped = []
+    real_pieces = ray_engine.RayEngine._pieces
+
+    def pieces(self, *args):
+        skipped.append(self._resume_pieces)
+        return real_pieces(self, *args)
+
+    monkeypatch.setattr(ray_engine.RayEngine, "_pieces", pieces)
+    run_build([src], TOK, tmp_path / "out", engine="ray", seed=1)
+    assert skipped == [4]  # the four pieces the cluster finished are not read again
+    assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "clean")
+
+
 def test_ranges_start_at_lines_and_cover_the_file(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"".join(b'{"text": "%d"}\n' % i * (1 + i % 5) for i in range(500)) + b'{"text": "last"}')
