@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PADPREP := $(VENV)/bin/padprep
 DEMO_OUT ?= out/demo
 
-.PHONY: install install-test demo test test-fast lint bench bench-memory sample-data clean
+.PHONY: install install-test demo test test-fast lint bench bench-memory bench-resume sample-data clean
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -49,6 +49,10 @@ lint: install-test
 bench: install-test
 	$(PY) benchmarks/run.py --sizes 10000,50000 --startup
 	$(PY) benchmarks/pairs_bench.py --pairs 20000
+
+## A 200k-conversation build killed at 60% and run again, against one never interrupted; what checkpoints cost.
+bench-resume: install-test
+	$(PY) benchmarks/resume_bench.py --conversations 200000
 
 ## Peak memory at 20k and at 2M conversations (long: writes a 2.4 GB input).
 bench-memory: install-test

@@ -2,9 +2,9 @@
 
 Shards use the IPC *stream* format (what ``datasets`` writes; ``Dataset.from_file`` memory-maps it)
 with ``fixed_size_list<int32>[seq_len]`` columns, so a shard maps to a ``(rows, seq_len)`` tensor
-without a copy. Everything is written into a hidden temporary directory beside the output and
-renamed into place at the end: a failed or interrupted build never leaves a directory that looks
-complete.
+without a copy. Shards are written into the build's partial output beside ``OUT``
+(``run/checkpoint.py``), which is renamed into place at the end: a failed or interrupted build never
+leaves a directory that looks complete.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,6 @@ from padprep.schema import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS, REJE
 if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do not need
     from padprep.layout.pad import PaddedShard
 
-_TMP_MARK = ".padprep-tmp-"
 
 
 @dataclass(frozen=True)
@@ -192,47 +190,3 @@ def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
 
 def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-class AtomicDir:
-    """A temporary directory that becomes ``final`` only on ``commit()``."""
-
-    def __init__(self, final: Path, overwrite: bool):
-        self.final = Path(final)
-        if self.final.exists() and not overwrite:
-            raise OutputExists(f"{self.final} already exists; pass --overwrite to replace it")
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(self.final)
-        self.path = self.final.parent / f".{self.final.name}{_TMP_MARK}{os.getpid()}"
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir()
-
-    def commit(self) -> None:
-        old = None
-        if self.final.exists():
-            old = self.final.parent / f".{self.final.name}.padprep-old-{os.getpid()}"
-            os.replace(self.final, old)
-        os.replace(self.path, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _remove_stale_temps(final: Path) -> None:
-    """Temp dirs of earlier builds of this output whose process is gone (killed mid-build)."""
-    for p in final.parent.glob(f".{final.name}{_TMP_MARK}*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -36,7 +36,7 @@ def assert_one_line_failure(res: subprocess.CompletedProcess, code: int, *needle
 
 def assert_no_output(parent: Path, name: str = "out") -> None:
     assert not (parent / name).exists()
-    assert not list(parent.glob(f".{name}.padprep-tmp-*"))
+    assert not list(parent.glob(f".{name}.padprep-*"))  # no partial output, state or lock: a failure keeps nothing
 
 
 def build(out: Path, *inputs, extra=()) -> subprocess.CompletedProcess:

@@ -357,11 +357,11 @@ def _start_build(src: Path, out: Path) -> subprocess.Popen:
 
 
 def _wait_for_spill(out: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Until the build is mid-way: its temporary directory exists and rows are being spilled."""
+    """Until the build is mid-way: its partial output exists and rows are being spilled."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the build finished before it could be interrupted"
-        spills = list(out.parent.glob(f".{out.name}.padprep-tmp-*/spill.arrow"))
+        spills = list(out.parent.glob(f".{out.name}.padprep-partial/spill-*.arrow"))
         if spills and spills[0].stat().st_size > 0:
             return
         time.sleep(0.05)
@@ -396,15 +396,14 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, sig):
     _, stderr = proc.communicate(timeout=60)
     assert not out.exists()
     assert _processes_mentioning(str(out)) == [], "worker processes outlived the interrupted build"
-    temps = list(tmp_path.glob(".out.padprep-tmp-*"))
+    assert (tmp_path / ".out.padprep-partial").is_dir()  # kept, hidden, for the next run to resume
     if sig == signal.SIGKILL:
-        assert proc.returncode == -signal.SIGKILL  # nothing can clean up: the hidden temp dir stays...
+        assert proc.returncode == -signal.SIGKILL
     else:
-        assert proc.returncode == 130 and "interrupted; no output written" in stderr
-        assert not temps
+        assert proc.returncode == 130 and "interrupted; no output written (run the same command again to resume" in stderr
     src.write_text(src.read_text()[: 2000 * (len(src.read_text().splitlines()[0]) + 1)])  # a quicker re-run
-    m = run_build([src], TOK, out)  # ...and the re-run starts cleanly, removing it
-    assert out.is_dir() and not list(tmp_path.glob(".out.padprep-tmp-*"))
+    m = run_build([src], TOK, out)  # another input: it starts over, and the partial build goes
+    assert out.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl", "out"]
     assert m["totals"]["rows_written"] == 2000
 
 
