@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do 
     from padprep.layout.pad import PaddedShard
 
 
-
 @dataclass(frozen=True)
 class WrittenShard:
     """What writing one shard produced: its file, shape, token counts and digest (the manifest's shard entry).
