@@ -33,6 +33,8 @@ from typing import Callable
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from padprep.chat.reuse import Segments
+
 
 @dataclass(frozen=True)
 class Tokens:
@@ -42,6 +44,9 @@ class Tokens:
     ids: np.ndarray
     encoding: Encoding | None = None
     char_offsets: np.ndarray | None = None
+    # ``char_offsets`` came from the tokens' bytes (in order, no token empty); False: joined from pieces
+    # whose offsets an ``Encoding`` gave (``reuse.py``), which may overlap within a character.
+    from_bytes: bool = True
 
     @property
     def offsets(self) -> np.ndarray:
@@ -95,24 +100,76 @@ class Encoder:
         twin: Tokenizer | None = None,
         unchanged: Callable[[str], bool] | None = None,
         byte_offsets: "ByteOffsets | None" = None,
+        segments: Segments | None = None,
     ):
         self.tokenizer = tokenizer
         self.twin = twin  # ``tokenizer`` less its normalizer, for text the normalizer leaves unchanged
         self._unchanged = unchanged
         self.byte_offsets = byte_offsets
+        self.segments = segments  # repeated long stretches between special tokens, tokenized once (reuse.py)
 
     @classmethod
     def probe(
-        cls, tokenizer: Tokenizer, vocab: dict[str, int] | None = None, byte_offsets: bool = True, skip_normalizer: bool = True
+        cls,
+        tokenizer: Tokenizer,
+        vocab: dict[str, int] | None = None,
+        byte_offsets: bool = True,
+        skip_normalizer: bool = True,
+        reuse: bool = True,
     ) -> "Encoder":
         """The encoder for ``tokenizer``, with each shortcut its probe allows (and the caller asks for)."""
         unchanged = _normalizer_check(tokenizer)
         twin = _twin_without_normalizer(tokenizer, unchanged) if skip_normalizer else None
         table = ByteOffsets.probe(tokenizer, vocab) if byte_offsets else None
-        return cls(tokenizer, twin, unchanged if twin is not None else None, table)
+        segments = Segments.probe(tokenizer, _reuse_probe_texts(tokenizer)) if reuse else None
+        return cls(tokenizer, twin, unchanged if twin is not None else None, table, segments)
 
     def encode(self, texts: list[str], add_special_tokens: bool = False) -> list[Tokens]:
-        """Every text's tokens, in order, as ``tokenize_batch(tokenizer, texts, add_special_tokens)`` gives them."""
+        """Every text's tokens, in order, as ``tokenize_batch(tokenizer, texts, add_special_tokens)`` gives them;
+        a long stretch between special tokens seen before is taken from ``segments`` instead of tokenized."""
+        plans = None if self.segments is None or add_special_tokens else [self.segments.plan(t) for t in texts]
+        if not plans or not any(plans):
+            return self._encode(texts, add_special_tokens)
+        jobs: list[str] = []
+        layout: list = []  # per text: its job's index, or its pieces (start, job index or None: cached, stretch)
+        cache = self.segments.cache
+        for text, plan in zip(texts, plans):
+            if plan is None:
+                layout.append(len(jobs))
+                jobs.append(text)
+                continue
+            parts = []
+            for start, end, stretch in plan:
+                if stretch is not None and stretch in cache:
+                    parts.append((start, None, stretch))
+                else:
+                    parts.append((start, len(jobs), stretch))
+                    jobs.append(text[start:end])
+            layout.append(parts)
+        tokens = self._encode(jobs, False)
+        out = []
+        for entry in layout:
+            if isinstance(entry, int):
+                out.append(tokens[entry])
+                continue
+            ids, offsets, from_bytes = [], [], self.byte_offsets is not None
+            for start, job, stretch in entry:
+                if job is None:
+                    piece_ids, piece_offsets, piece_from_bytes = cache[stretch]
+                    self.segments.hits += 1
+                else:
+                    piece = tokens[job]
+                    piece_ids, piece_offsets, piece_from_bytes = piece.ids, piece.offsets, piece.encoding is None
+                    if stretch is not None:
+                        self.segments.keep(stretch, piece_ids, piece_offsets, piece_from_bytes)
+                from_bytes = from_bytes and piece_from_bytes
+                ids.append(piece_ids)
+                offsets.append(piece_offsets + start)
+            joined = np.concatenate(offsets)
+            out.append(Tokens(np.concatenate(ids).astype(np.int32, copy=False), char_offsets=joined, from_bytes=from_bytes))
+        return out
+
+    def _encode(self, texts: list[str], add_special_tokens: bool) -> list[Tokens]:
         offsets = None if add_special_tokens else self.byte_offsets
         if self.twin is None:
             return tokenize_batch(self.tokenizer, texts, add_special_tokens, offsets)
@@ -125,6 +182,18 @@ class Encoder:
             for k, tokens in zip(which, tokenize_batch(tokenizer, [texts[k] for k in which], add_special_tokens, offsets)):
                 out[k] = tokens
         return out  # type: ignore[return-value]
+
+
+def _reuse_probe_texts(tokenizer: Tokenizer) -> list[str]:
+    """Probe texts with the tokenizer's added tokens between and inside them (where cuts must be exact)."""
+    added = [t.content for _, t in sorted(tokenizer.get_added_tokens_decoder().items())[:64] if t.content]
+    if not added:
+        return []
+    out = []
+    for k, text in enumerate(_PROBE_TEXTS):
+        a, b = added[k % len(added)], added[(k + 1) % len(added)]
+        out.append(a + text + b + "\n" + text + " " + a + " " + text + b + b + "\n\n" + text)
+    return out
 
 
 def _twin_without_normalizer(tokenizer: Tokenizer, unchanged: Callable[[str], bool] | None) -> Tokenizer | None:

@@ -37,8 +37,8 @@ _SCAN_BUDGET = 20_000_000
 def labels_from_spans(tokens: Tokens, spans) -> Mask:
     """Labels from the tokens overlapping each span, located from the span's two ends."""
     ids, enc = tokens.ids, tokens.encoding
-    if enc is None:  # offsets computed from the tokens' bytes: in order, no token empty
-        return labels_by_ranges(ids, tokens.offsets, spans)
+    if enc is None:  # offsets computed from the tokens' bytes (in order, no token empty), or joined from pieces
+        return (labels_by_ranges if tokens.from_bytes else labels_by_search)(ids, tokens.offsets, spans)
     if len(spans) * len(ids) > _SCAN_BUDGET:
         return labels_by_search(ids, tokens.offsets, spans)
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)

@@ -144,6 +144,8 @@ class ProcessOptions:
     byte_offsets: bool = True
     # Text a Unicode-normal-form normalizer leaves unchanged is encoded without it (encode.Encoder).
     skip_normalizer: bool = True
+    # Long stretches between special tokens seen before are taken from a cache, not tokenized again (reuse.py).
+    reuse_segments: bool = True
     # "preference": each record is a pair (input/pairs.py), made into two rows trained on their final reply
     # and split into prompt / chosen / rejected (chat/pairs.py); max_length applies to the pair.
     task: str = "sft"
@@ -178,7 +180,7 @@ class Processor:
         self.options = options
         self._file_formats = dict(options.file_formats)
         # probed now, before any fork: worker processes inherit it
-        self.encoder = Encoder.probe(self.tokenizer, vocab, options.byte_offsets, options.skip_normalizer)
+        self.encoder = Encoder.probe(self.tokenizer, vocab, options.byte_offsets, options.skip_normalizer, options.reuse_segments)
         self.special_text = _special_token_pattern(self.tokenizer)
         self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
         self.eos_id = self.tokenizer.token_to_id(bundle.special["eos_token"]) if "eos_token" in bundle.special else None

@@ -17,20 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
 from padprep.layout.shards import file_sha256, read_shard
+from padprep.output.figures import InspectError, frac, histogram, mixture
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, SEQ_LENS
-
-_HIST_BINS = 12
-
-
-class InspectError(PadprepError):
-    """Not a padprep output (exit 2), a damaged one (``damaged``: exit 1), or no tokenizer for --show."""
-
-    def __init__(self, message: str, damaged: bool = False):
-        super().__init__(message, EXIT_FAILED if damaged else EXIT_USAGE)
-        self.damaged = damaged
 
 
 def load_manifest(output: Path) -> Manifest:
@@ -123,41 +113,23 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
         "records": {k: totals.get(k) for k in ("records_read", "rows_written", "rejected", "dropped", "truncated", "reasons")},
         "totals": {
             "rows": rows,
-            **({"sequences": int(len(all_lengths)), "fill": _frac(real, real + pad)} if packed else {}),
+            **({"sequences": int(len(all_lengths)), "fill": frac(real, real + pad)} if packed else {}),
             "real_tokens": real,
             "pad_tokens": pad,
             "trained_tokens": trained,
-            "padding_fraction": _frac(pad, real + pad),
-            "trained_fraction_of_real": _frac(trained, real),
-            "unbucketed_padding_fraction": _frac(baseline_pad, real + baseline_pad),
+            "padding_fraction": frac(pad, real + pad),
+            "trained_fraction_of_real": frac(trained, real),
+            "unbucketed_padding_fraction": frac(baseline_pad, real + baseline_pad),
         },
         "buckets": [
-            {**b, "pad_fraction": _frac(b["pad"], b["real"] + b["pad"]), "trained_fraction": _frac(b["trained"], b["real"])}
+            {**b, "pad_fraction": frac(b["pad"], b["real"] + b["pad"]), "trained_fraction": frac(b["trained"], b["real"])}
             for _, b in sorted(buckets.items())
         ],
-        "length_histogram": _histogram(all_lengths),
+        "length_histogram": histogram(all_lengths),
         "shards": listed,
         **({"packed_shards": fills} if packed else {}),
         "unreadable": unreadable,
-        **({"mixture": _mixture(manifest.mixture)} if manifest.mixture else {}),
-    }
-
-
-def _mixture(mixture: dict) -> dict:
-    """A recipe side's sources as they came out: rows and tokens of each, and their shares."""
-    sources = mixture.get("sources") or []
-    rows = sum(s.get("rows_written", 0) for s in sources)
-    tokens = sum(s.get("real_tokens", 0) for s in sources)
-    return {
-        "side": mixture.get("side"),
-        "sources": [
-            {
-                **s,
-                "row_share": _frac(s.get("rows_written", 0), rows),
-                "token_share": _frac(s.get("real_tokens", 0), tokens),
-            }
-            for s in sources
-        ],
+        **({"mixture": mixture(manifest.mixture)} if manifest.mixture else {}),
     }
 
 
@@ -187,20 +159,7 @@ def _fill(shard: dict, cols: dict) -> dict:
     ids = cols["input_ids"]
     real = int(cols["attention_mask"].sum())
     sequences = int(len(cols[SEQ_LENS])) if SEQ_LENS in cols else 0
-    return {"file": shard["file"], "rows": int(ids.shape[0]), "sequences": sequences, "fill": _frac(real, ids.size)}
-
-
-def _frac(a: int, b: int) -> float:
-    return a / b if b else 0.0
-
-
-def _histogram(lengths: np.ndarray) -> list[dict]:
-    if not len(lengths):
-        return []
-    hi = int(lengths.max())
-    edges = np.unique(np.linspace(0, hi, _HIST_BINS + 1).astype(int))
-    counts, _ = np.histogram(lengths, bins=edges)
-    return [{"from": int(edges[i]) + (i > 0), "to": int(edges[i + 1]), "rows": int(c)} for i, c in enumerate(counts)]
+    return {"file": shard["file"], "rows": int(ids.shape[0]), "sequences": sequences, "fill": frac(real, ids.size)}
 
 
 def print_stats(console: Console, stats: dict) -> None:

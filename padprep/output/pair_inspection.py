@@ -16,14 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256
+from padprep.output.figures import InspectError, histogram, mixture
 from padprep.output.manifest import Manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
 
 def read_pair_shard(output: Path, shard: dict) -> dict[str, list[np.ndarray]]:
     """A pair shard's columns as lists of int32 arrays (an ``InspectError`` naming the file when it cannot be read)."""
-    from padprep.output.inspection import InspectError
-
     path = Path(output) / shard["file"]
     try:
         with pa.memory_map(str(path)) as source:
@@ -45,8 +44,6 @@ def read_pair_shard(output: Path, shard: dict) -> dict[str, list[np.ndarray]]:
 def _padded_pairs(table: pa.Table) -> dict[str, list[np.ndarray]]:
     """A ``--padded-pairs`` shard read back as pairs: each side's real tokens (attention_mask), split where its
     labels start; the two prompts must agree."""
-    from padprep.output.inspection import InspectError
-
     cols: dict[str, list[np.ndarray]] = {name: [] for name in PAIR_COLUMNS}
     sides = {}
     for side in ("chosen", "rejected"):
@@ -73,8 +70,6 @@ def _padded_pairs(table: pa.Table) -> dict[str, list[np.ndarray]]:
 
 def pair_stats(output: Path, manifest: Manifest, problems: list[str] | None) -> dict:
     """Totals per column, per-bucket figures and the pair-length histogram, from the shards on disk."""
-    from padprep.output.inspection import InspectError, _histogram, _mixture
-
     listed = [s.to_json() for s in manifest.shards]
     buckets, lengths, unreadable = {}, [], []
     sums = dict.fromkeys(PAIR_COLUMNS, 0)
@@ -114,10 +109,10 @@ def pair_stats(output: Path, manifest: Manifest, problems: list[str] | None) -> 
             "trained_tokens": sums["chosen_ids"] + sums["rejected_ids"],
         },
         "buckets": [b for _, b in sorted(buckets.items())],
-        "length_histogram": _histogram(all_lengths),
+        "length_histogram": histogram(all_lengths),
         "shards": listed,
         "unreadable": unreadable,
-        **({"mixture": _mixture(manifest.mixture)} if manifest.mixture else {}),
+        **({"mixture": mixture(manifest.mixture)} if manifest.mixture else {}),
     }
 
 

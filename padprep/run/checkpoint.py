@@ -72,6 +72,7 @@ class BuildLock:
         self._fh = None
 
     def __enter__(self) -> "BuildLock":
+        self._made_parent = not self.path.parent.exists()  # removed again if the build leaves nothing in it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fh = open(self.path, "a+", encoding="utf-8")
@@ -106,6 +107,9 @@ class BuildLock:
                 self.path.unlink()  # removed while held: a clean end leaves nothing behind (a killed build leaves it)
             self._fh.close()  # closing drops the lock
             self._fh = None
+            if self._made_parent:
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()  # only if empty: a build that failed before writing anything
 
 
 def _holder(fh) -> str:

@@ -93,7 +93,12 @@ class RecordStream:
 
     def bytes_read(self) -> int | None:
         """How far into the inputs reading is, in bytes on disk (None: not known)."""
-        return None if self._at is None else self._at[0] + self._at[1]()
+        if self._at is None:
+            return None
+        try:
+            return self._at[0] + self._at[1]()
+        except (OSError, ValueError):  # the file is closed: it was read to its end
+            return None
 
     def take_sample(self, n: int) -> list[RawRecord]:
         """Read the first ``n`` records (fewer when the input is shorter)."""

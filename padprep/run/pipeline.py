@@ -380,7 +380,7 @@ def _preflight_stage(
             )
         )
     if not encoding_agrees(processor, convs):
-        changes.update(byte_offsets=False, skip_normalizer=False)
+        changes.update(byte_offsets=False, skip_normalizer=False, reuse_segments=False)
         hazards.append(
             Hazard(
                 "fast_encoding_disagree",

@@ -1,0 +1,48 @@
+"""What ``inspect`` computes alike for every kind of build: its error, shares, the length histogram, the mixture."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
+
+_HIST_BINS = 12
+
+
+class InspectError(PadprepError):
+    """Not a padprep output (exit 2), a damaged one (``damaged``: exit 1), or no tokenizer for --show."""
+
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message, EXIT_FAILED if damaged else EXIT_USAGE)
+        self.damaged = damaged
+
+
+def frac(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+def histogram(lengths: np.ndarray) -> list[dict]:
+    if not len(lengths):
+        return []
+    hi = int(lengths.max())
+    edges = np.unique(np.linspace(0, hi, _HIST_BINS + 1).astype(int))
+    counts, _ = np.histogram(lengths, bins=edges)
+    return [{"from": int(edges[i]) + (i > 0), "to": int(edges[i + 1]), "rows": int(c)} for i, c in enumerate(counts)]
+
+
+def mixture(mixture: dict) -> dict:
+    """A recipe side's sources as they came out: rows and tokens of each, and their shares."""
+    sources = mixture.get("sources") or []
+    rows = sum(s.get("rows_written", 0) for s in sources)
+    tokens = sum(s.get("real_tokens", 0) for s in sources)
+    return {
+        "side": mixture.get("side"),
+        "sources": [
+            {
+                **s,
+                "row_share": frac(s.get("rows_written", 0), rows),
+                "token_share": frac(s.get("real_tokens", 0), tokens),
+            }
+            for s in sources
+        ],
+    }
