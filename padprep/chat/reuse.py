@@ -67,22 +67,26 @@ class Segments:
     def pieces(self, text: str, min_chars: int = MIN_CHARS) -> list[tuple[int, int]]:
         """``text`` cut around its stretches of at least ``min_chars`` between cutting tokens: (start, end) pieces,
         each either such a stretch or what lies between two of them (cutting tokens included)."""
+        return [(s, e) for s, e, _ in self._marked(text, min_chars)]
+
+    def _marked(self, text: str, min_chars: int) -> list[tuple[int, int, bool]]:
+        """``pieces``, each marked: True for a stretch (no cutting token inside), False for what lies between."""
         out, start, prev_end = [], 0, 0
         for m in self.cuts.finditer(text):
             s = m.start()
             if s - prev_end >= min_chars:
                 if prev_end > start:
-                    out.append((start, prev_end))
-                out.append((prev_end, s))
+                    out.append((start, prev_end, False))
+                out.append((prev_end, s, True))
                 start = s
             prev_end = m.end()
         if len(text) - prev_end >= min_chars:
             if prev_end > start:
-                out.append((start, prev_end))
-            out.append((prev_end, len(text)))
+                out.append((start, prev_end, False))
+            out.append((prev_end, len(text), True))
             start = len(text)
         if start < len(text):
-            out.append((start, len(text)))
+            out.append((start, len(text), False))
         return out
 
     def plan(self, text: str) -> list[tuple[int, int, str | None]] | None:
@@ -90,12 +94,12 @@ class Segments:
         when no stretch of it has been seen before (tokenize it whole)."""
         if len(text) < MIN_CHARS:
             return None
-        pieces = self.pieces(text)
-        if len(pieces) == 1 and pieces[0] == (0, len(text)) and not self.cuts.search(text):
+        pieces = self._marked(text, MIN_CHARS)
+        if len(pieces) == 1:  # the whole text: no cutting token in it, or no stretch long enough
             return None
         plan, useful = [], False
-        for s, e in pieces:
-            stretch = text[s:e] if e - s >= MIN_CHARS and not self.cuts.search(text, s, e) else None
+        for s, e, is_stretch in pieces:
+            stretch = text[s:e] if is_stretch else None
             if stretch is not None:
                 if stretch in self.cache:
                     useful = True

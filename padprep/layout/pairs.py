@@ -14,50 +14,33 @@ prompt and its completion as one row padded to the bucket (``pad.pad_shard``, by
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from padprep.layout.bucket import assign
-from padprep.layout.pass_two import ShardOptions
+from padprep.layout.pass_two import ShardOptions, _route, list_lengths
 from padprep.layout.shards import WrittenShard, int32_array, int32_values, write_table
-from padprep.layout.spill import PAIR_SCHEMA, spill_batches
+from padprep.layout.spill import PAIR_SCHEMA
 from padprep.schema import IGNORE_INDEX
 
 
 def pair_lengths(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     """Per pair: prompt + the longer side, in tokens."""
-    prompt, chosen, rejected = (_lengths(batch.column(i)) for i in range(3))
+    prompt, chosen, rejected = (list_lengths(batch.column(i)) for i in range(3))
     return prompt + np.maximum(chosen, rejected)
 
 
 def pass_two_pairs(workdir: Path, bounds: list[int], options: ShardOptions, pad_id: int | None = None) -> list[WrittenShard]:
     """Route the spilled pairs into buckets, then write each bucket's shards; the spill is left for the caller.
     With ``pad_id`` each side is written as a padded row (``--padded-pairs``)."""
-    routed = _route(workdir, bounds)
+    routed = _route(workdir, bounds, lengths_of=pair_lengths, schema=PAIR_SCHEMA)
     shards: list[WrittenShard] = []
     for bucket in sorted(routed):
-        shards += _write_bucket(workdir, routed[bucket], bucket, options, pad_id)
-        routed[bucket].unlink()
+        path, _ = routed[bucket]
+        shards += _write_bucket(workdir, path, bucket, options, pad_id)
+        path.unlink()
     return shards
-
-
-def _route(workdir: Path, bounds: list[int]) -> dict[int, Path]:
-    paths: dict[int, Path] = {}
-    with contextlib.ExitStack() as stack:
-        writers = {}
-        for batch in spill_batches(workdir):
-            which = assign(pair_lengths(batch), bounds)
-            for k in np.unique(which):
-                bucket = bounds[int(k)]
-                if bucket not in writers:
-                    paths[bucket] = workdir / f"route-{bucket:06d}.arrow"
-                    sink = stack.enter_context(pa.OSFile(str(paths[bucket]), "wb"))
-                    writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, PAIR_SCHEMA))
-                writers[bucket].write_batch(batch.take(int32_array(np.flatnonzero(which == k))))
-    return paths
 
 
 def _write_bucket(workdir: Path, path: Path, bucket: int, options: ShardOptions, pad_id: int | None) -> list[WrittenShard]:
@@ -87,7 +70,7 @@ def _flush(workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, s
     name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
     if name in options.done:  # written whole by the run this one resumes
         return options.done[name]
-    prompt, chosen, rejected = (int(_lengths(table.column(i)).sum()) for i in range(3))
+    prompt, chosen, rejected = (int(list_lengths(table.column(i)).sum()) for i in range(3))
     if pad_id is None:
         digest, real, pad = write_table(workdir / name, table), prompt + chosen + rejected, 0
     else:
@@ -138,9 +121,3 @@ def _lists(column) -> list[np.ndarray]:
     offsets = int32_values(column.offsets)
     values = int32_values(column.values) if len(column.values) else np.zeros(0, np.int32)
     return [values[int(a) : int(b)] for a, b in zip(offsets[:-1], offsets[1:])]
-
-
-def _lengths(column) -> np.ndarray:
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = int32_values(column.offsets).astype(np.int64)
-    return np.diff(offsets)

@@ -120,20 +120,28 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _route(workdir: Path, bounds: list[int], part: int = 0, parts: int = 1) -> dict[int, tuple[Path, int]]:
-    """One stream file per bucket that received rows of this part of the spill, and its row count."""
+def _route(
+    workdir: Path,
+    bounds: list[int],
+    part: int = 0,
+    parts: int = 1,
+    lengths_of: Callable[[pa.RecordBatch], np.ndarray] | None = None,
+    schema: pa.Schema = SCHEMA,
+) -> dict[int, tuple[Path, int]]:
+    """One stream file per bucket that received rows of this part of the spill, and its row count.
+    ``lengths_of`` gives a batch's row lengths (default: its first column's lists; pairs measure their own)."""
     paths: dict[int, Path] = {}
     rows: dict[int, int] = {}
     with contextlib.ExitStack() as stack:
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         for batch in spill_batches(workdir, part, parts):
-            which = assign(_list_lengths(batch.column(0)), bounds)
+            which = assign(lengths_of(batch) if lengths_of else list_lengths(batch.column(0)), bounds)
             for k in np.unique(which):
                 bucket = bounds[int(k)]
                 if bucket not in writers:
                     paths[bucket] = workdir / f"route-{bucket:06d}-{part}.arrow"
                     sink = stack.enter_context(pa.OSFile(str(paths[bucket]), "wb"))
-                    writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, SCHEMA))
+                    writers[bucket] = stack.enter_context(pa.ipc.new_stream(sink, schema))
                 take = np.flatnonzero(which == k)
                 writers[bucket].write_batch(batch.take(int32_array(take)))
                 rows[bucket] = rows.get(bucket, 0) + len(take)
@@ -214,9 +222,10 @@ def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, options: ShardOpt
     return shards
 
 
-def _list_lengths(column: pa.ListArray) -> np.ndarray:
-    offsets = int32_values(column.offsets)
-    return np.diff(offsets)
+def list_lengths(column: pa.ListArray | pa.ChunkedArray) -> np.ndarray:
+    """Each list's length, from the offsets (no per-row work)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.diff(int32_values(column.offsets))
 
 
 def _flush(
@@ -230,7 +239,7 @@ def _flush(
 
     rows = take.num_rows
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
-    lengths = _list_lengths(ids_col)
+    lengths = list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, lengths) if weighted else None
     padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights)
@@ -412,7 +421,7 @@ def _flush_packed(
     from padprep.layout.pad import pad_packed_shard, shuffle_rows  # imports torch: not needed by an up-to-date build
 
     ids_col, labels_col = take.column(0).combine_chunks(), take.column(1).combine_chunks()
-    seq_lens = _list_lengths(ids_col)
+    seq_lens = list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
     padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)

@@ -138,14 +138,19 @@ class _HashingWriter:
         self.fh.flush()
 
 
-def log_shard(log_path: Path, shard: WrittenShard, path: Path) -> None:
-    """A resumable build's pass-2 checkpoint: the shard file made durable, then its entry appended to the log
-    (one JSON line, itself made durable): a shard is reused on resume only where it was logged."""
+def fsync_path(path: Path) -> None:
+    """Make a written file (or a folder's entries) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def log_shard(log_path: Path, shard: WrittenShard, path: Path) -> None:
+    """A resumable build's pass-2 checkpoint: the shard file made durable, then its entry appended to the log
+    (one JSON line, itself made durable): a shard is reused on resume only where it was logged."""
+    fsync_path(path)
     with open(log_path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(dataclasses.asdict(shard)) + "\n")
         fh.flush()

@@ -41,7 +41,7 @@ from padprep import __version__
 from padprep.chat.process import ChunkStats
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.failpoints import kill_point
-from padprep.layout.shards import WrittenShard, file_sha256
+from padprep.layout.shards import WrittenShard, file_sha256, fsync_path
 from padprep.output.rejects import Counts
 
 STATE_VERSION = 1
@@ -218,9 +218,7 @@ class Checkpoint:
             return
         if state.get("build_key") == key:
             shutil.rmtree(_beside(output, "partial"), ignore_errors=True)
-            for p in [state_path, _beside(output, "shards.log"), *state_path.parent.glob(f"{state_path.name}.lengths-*.npz")]:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+            _remove_state(output)
 
     # -- what was done ---------------------------------------------------------------------------
 
@@ -276,7 +274,7 @@ class Checkpoint:
 
     def add_segment(self, path: Path, batches: int, rejects, position: Position, done: PassOne, lengths=None) -> None:
         """Make a closed spill segment and everything counted up to it durable, then record it."""
-        _fsync_file(path)
+        fsync_path(path)
         rejects.flush()
         os.fsync(rejects.fileno())
         lengths_file = None
@@ -288,7 +286,7 @@ class Checkpoint:
             flat = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
             with open(target, "wb") as fh:
                 np.savez(fh, lengths=flat, batches=np.array([len(x) for x in lengths], np.int64))
-            _fsync_file(target)
+            fsync_path(target)
         done = PassOne.from_json(json.loads(json.dumps(done.to_json())))  # a copy: pass 1 keeps counting
         self.segments.append(Segment(path.name, path.stat().st_size, batches, rejects.tell(), position, done, lengths_file))
         self._save()
@@ -319,9 +317,7 @@ class Checkpoint:
         self.discard_state()
 
     def discard_state(self) -> None:
-        for p in [self.state_path, self.shards_log, *self.state_path.parent.glob(f"{self.state_path.name}.lengths-*.npz")]:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        _remove_state(self.output)
 
     def abort(self) -> None:
         """A build that failed for good (not one interrupted): nothing of it is kept."""
@@ -407,6 +403,14 @@ class Checkpoint:
         self.segments, self.phase, self.bounds, self.hazards, self.found = [], "pass1", None, [], {}
 
 
+def _remove_state(output: Path) -> None:
+    """The checkpoint files kept beside ``output`` (the state, pass 2's log, --pack's lengths)."""
+    state = _beside(output, "state.json")
+    for p in [state, _beside(output, "shards.log"), *state.parent.glob(f"{state.name}.lengths-*.npz")]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
 def _whole(path: Path, seg: Segment) -> bool:
     """A segment as checkpointed: its size, and an Arrow file footer listing its batches."""
     try:
@@ -418,21 +422,9 @@ def _whole(path: Path, seg: Segment) -> bool:
         return False
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with contextlib.suppress(OSError):  # some file systems cannot sync a folder
+        fsync_path(path)
 
 
 def describe_resume(checkpoint: Checkpoint, total_bytes: int | None) -> str:
