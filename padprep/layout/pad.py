@@ -51,6 +51,8 @@ def pad_shard(
     lengths_t = torch.from_numpy(np.ascontiguousarray(lengths, dtype=np.int64))
     if len(lengths_t) and int(lengths_t.max()) > seq_len:
         raise ValueError("a row is longer than its shard's seq_len")
+    if int(lengths_t.sum()) != len(flat_ids) or len(flat_labels) != len(flat_ids):
+        raise ValueError("the row lengths do not add up to the tokens given")  # masked_scatter_ would take a prefix
     positions = torch.arange(seq_len, dtype=torch.int64)
     if side is PaddingSide.right:
         real = positions[None, :] < lengths_t[:, None]
@@ -59,12 +61,14 @@ def pad_shard(
     rows = len(lengths_t)
     input_ids = torch.full((rows, seq_len), pad_id, dtype=torch.int32)
     labels = torch.full((rows, seq_len), IGNORE_INDEX, dtype=torch.int32)
-    input_ids[real] = torch.from_numpy(np.array(flat_ids, dtype=np.int32))  # a copy: inputs may be read-only views
-    labels[real] = torch.from_numpy(np.array(flat_labels, dtype=np.int32))
+    # masked_scatter_ fills the real positions in row-major order, as ``x[real] = src`` does, 6-8x faster
+    # (index_put with a boolean mask first lists the mask's coordinates; docs/performance.md)
+    input_ids.masked_scatter_(real, torch.from_numpy(np.array(flat_ids, dtype=np.int32)))  # a copy: inputs may be read-only views
+    labels.masked_scatter_(real, torch.from_numpy(np.array(flat_labels, dtype=np.int32)))
     weights = None
     if flat_weights is not None:
         weights = torch.zeros((rows, seq_len), dtype=torch.float32)
-        weights[real] = torch.from_numpy(np.array(flat_weights, dtype=np.float32))
+        weights.masked_scatter_(real, torch.from_numpy(np.array(flat_weights, dtype=np.float32)))
     return PaddedShard(input_ids, real.to(torch.int32), labels, loss_weights=weights)
 
 
@@ -114,7 +118,7 @@ def pad_packed_shard(
     within = torch.arange(len(flat_ids), dtype=torch.int32)
     within -= torch.repeat_interleave(torch.from_numpy(seq_starts.astype(np.int32)), torch.from_numpy(seq_lens))
     positions = torch.arange(seq_len, dtype=torch.int32)[None, :] - torch.from_numpy(row_lengths.astype(np.int32))[:, None]
-    positions[shard.attention_mask.bool()] = within  # the tail keeps 0, 1, ...: a segment of its own
+    positions.masked_scatter_(shard.attention_mask.bool(), within)  # the tail keeps 0, 1, ...: a segment of its own
     return PaddedShard(
         shard.input_ids,
         shard.attention_mask,
