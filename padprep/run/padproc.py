@@ -120,8 +120,9 @@ def _serve(conn, parents_end) -> None:
 
     _fixed_malloc_thresholds()
 
-    from padprep.layout import pad, pass_two  # noqa: F401  (pass 2's code, loaded before its job comes)
     import pyarrow.compute  # noqa: F401  (``RecordBatch.take`` imports it on first use: 0.2 s off pass 2)
+
+    from padprep.layout import pad, pass_two  # noqa: F401  (pass 2's code, loaded before its job comes)
 
     try:
         fn, args = conn.recv()
