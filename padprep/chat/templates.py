@@ -20,6 +20,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from padprep.errors import EXIT_USAGE, PadprepError
+from padprep.input.repeats import REPEATS
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     # The ChatML template (as in many ChatML models' tokenizer_config.json).
@@ -197,7 +198,32 @@ def _raise_exception(message):
 
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    if id(x) not in REPEATS.kept_ids:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    # A value the record parser keeps (the same tool catalog in every record, input/repeats.py): its
+    # JSON text with these options, made once. The options' types are in the key: indent=4.0 is not 4.
+    if ensure_ascii is False and indent is None and separators is None and sort_keys is False:
+        key: object = id(x)  # the options almost every template gives
+    else:
+        options = (ensure_ascii, indent, tuple(separators) if type(separators) is list else separators, sort_keys)
+        key = (id(x), *((type(o), o) for o in options))
+    try:
+        return _JSON_TEXTS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an option that cannot be a key: no reuse
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    text = json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    if len(_JSON_TEXTS) >= _JSON_TEXTS_LIMIT:
+        _JSON_TEXTS.clear()
+    _JSON_TEXTS[key] = text
+    return text
+
+
+# ``tojson`` of the values input/repeats.py keeps, by (id, options): an id there always names that
+# object (the memo keeps it alive and nobody changes it).
+_JSON_TEXTS: dict[object, str] = {}
+_JSON_TEXTS_LIMIT = 1 << 16
 
 
 def _strftime_now(fmt):

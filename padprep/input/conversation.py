@@ -30,6 +30,7 @@ from padprep.input.formats import (  # noqa: F401  (re-exported: the message-lev
     tools_field,
 )
 from padprep.input.records import RawRecord
+from padprep.input.repeats import REPEATS
 
 _DEFAULT_OPTIONS = FormatOptions()
 # Accepted around a record without complaint: whitespace, CR of CRLF endings, byte-order marks.
@@ -154,7 +155,7 @@ def parse_json(text: str) -> Any:
     if not body:
         raise RecordError("empty record (only whitespace)", code="empty_record")
     try:
-        return json.loads(body)
+        return REPEATS.loads(body)
     except json.JSONDecodeError as exc:
         at = len((lead + body[: exc.pos]).encode("utf-8"))
         raise RecordError(f"invalid JSON at byte {at}: {exc.msg}", code="invalid_json") from None

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator
 
+from padprep.input.repeats import REPEATS
+
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text", "preference")
 # A preference pair (``input/pairs.py``): both sides under these keys, or LLaMA-Factory v1's whole conversations.
 PAIR_KEYS = ("chosen", "rejected")
@@ -629,7 +631,7 @@ def tools_field(tools: Any, key: str = "tools") -> list | None:
         return None
     if isinstance(tools, str):
         try:
-            tools = json.loads(tools)
+            tools = REPEATS.loads_string(tools)
         except json.JSONDecodeError as exc:
             raise RecordError(f"`{key}` is a string but not valid JSON: {exc.msg}", key, code="invalid_json_field") from None
     if isinstance(tools, dict):
