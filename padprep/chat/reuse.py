@@ -28,6 +28,9 @@ MIN_CHARS = 512
 BUDGET_CHARS = 32 << 20
 # Hashes of stretches seen once, kept to know a second sight; cleared when this many.
 SEEN_LIMIT = 1 << 20
+# Past this many long stretches with none seen twice, the data does not repeat: texts are tokenized whole
+# straight away, without the scan for cuts (output the same either way).
+GIVE_UP_AFTER = 4096
 
 
 class Segments:
@@ -45,6 +48,8 @@ class Segments:
         self._chars = 0
         self._seen: set[int] = set()
         self.hits = 0
+        self._sights = 0  # long stretches looked at
+        self.gave_up = False
 
     @classmethod
     def probe(cls, tokenizer: Tokenizer, texts: list[str]) -> "Segments | None":
@@ -92,7 +97,7 @@ class Segments:
     def plan(self, text: str) -> list[tuple[int, int, str | None]] | None:
         """How to tokenize ``text``: pieces (start, end, the stretch when it is to be cached or is cached), or None
         when no stretch of it has been seen before (tokenize it whole)."""
-        if len(text) < MIN_CHARS:
+        if len(text) < MIN_CHARS or self.gave_up:
             return None
         pieces = self._marked(text, MIN_CHARS)
         if len(pieces) == 1:  # the whole text: no cutting token in it, or no stretch long enough
@@ -108,6 +113,9 @@ class Segments:
                     if h in self._seen:  # its second sight: worth tokenizing apart and keeping
                         useful = True
                     else:
+                        self._sights += 1
+                        if self._sights > GIVE_UP_AFTER and not self.cache:
+                            self.gave_up = True
                         if len(self._seen) >= SEEN_LIMIT:
                             self._seen.clear()
                         self._seen.add(h)

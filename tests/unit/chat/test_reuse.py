@@ -79,3 +79,17 @@ def test_pieces_cut_only_around_long_stretches():
     assert (text.index("system"), text.index(long) + len(long)) in pieces
     assert segments.plan(text) is None  # seen once: nothing to reuse yet
     assert segments.plan(text) is not None  # seen twice: tokenize it apart, and keep it
+
+
+def test_text_that_does_not_repeat_is_no_longer_scanned(renders, monkeypatch):
+    tok, texts = renders
+    monkeypatch.setattr(reuse, "GIVE_UP_AFTER", 8)
+    encoder = Encoder.probe(tok)
+    unique = [f"{i} " + t.replace("<tool_call>", f"<tool_call>{i}") for i, t in enumerate(texts[:16])]
+    got = encoder.encode([u.replace("You are", f"[{i}] You are") for i, u in enumerate(unique)])
+    assert encoder.segments.gave_up and not encoder.segments.cache
+    expected = tokenize_batch(tok, [u.replace("You are", f"[{i}] You are") for i, u in enumerate(unique)])
+    assert all(np.array_equal(a.ids, b.ids) and np.array_equal(a.offsets, b.offsets) for a, b in zip(got, expected))
+    again = Encoder.probe(tok)
+    again.encode(texts[:2]), again.encode(texts[:2]), again.encode(texts)  # catalogs repeat early: kept, no giving up
+    assert again.segments.cache and not again.segments.gave_up
