@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from padprep.layout.pass_two import ShardOptions, _route, list_lengths
+from padprep.layout.pass_two import ShardOptions, list_lengths, route_rows
 from padprep.layout.shards import WrittenShard, int32_array, int32_values, write_table
 from padprep.layout.spill import PAIR_SCHEMA
 from padprep.schema import IGNORE_INDEX
@@ -34,7 +34,7 @@ def pair_lengths(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
 def pass_two_pairs(workdir: Path, bounds: list[int], options: ShardOptions, pad_id: int | None = None) -> list[WrittenShard]:
     """Route the spilled pairs into buckets, then write each bucket's shards; the spill is left for the caller.
     With ``pad_id`` each side is written as a padded row (``--padded-pairs``)."""
-    routed = _route(workdir, bounds, lengths_of=pair_lengths, schema=PAIR_SCHEMA)
+    routed = route_rows(workdir, bounds, lengths_of=pair_lengths, schema=PAIR_SCHEMA)
     shards: list[WrittenShard] = []
     for bucket in sorted(routed):
         path, _ = routed[bucket]

@@ -67,11 +67,11 @@ def pass_two(
     """
     parts = 2 if helper and _helper_pays(workdir) else 1
     if parts == 1:
-        routed = [_route(workdir, bounds)]
+        routed = [route_rows(workdir, bounds)]
     else:
         from padprep.forking import fork_call
 
-        routed = _with_helper(fork_call(_route, workdir, bounds, 1, 2), _route, workdir, bounds, 0, 2)
+        routed = _with_helper(fork_call(route_rows, workdir, bounds, 1, 2), route_rows, workdir, bounds, 0, 2)
     plan = _bucket_plan(routed, options)
     if parts == 1:
         shards = _write_buckets(workdir, plan, pad_id, options, weighted)
@@ -120,7 +120,7 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _route(
+def route_rows(
     workdir: Path,
     bounds: list[int],
     part: int = 0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import numpy as np
 
 from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
@@ -15,6 +17,24 @@ class InspectError(PadprepError):
     def __init__(self, message: str, damaged: bool = False):
         super().__init__(message, EXIT_FAILED if damaged else EXIT_USAGE)
         self.damaged = damaged
+
+
+def readable_shards(
+    listed: list[dict], read: Callable[[dict], dict], problems: list[str] | None, unreadable: list[str]
+) -> Iterator[tuple[dict, dict]]:
+    """Each listed shard with its columns (``read(shard)``). One that cannot be read raises its
+    ``InspectError``, or, when ``problems`` is given, is reported there (one line naming the file),
+    added to ``unreadable`` and skipped."""
+    for shard in listed:
+        try:
+            cols = read(shard)
+        except InspectError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            unreadable.append(shard["file"])
+            continue
+        yield shard, cols
 
 
 def frac(a: int, b: int) -> float:

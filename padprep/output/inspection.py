@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256, read_shard
-from padprep.output.figures import InspectError, frac, histogram, mixture
+from padprep.output.figures import InspectError, frac, histogram, mixture, readable_shards
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, SEQ_LENS
 
@@ -76,15 +76,7 @@ def load_stats(output: Path, problems: list[str] | None = None) -> dict:
     packed = manifest.packed
     listed = [s.to_json() for s in manifest.shards]
     lengths, buckets, unreadable, fills = [], {}, [], []
-    for shard in listed:
-        try:
-            cols = read_listed_shard(output, shard)
-        except InspectError as exc:
-            if problems is None:
-                raise
-            problems.append(str(exc))
-            unreadable.append(shard["file"])
-            continue
+    for shard, cols in readable_shards(listed, lambda shard: read_listed_shard(output, shard), problems, unreadable):
         row_lengths = cols["attention_mask"].sum(axis=1)
         lengths.append(cols[SEQ_LENS] if packed and SEQ_LENS in cols else row_lengths)
         if packed:

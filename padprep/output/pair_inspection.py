@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256
-from padprep.output.figures import InspectError, histogram, mixture
+from padprep.output.figures import InspectError, histogram, mixture, readable_shards
 from padprep.output.manifest import Manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
@@ -73,15 +73,7 @@ def pair_stats(output: Path, manifest: Manifest, problems: list[str] | None) -> 
     listed = [s.to_json() for s in manifest.shards]
     buckets, lengths, unreadable = {}, [], []
     sums = dict.fromkeys(PAIR_COLUMNS, 0)
-    for shard in listed:
-        try:
-            cols = read_pair_shard(output, shard)
-        except InspectError as exc:
-            if problems is None:
-                raise
-            problems.append(str(exc))
-            unreadable.append(shard["file"])
-            continue
+    for shard, cols in readable_shards(listed, lambda shard: read_pair_shard(output, shard), problems, unreadable):
         n = {k: np.fromiter((len(x) for x in cols[k]), np.int64) for k in PAIR_COLUMNS}
         pair_len = n["prompt_ids"] + np.maximum(n["chosen_ids"], n["rejected_ids"])
         lengths.append(pair_len)

@@ -228,23 +228,10 @@ def _build(
             manifest = read_manifest(work)
             hazards = [Hazard(**h) for h in manifest.hazards]
         else:
-            manifest, hazards = _passes(
-                cfg,
-                progress,
-                bundle,
-                processor,
-                files,
-                digests,
-                key,
-                formats,
-                template,
-                template_origin,
-                task,
-                total_bytes,
-                pad,
-                selection,
-                checkpoint,
+            state = _BuildState(
+                cfg, bundle, processor, files, digests, key, formats, template, template_origin, task, total_bytes, selection
             )
+            manifest, hazards = _passes(state, progress, pad, checkpoint)
         checkpoint.commit(cfg.overwrite or cfg.force)
         failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
     except BaseException as exc:
@@ -261,24 +248,28 @@ def _interrupted(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
-def _passes(
-    cfg,
-    progress,
-    bundle,
-    processor,
-    files,
-    digests,
-    key,
-    formats,
-    template,
-    template_origin,
-    task,
-    total_bytes,
-    pad,
-    selection,
-    checkpoint: Checkpoint,
-) -> tuple[Manifest, list[Hazard]]:
+@dataclass(frozen=True)
+class _BuildState:
+    """What a build has settled before its passes: options, tokenizer, processor, inputs, template and task."""
+
+    cfg: BuildConfig
+    bundle: TokenizerBundle
+    processor: Processor  # compiled and probed once (preflight may hand on one with a shortcut turned off)
+    files: list[str]
+    digests: list[str | None]
+    key: str | None
+    formats: FormatOptions
+    template: str | None
+    template_origin: str | None
+    task: Task
+    total_bytes: int | None  # the inputs' size, where known
+    selection: Selection | None  # one side of a recipe: which records to read, how many times
+
+
+def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint: Checkpoint) -> tuple[Manifest, list[Hazard]]:
     """Pass 1 (unless a checkpoint says it is done), pass 2, the manifest: everything but the rename."""
+    cfg, bundle, processor, files, digests = state.cfg, state.bundle, state.processor, state.files, state.digests
+    formats, task, total_bytes, selection = state.formats, state.task, state.total_bytes, state.selection
     work = checkpoint.path
     pairs = task is Task.preference
     if checkpoint.phase == "pass1":
@@ -291,7 +282,7 @@ def _passes(
             )
             sample = stream.take_sample(cfg.preflight_records)
             engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
-            processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, template_origin)
+            processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, state.template_origin)
             progress.start(total_bytes)
             results = engine.results(stream, processor, cfg.chunk_size, checked if not checkpoint.resumed else None)
             done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine)
@@ -308,7 +299,7 @@ def _passes(
         found = {f: FileFormat(*v) for f, v in checkpoint.found.items()}
     progress.log(f"pass 2 (pad and write) {pad.describe()}")
     weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
-    options = ShardOptions.of(cfg, checkpoint.done_shards(), checkpoint.shards_log if key is not None else None)
+    options = ShardOptions.of(cfg, checkpoint.done_shards(), checkpoint.shards_log if state.key is not None else None)
     if pairs:
         shards = pad.run(pass_two_pairs, work, bounds, options, bundle.pad_id if cfg.padded_pairs else None)
     elif cfg.pack:
@@ -319,9 +310,7 @@ def _passes(
     for path in spill_files(work):
         path.unlink()
     hazards = _merge_hazards(hazards, stats_hazards(stats))
-    manifest = _manifest(
-        cfg, bundle, template, template_origin, files, digests, key, counts, stats, histogram, bounds, shards, hazards, found
-    )
+    manifest = _manifest(state, counts, stats, histogram, bounds, shards, hazards, found)
     if pairs:
         manifest = dataclasses.replace(manifest, format=PAIRS_FORMAT, task=task.value)
     if selection is not None:
@@ -637,13 +626,7 @@ def _packing(cfg: BuildConfig, shards: list[ShardEntry]) -> dict | None:
 
 
 def _manifest(
-    cfg: BuildConfig,
-    bundle: TokenizerBundle,
-    template: str | None,
-    template_origin: str | None,
-    files: list[str],
-    digests: list[str | None],
-    key: str | None,
+    state: _BuildState,
     counts: Counts,
     stats: ChunkStats,
     histogram: Counter,
@@ -653,6 +636,8 @@ def _manifest(
     found: dict[str, FileFormat] | None = None,
 ) -> Manifest:
     """Everything needed to know what was built from what: options, fingerprints, per-shard counts."""
+    cfg, bundle, template, template_origin = state.cfg, state.bundle, state.template, state.template_origin
+    files, digests, key = state.files, state.digests, state.key
     shards = [ShardEntry.of(w) for w in written]
     real = sum(s.real_tokens for s in shards)
     pad = sum(s.pad_tokens for s in shards)

@@ -221,7 +221,7 @@ def test_pass_two_shared_with_a_forked_helper_writes_the_same_bytes(tmp_path, op
     )
     assert cli.returncode == 0, cli.stderr
     packed = "--pack" in options
-    helped = ("_scatter_part", "_write_packed") if packed else ("_route", "_write_buckets")
+    helped = ("_scatter_part", "_write_packed") if packed else ("route_rows", "_write_buckets")
     assert all(f"helper: {name}" in cli.stderr for name in helped), cli.stderr
     kwargs = {"seed": 7} if "--seed" in options else {}
     if packed:
