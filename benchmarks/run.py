@@ -301,10 +301,12 @@ def _tree_memory_bytes(root: int) -> tuple[int, int]:
     return rss, pss
 
 
-def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, float, float, float]:
+def run_measured(cmd: list[str], log: Path, env: dict | None = None, sample: bool = True) -> tuple[float, float, float, float]:
     """Run cmd; return (wall seconds, ru_maxrss MiB from os.wait4, sampled tree-RSS and tree-PSS peaks MiB).
 
-    stdout+stderr go to log. Raises on a non-zero exit, showing the log's tail.
+    stdout+stderr go to log. Raises on a non-zero exit, showing the log's tail. Without ``sample`` the
+    tree figures are 0: reading every process's smaps_rollup ten times a second cost a 20k agentic build
+    0.6-0.8 s (7%) and the ceiling 0.2-1.0 s, so timed rounds after the first do not sample.
     """
     peak = [0, 0]
     done = threading.Event()
@@ -312,17 +314,19 @@ def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> tuple[fl
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
-        def sample() -> None:
+        def sample_tree() -> None:
             while not done.wait(0.1):
                 rss, pss = _tree_memory_bytes(proc.pid)
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        sampler = threading.Thread(target=sample_tree, daemon=True)
+        if sample:
+            sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         done.set()
-        sampler.join()
+        if sample:
+            sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
@@ -352,12 +356,12 @@ CEILING_VARIANTS = [
 ]
 
 
-def measure_ceiling(texts: Path, tokdir: Path, workdir: Path, variant=CEILING_VARIANTS[0]) -> Measured:
+def measure_ceiling(texts: Path, tokdir: Path, workdir: Path, variant=CEILING_VARIANTS[0], sample: bool = True) -> Measured:
     method, chunk, threads = variant
     log = workdir / "ceiling.log"
     env = {**os.environ, "RAYON_NUM_THREADS": str(threads)} if threads else None
     _, maxrss, tree, pss = run_measured([sys.executable, __file__, "--ceiling-worker", str(texts), str(tokdir),
-                                         method, str(chunk)], log, env=env)
+                                         method, str(chunk)], log, env=env, sample=sample)
     res = last_json_line(log)
     how = f"{method}, {'one call' if not chunk else f'{chunk} texts a call'}, {threads or 'all'} thread(s)"
     return Measured("encode_batch ceiling", res["tokens"], res["seconds"], maxrss, tree, pss,
@@ -366,20 +370,20 @@ def measure_ceiling(texts: Path, tokdir: Path, workdir: Path, variant=CEILING_VA
 
 def fastest_ceiling(texts: Path, tokdir: Path, workdir: Path) -> tuple[tuple, list[Measured]]:
     """Every variant once; the fastest is the ceiling measured beside padprep from then on."""
-    tried = [(v, measure_ceiling(texts, tokdir, workdir, v)) for v in CEILING_VARIANTS]
+    tried = [(v, measure_ceiling(texts, tokdir, workdir, v, sample=False)) for v in CEILING_VARIANTS]
     for v, m in tried:
         print(f"  ceiling variant {v}: {m.tps:,.0f} tokens/s", flush=True)
     best = max(tried, key=lambda t: t[1].tps)
     return best[0], [best[1]]
 
 
-def measure_padprep(padprep_in: Path, tokdir: Path, workdir: Path, workers: int, tag: str = "") -> Measured:
+def measure_padprep(padprep_in: Path, tokdir: Path, workdir: Path, workers: int, tag: str = "", sample: bool = True) -> Measured:
     """workers 0: padprep's default (one worker per core for a large input)."""
     out = workdir / f"padprep_out_w{workers}{tag}"
     log = workdir / f"padprep_w{workers}{tag}.log"
     cmd = [sys.executable, "-m", "padprep", "build", str(padprep_in), "--tokenizer", str(tokdir),
            "--output", str(out), "--force", "--max-length", str(MAX_LENGTH), "--workers", str(workers)]
-    wall, maxrss, tree, pss = run_measured(cmd, log)
+    wall, maxrss, tree, pss = run_measured(cmd, log, sample=sample)
     totals = json.loads((out / "manifest.json").read_text())["totals"]
     shutil.rmtree(out, ignore_errors=True)
     rows = totals.get("rows", totals.get("rows_written", "?"))
@@ -526,13 +530,14 @@ def throughput(args: argparse.Namespace, tokdir: Path, workdir: Path) -> None:
     runs: dict[str, list[Measured]] = {"ceiling": first, "padprep": [], "padprep w1": [], "rows": [], "parquet": [],
                                        "agentic ceiling": agentic_first, "agentic": []}
     for round_ in range(1, args.repeat + 1):  # interleaved, so that a slow spell hits every pipeline alike
-        for label, fn in [("ceiling", lambda: measure_ceiling(texts, tokdir, workdir, variant)),
-                          ("agentic ceiling", lambda: measure_ceiling(agentic_texts, tokdir, workdir, agentic_variant)),
-                          ("agentic", lambda: measure_padprep(agentic_in, tokdir, workdir, 0, "_agentic")),
-                          ("padprep", lambda: measure_padprep(padprep_in, tokdir, workdir, 0)),
-                          ("padprep w1", lambda: measure_padprep(padprep_in, tokdir, workdir, 1)),
-                          ("rows", lambda: measure_padprep(workdir / "input_rows.jsonl", tokdir, workdir, 0, "_rows")),
-                          ("parquet", lambda: measure_padprep(workdir / "input.parquet", tokdir, workdir, 0, "_parquet"))]:
+        sample = round_ == 1  # the tree's memory is sampled in round 1 only (sampling costs up to 7%: run_measured)
+        for label, fn in [("ceiling", lambda: measure_ceiling(texts, tokdir, workdir, variant, sample)),
+                          ("agentic ceiling", lambda: measure_ceiling(agentic_texts, tokdir, workdir, agentic_variant, sample)),
+                          ("agentic", lambda: measure_padprep(agentic_in, tokdir, workdir, 0, "_agentic", sample)),
+                          ("padprep", lambda: measure_padprep(padprep_in, tokdir, workdir, 0, "", sample)),
+                          ("padprep w1", lambda: measure_padprep(padprep_in, tokdir, workdir, 1, "", sample)),
+                          ("rows", lambda: measure_padprep(workdir / "input_rows.jsonl", tokdir, workdir, 0, "_rows", sample)),
+                          ("parquet", lambda: measure_padprep(workdir / "input.parquet", tokdir, workdir, 0, "_parquet", sample))]:
             print(f"measuring {label} (round {round_} of {args.repeat}) ...", flush=True)
             runs[label].append(fn())
     print("measuring the datasets pipeline (once: it is the slow one) ...", flush=True)
