@@ -65,3 +65,29 @@ def test_padding_by_position_keeps_real_eos_when_pad_is_eos(side):
     if side is PaddingSide.left:
         assert out.attention_mask[:, -1].eq(1).all()  # generation reads the last position: always real
     assert out.input_ids.dtype == torch.int32
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+def test_lengths_that_do_not_add_up_to_the_tokens_are_refused(extra):
+    ids = np.arange(1, 8, dtype=np.int32)  # 7 tokens
+    lengths = np.array([3, 4 + extra])
+    with pytest.raises(ValueError, match="do not add up"):
+        pad_shard(ids, ids.copy(), lengths, 6, pad_id=0)
+
+
+def test_rows_are_filled_in_input_order_with_weights():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 9, size=40)
+    ids = rng.integers(1, 1000, size=int(lengths.sum())).astype(np.int32)
+    weights = rng.random(len(ids)).astype(np.float32)
+    for side in PaddingSide:
+        out = pad_shard(ids, -ids, lengths, 8, pad_id=0, side=side, flat_weights=weights)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        for r, (s, n) in enumerate(zip(starts, lengths)):
+            real = slice(0, n) if side is PaddingSide.right else slice(8 - n, 8)
+            assert out.input_ids[r, real].tolist() == ids[s : s + n].tolist()
+            assert out.labels[r, real].tolist() == (-ids[s : s + n]).tolist()
+            assert np.array_equal(out.loss_weights[r, real].numpy(), weights[s : s + n])
+            assert int(out.attention_mask[r].sum()) == n and float(out.loss_weights[r].sum()) == pytest.approx(
+                weights[s : s + n].sum()
+            )
