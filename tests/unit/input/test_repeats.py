@@ -148,3 +148,37 @@ def test_data_that_does_not_repeat_goes_straight_to_json_loads(monkeypatch):
     for t in [unique[0]] * 3 + unique:  # a value seen twice early: the memo keeps looking
         assert again.loads(t) == json.loads(t)
     assert not again.gave_up and again.hits == 2
+
+
+@pytest.mark.parametrize("family", ["glm-4-32b-0414", "qwen-3.5"])
+def test_real_templates_render_kept_tools_as_they_render_fresh_ones(tmp_path, family, monkeypatch):
+    """GLM-4 writes ``tool.function | tojson(indent=4, ensure_ascii=False)``, Qwen3.5 walks each schema's
+    parameters: with the catalogs kept, every render is the one json.loads' fresh values give."""
+    from padprep.chat.render import Renderer
+    from padprep.chat.tokenizer import load_tokenizer
+    from tests.support.families import family_dir
+
+    shared_file("glaive_toolcall_en_demo.json")
+    bundle = load_tokenizer(str(family_dir(family)))
+    memo = Repeats()
+    monkeypatch.setattr(templates, "REPEATS", memo)
+    renderer = Renderer(bundle.chat_template, bundle.special)
+    lines = [json.dumps(c) for c in catalog_conversations(64)] * 3
+    kept = [memo.loads(line) for line in lines]
+    fresh = [json.loads(line) for line in lines]
+    assert memo.hits >= 64 and id(kept[-1]["tools"][0]["function"]) in memo.kept_ids
+    for a, b in zip(kept, fresh):
+        assert renderer.render_text(a["messages"], a["tools"], False) == renderer.render_text(b["messages"], b["tools"], False)
+
+
+def test_the_shared_sharegpt_file_builds_the_same_with_and_without_repeats(tmp_path, qwen_dir, monkeypatch):
+    """LLaMA-Factory's glaive file (ShareGPT, ``tools`` a JSON string, records that repeat): the same bytes."""
+    src = shared_file("glaive_toolcall_en_demo.json")
+    records = json.loads(src.read_text(encoding="utf-8"))
+    lines = write_jsonl(tmp_path / "glaive.jsonl", records * 3)
+    hits = repeats.REPEATS.hits
+    run_build([lines], qwen_dir, tmp_path / "memo", seed=1, max_reject_rate=1.0, workers=1)
+    assert repeats.REPEATS.hits > hits, "no tool catalog was reused: the test shows nothing"
+    monkeypatch.setattr(repeats, "MIN_CHARS", 1 << 30)
+    run_build([lines], qwen_dir, tmp_path / "plain", seed=1, max_reject_rate=1.0, workers=1)
+    assert shard_bytes(tmp_path / "memo") == shard_bytes(tmp_path / "plain")
