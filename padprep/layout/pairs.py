@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from padprep.layout.pass_two import ShardOptions, list_lengths, route_rows
+from padprep.layout.pass_two import ShardOptions, list_lengths, route_rows, shard_tables
 from padprep.layout.shards import WrittenShard, int32_array, int32_values, write_table
 from padprep.layout.spill import PAIR_SCHEMA
 from padprep.schema import IGNORE_INDEX
@@ -44,21 +44,9 @@ def pass_two_pairs(workdir: Path, bounds: list[int], options: ShardOptions, pad_
 
 
 def _write_bucket(workdir: Path, path: Path, bucket: int, options: ShardOptions, pad_id: int | None) -> list[WrittenShard]:
-    per_shard = max(1, options.shard_tokens // bucket)
     shards: list[WrittenShard] = []
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    with pa.OSFile(str(path), "rb") as source:
-        for batch in pa.ipc.open_stream(source):
-            pending.append(batch)
-            count += batch.num_rows
-            while count >= per_shard:
-                table = pa.Table.from_batches(pending, schema=PAIR_SCHEMA)
-                shards.append(_flush(workdir, table.slice(0, per_shard), bucket, options, len(shards), pad_id))
-                rest = table.slice(per_shard)
-                pending, count = rest.to_batches(), rest.num_rows
-    if count:
-        shards.append(_flush(workdir, pa.Table.from_batches(pending, schema=PAIR_SCHEMA), bucket, options, len(shards), pad_id))
+    for table in shard_tables([path], max(1, options.shard_tokens // bucket), PAIR_SCHEMA):
+        shards.append(_flush(workdir, table, bucket, options, len(shards), pad_id))
     return shards
 
 

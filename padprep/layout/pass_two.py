@@ -16,7 +16,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +27,6 @@ from padprep.layout.pack import Placement
 from padprep.layout.shards import WrittenShard, float32_values, int32_array, int32_values, log_shard, write_shard
 from padprep.layout.spill import SCHEMA, spill_batches, spill_bytes, stream_batches
 from padprep.schema import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -196,30 +193,30 @@ def _write_buckets(
 
 def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, options: ShardOptions, weighted: bool) -> list[WrittenShard]:
     """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
-    bucket = job.bucket
-    per_shard = max(1, options.shard_tokens // bucket)
-    shards: list[dict] = []
+    shards: list[WrittenShard] = []
+    for table in shard_tables(job.paths, max(1, options.shard_tokens // job.bucket), SCHEMA):
+        shards.append(_flush(workdir, table, job.bucket, pad_id, options, job.first_serial + len(shards), weighted))
+    return shards
+
+
+def shard_tables(paths: list[Path], per_shard: int, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The rows of these stream files, in order, as tables of ``per_shard`` rows (the last one: the rest).
+    Memory holds one shard's rows and one batch."""
     pending: list[pa.RecordBatch] = []
     count = 0
     with contextlib.ExitStack() as stack:
-        for path in job.paths:
+        for path in paths:
             for batch in pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(path), "rb"))):
                 pending.append(batch)
                 count += batch.num_rows
                 while count >= per_shard:
-                    table = pa.Table.from_batches(pending, schema=SCHEMA)
-                    shards.append(
-                        _flush(
-                            workdir, table.slice(0, per_shard), bucket, pad_id, options, job.first_serial + len(shards), weighted
-                        )
-                    )
+                    table = pa.Table.from_batches(pending, schema=schema)
+                    yield table.slice(0, per_shard)
                     rest = table.slice(per_shard)
                     pending, count = rest.to_batches(), rest.num_rows
                     pa.default_memory_pool().release_unused()  # a shard's buffers go back to the OS, not to a cache
     if count:
-        table = pa.Table.from_batches(pending, schema=SCHEMA)
-        shards.append(_flush(workdir, table, bucket, pad_id, options, job.first_serial + len(shards), weighted))
-    return shards
+        yield pa.Table.from_batches(pending, schema=schema)
 
 
 def list_lengths(column: pa.ListArray | pa.ChunkedArray) -> np.ndarray:
