@@ -22,6 +22,8 @@ import re
 import numpy as np
 from tokenizers import Tokenizer
 
+from padprep.input.repeats import Sightings
+
 # A stretch shorter than this is not worth its bookkeeping (a dict lookup, two array joins).
 MIN_CHARS = 512
 # Characters of cached stretches kept per process; past it the oldest go (insertion order).
@@ -46,10 +48,12 @@ class Segments:
         # stretch -> (ids int32, offsets (n, 2) int64, whether the offsets came from the tokens' bytes)
         self.cache: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
         self._chars = 0
-        self._seen: set[int] = set()
+        self._sightings = Sightings(SEEN_LIMIT, GIVE_UP_AFTER)
         self.hits = 0
-        self._sights = 0  # long stretches looked at
-        self.gave_up = False
+
+    @property
+    def gave_up(self) -> bool:
+        return self._sightings.gave_up
 
     @classmethod
     def probe(cls, tokenizer: Tokenizer, texts: list[str]) -> "Segments | None":
@@ -108,18 +112,10 @@ class Segments:
             if stretch is not None:
                 if stretch in self.cache:
                     useful = True
+                elif self._sightings.again(stretch, nothing_kept=not self.cache):  # worth tokenizing apart and keeping
+                    useful = True
                 else:
-                    h = hash(stretch)
-                    if h in self._seen:  # its second sight: worth tokenizing apart and keeping
-                        useful = True
-                    else:
-                        self._sights += 1
-                        if self._sights > GIVE_UP_AFTER and not self.cache:
-                            self.gave_up = True
-                        if len(self._seen) >= SEEN_LIMIT:
-                            self._seen.clear()
-                        self._seen.add(h)
-                        stretch = None
+                    stretch = None
             plan.append((s, e, stretch))
         return plan if useful else None
 

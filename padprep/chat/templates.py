@@ -198,26 +198,31 @@ def _raise_exception(message):
 
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    if id(x) not in REPEATS.kept_ids:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    # A value the record parser keeps (the same tool catalog in every record, input/repeats.py): its
-    # JSON text with these options, made once. The options' types are in the key: indent=4.0 is not 4.
-    if ensure_ascii is False and indent is None and separators is None and sort_keys is False:
-        key: object = id(x)  # the options almost every template gives
-    else:
-        options = (ensure_ascii, indent, tuple(separators) if type(separators) is list else separators, sort_keys)
-        key = (id(x), *((type(o), o) for o in options))
-    try:
-        return _JSON_TEXTS[key]
-    except KeyError:
-        pass
-    except TypeError:  # an option that cannot be a key: no reuse
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    text = json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    if len(_JSON_TEXTS) >= _JSON_TEXTS_LIMIT:
-        _JSON_TEXTS.clear()
-    _JSON_TEXTS[key] = text
+    key = _json_key(x, ensure_ascii, indent, separators, sort_keys)
+    text = _JSON_TEXTS.get(key) if key is not None else None
+    if text is None:
+        text = json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        if key is not None:
+            if len(_JSON_TEXTS) >= _JSON_TEXTS_LIMIT:
+                _JSON_TEXTS.clear()
+            _JSON_TEXTS[key] = text
     return text
+
+
+def _json_key(x, *options) -> object | None:
+    """Where ``tojson(x, *options)`` is kept: only for a value the record parser keeps (the same tool catalog
+    in every record, input/repeats.py); None otherwise, or for an option that cannot be a key. The options'
+    types are in the key: indent=4.0 is not 4 (json.dumps refuses it, each time)."""
+    if id(x) not in REPEATS.kept_ids:
+        return None
+    if options == (False, None, None, False):
+        return id(x)  # the options almost every template gives
+    key = (id(x), *((type(o), tuple(o) if type(o) is list else o) for o in options))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 # ``tojson`` of the values input/repeats.py keeps, by (id, options): an id there always names that

@@ -62,12 +62,14 @@ class Repeats:
     def __init__(self) -> None:
         self._heads: dict[str, list[tuple[str, Any]]] = {}  # first _HEAD characters -> (text, value) kept
         self._strings: dict[str, Any] = {}  # a JSON string's text -> its value, kept
-        self._seen: set[int] = set()
+        self._sightings = Sightings(SEEN_LIMIT, GIVE_UP_AFTER)
         self._chars = 0
         self.kept_ids: set[int] = set()  # ids of every container inside a kept value
         self.hits = 0
-        self._sights = 0  # long values looked at
-        self.gave_up = False
+
+    @property
+    def gave_up(self) -> bool:
+        return self._sightings.gave_up
 
     def loads(self, text: str) -> Any:
         """``json.loads(text)`` (its value and its errors), with the long values at an object's top level reused."""
@@ -139,16 +141,7 @@ class Repeats:
         """Whether ``text`` was seen before (and there is room to keep it); a first sight is remembered."""
         if self._chars + len(text) > BUDGET_CHARS:
             return False
-        self._sights += 1
-        if self._sights > GIVE_UP_AFTER and not self._chars:
-            self.gave_up = True
-        h = hash(text)
-        if h in self._seen:
-            return True
-        if len(self._seen) >= SEEN_LIMIT:
-            self._seen.clear()
-        self._seen.add(h)
-        return False
+        return self._sightings.again(text, nothing_kept=not self._chars)
 
     def _keep(self, text: str, value: Any) -> None:
         self._chars += len(text)
@@ -161,6 +154,31 @@ class Repeats:
             elif isinstance(v, list):
                 self.kept_ids.add(id(v))
                 stack.extend(v)
+
+
+class Sightings:
+    """Hashes of long texts seen once, to know a second sight (``again``); cleared when ``limit`` many. Past
+    ``give_up_after`` first sights while nothing was kept, the data does not repeat: ``gave_up`` (its owner
+    then stops looking). Serves this memo and the segment cache (``chat/reuse.py``)."""
+
+    def __init__(self, limit: int, give_up_after: int):
+        self._seen: set[int] = set()
+        self._limit, self._give_up_after = limit, give_up_after
+        self._first_sights = 0
+        self.gave_up = False
+
+    def again(self, text: str, nothing_kept: bool) -> bool:
+        """Whether ``text`` was seen before; a first sight is remembered."""
+        h = hash(text)
+        if h in self._seen:
+            return True
+        self._first_sights += 1
+        if self._first_sights > self._give_up_after and nothing_kept:
+            self.gave_up = True
+        if len(self._seen) >= self._limit:
+            self._seen.clear()
+        self._seen.add(h)
+        return False
 
 
 # One per process: worker processes fill their own.
