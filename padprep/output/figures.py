@@ -37,6 +37,18 @@ def readable_shards(
         yield shard, cols
 
 
+def print_records(console, stats: dict, kind: str, written: str, truncated: str) -> None:
+    """The first lines of ``inspect``: the output and its padprep version (and ``kind``), then where every
+    record went, as the manifest counts them (``written`` / ``truncated``: what this kind of build calls them)."""
+    rec = stats["records"]
+    console.print(f"[bold]{stats['output']}[/bold]  (padprep {stats['manifest'].get('padprep_version')}{kind})")
+    if rec.get("records_read") is not None:
+        console.print(
+            f"records: {rec['records_read']:,} read = {rec['rows_written']:,} {written} + {rec['rejected']:,} rejected"
+            f" + {rec['dropped']:,} dropped by policy ({rec['truncated']:,} {truncated})"
+        )
+
+
 def frac(a: int, b: int) -> float:
     return a / b if b else 0.0
 

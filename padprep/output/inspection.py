@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256, read_shard
-from padprep.output.figures import InspectError, frac, histogram, mixture, readable_shards
+from padprep.output.figures import InspectError, frac, histogram, mixture, print_records, readable_shards
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, SEQ_LENS
 
@@ -162,13 +162,8 @@ def print_stats(console: Console, stats: dict) -> None:
         if "mixture" in stats:
             _print_mixture(console, stats["mixture"])
         return
-    t, rec = stats["totals"], stats["records"]
-    console.print(f"[bold]{stats['output']}[/bold]  (padprep {stats['manifest'].get('padprep_version')})")
-    if rec.get("records_read") is not None:
-        console.print(
-            f"records: {rec['records_read']:,} read = {rec['rows_written']:,} written + {rec['rejected']:,} rejected"
-            f" + {rec['dropped']:,} dropped by policy ({rec['truncated']:,} truncated)"
-        )
+    t = stats["totals"]
+    print_records(console, stats, "", "written", "truncated")
     if "sequences" in t:
         console.print(
             f"packed: {t['sequences']:,} sequences in {t['rows']:,} rows, fill {t['fill']:.2%} (real tokens / rows x seq_len)"

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256
-from padprep.output.figures import InspectError, histogram, mixture, readable_shards
+from padprep.output.figures import InspectError, histogram, mixture, print_records, readable_shards
 from padprep.output.manifest import Manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
@@ -74,7 +74,7 @@ def pair_stats(output: Path, manifest: Manifest, problems: list[str] | None) -> 
     buckets, lengths, unreadable = {}, [], []
     sums = dict.fromkeys(PAIR_COLUMNS, 0)
     for shard, cols in readable_shards(listed, lambda shard: read_pair_shard(output, shard), problems, unreadable):
-        n = {k: np.fromiter((len(x) for x in cols[k]), np.int64) for k in PAIR_COLUMNS}
+        n = _column_lengths(cols)
         pair_len = n["prompt_ids"] + np.maximum(n["chosen_ids"], n["rejected_ids"])
         lengths.append(pair_len)
         b = buckets.setdefault(shard["seq_len"], {"seq_len": shard["seq_len"], "shards": 0, "pairs": 0, "tokens": 0})
@@ -109,13 +109,8 @@ def pair_stats(output: Path, manifest: Manifest, problems: list[str] | None) -> 
 
 
 def print_pair_stats(console: Console, stats: dict) -> None:
-    t, rec = stats["totals"], stats["records"]
-    console.print(f"[bold]{stats['output']}[/bold]  (padprep {stats['manifest'].get('padprep_version')}, preference pairs)")
-    if rec.get("records_read") is not None:
-        console.print(
-            f"records: {rec['records_read']:,} read = {rec['rows_written']:,} pairs written + {rec['rejected']:,} rejected"
-            f" + {rec['dropped']:,} dropped by policy ({rec['truncated']:,} with the prompt cut)"
-        )
+    t = stats["totals"]
+    print_records(console, stats, ", preference pairs", "pairs written", "with the prompt cut")
     console.print(
         f"pairs: {t['pairs']:,}   tokens: {t['prompt_tokens']:,} prompt, {t['chosen_tokens']:,} chosen, "
         f"{t['rejected_tokens']:,} rejected"
@@ -168,7 +163,7 @@ def verify_pairs(output: Path, stats: dict) -> list[str]:
         if file_sha256(Path(output) / shard["file"]) != shard["sha256"]:
             problems.append(f"{shard['file']}: sha256 differs from the manifest")
         cols = read_pair_shard(output, shard)
-        n = {k: np.fromiter((len(x) for x in cols[k]), np.int64) for k in PAIR_COLUMNS}
+        n = _column_lengths(cols)
         empty = int(np.count_nonzero((n["chosen_ids"] == 0) | (n["rejected_ids"] == 0)))
         if empty:
             problems.append(f"{shard['file']}: {empty} pair(s) with an empty side")
@@ -186,6 +181,11 @@ def verify_pairs(output: Path, stats: dict) -> list[str]:
         if tokens != shard["real_tokens"] or trained != shard["trained_tokens"]:
             problems.append(f"{shard['file']}: token counts differ from the manifest")
     return problems
+
+
+def _column_lengths(cols: dict) -> dict[str, np.ndarray]:
+    """Each pair's length in tokens, per column (prompt_ids, chosen_ids, rejected_ids)."""
+    return {k: np.fromiter((len(x) for x in cols[k]), np.int64) for k in PAIR_COLUMNS}
 
 
 def _decode(tok, ids: np.ndarray) -> str:
