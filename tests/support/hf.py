@@ -25,6 +25,20 @@ TINY_LLAMA = dict(
 )
 
 
+def quiet_args(config: type, run_dir: Path, **options):
+    """``config(...)`` (TrainingArguments, SFTConfig, DPOConfig...) for a test run on the CPU: nothing saved,
+    logged or reported; ``options`` set the rest."""
+    return config(
+        output_dir=str(run_dir),
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        **options,
+    )
+
+
 def tiny_llama(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 

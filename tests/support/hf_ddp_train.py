@@ -16,21 +16,13 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import padprep  # noqa: E402
-from tests.support.hf import recording, tiny_llama  # noqa: E402
+from tests.support.hf import quiet_args, recording, tiny_llama  # noqa: E402
 
 
 def main(build: str, out: str) -> None:
     torch.set_num_threads(1)
-    args = transformers.TrainingArguments(
-        output_dir=str(Path(out) / "run"),
-        per_device_train_batch_size=4,
-        num_train_epochs=2,
-        seed=3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
+    args = quiet_args(
+        transformers.TrainingArguments, Path(out) / "run", per_device_train_batch_size=4, num_train_epochs=2, seed=3
     )
     assert args.world_size == 2, f"expected 2 processes, got world_size={args.world_size}"
     trainer = recording(transformers.Trainer)(model=tiny_llama(), args=args, train_dataset=padprep.load(build))

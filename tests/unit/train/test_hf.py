@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from padprep.schema import COLUMNS, IGNORE_INDEX
 from padprep.train.loader import BucketBatchSampler, collate, load, pad_collate
 from tests.conftest import ROOT, SAMPLE, run_build, tree_bytes
-from tests.support.hf import BuildRows, recording, tiny_llama
+from tests.support.hf import BuildRows, quiet_args, recording, tiny_llama
 
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
@@ -44,20 +44,8 @@ def rows(build_dir) -> BuildRows:
 
 
 def _args(tmp_path: Path, config: type | None = None, **options):
-    config = config or transformers.TrainingArguments
-    defaults = dict(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=BATCH,
-        num_train_epochs=2,
-        seed=SEED,
-        learning_rate=3e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-    )
-    return config(**{**defaults, **options})
+    defaults = dict(per_device_train_batch_size=BATCH, num_train_epochs=2, seed=SEED, learning_rate=3e-3)
+    return quiet_args(config or transformers.TrainingArguments, tmp_path / "run", **{**defaults, **options})
 
 
 def _expected_batches(build: Path, epochs: int, **sampler_options) -> list[list[int]]:

@@ -14,7 +14,7 @@ import padprep
 from padprep.train.loader import BucketBatchSampler
 from padprep.train.pairs import PairDataset
 from tests.conftest import SAMPLE, run_build, tree_bytes, write_jsonl
-from tests.support.hf import tiny_llama
+from tests.support.hf import quiet_args, tiny_llama
 
 TOK = SAMPLE / "tokenizer"
 
@@ -104,17 +104,13 @@ def test_dpo_trainer_trains_on_the_build_as_it_is(pair_dir, tmp_path, precompute
     before = tree_bytes(pair_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(TOK))
     tokenizer.pad_token = tokenizer.eos_token
-    args = trl.DPOConfig(
-        output_dir=str(tmp_path / "run"),
+    args = quiet_args(
+        trl.DPOConfig,
+        tmp_path / "run",
         per_device_train_batch_size=4,
         max_steps=6,
         max_length=None,
         learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
         precompute_ref_log_probs=precompute,
         seed=0,
     )
