@@ -333,11 +333,10 @@ def _build_recipe(ctx: typer.Context, recipe: Path, inputs, options: dict, pad, 
         cfg = recipe_config(spec, {k: v for k, v in options.items() if k in given or k == "output"})
     except PadprepError as exc:
         _fail(err, str(exc), exc.exit_code)
-    started = time.monotonic()
     result = _run(err, lambda progress: build_recipe(spec, cfg, progress, pad))
     for side, built in result.sides.items():
         _console().print(f"[bold]{side}[/bold]: {built.output}")
-        _print_result(built, built.output, time.monotonic() - started)
+        _print_result(built, built.output, result.seconds[side])
 
 
 @app.command()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ import numpy as np
 from padprep.config import BuildConfig
 from padprep.input.formats import FormatOptions
 from padprep.input.read import expand_inputs, read_records
+from padprep.output.ownership import check_apart
 from padprep.recipe.draw import Selection, SourceDraw, content_key, draw_all
 from padprep.recipe.spec import Recipe, RecipeError, Source
 from padprep.run.padproc import PadProcess
-from padprep.run.pipeline import BuildResult, build
+from padprep.run.pipeline import BuildResult, build, read_paths
 from padprep.run.progress import Progress
 
 TRAIN, EVAL = "train", "eval"
@@ -45,6 +47,7 @@ class PlannedSource:
 class RecipeResult:
     output: Path
     sides: dict[str, BuildResult]  # "train" (and "eval"): each side's build
+    seconds: dict[str, float]  # how long each side's build took (its summary's time and rate)
 
 
 def recipe_config(recipe: Recipe, given: dict[str, Any]) -> BuildConfig:
@@ -68,17 +71,20 @@ def build_recipe(recipe: Recipe, cfg: BuildConfig, progress: Progress, pad: PadP
     """Build every side of ``recipe`` into ``cfg.output``/train (and /eval); see the module's description."""
     plan = _plan(recipe, cfg, progress)
     files = [f for p in plan for f in p.files]
+    check_apart(cfg.output, [recipe.path, *(i for p in plan for i in p.source.inputs), *read_paths(cfg, files)])
     draws = functools.cache(lambda: _draw(recipe, cfg, plan, progress))
     sides = [TRAIN] + ([EVAL] if recipe.eval is not None else [])
-    results = {}
+    results, seconds = {}, {}
     for i, side in enumerate(sides):
         side_cfg = dataclasses.replace(cfg, inputs=tuple(files), output=Path(cfg.output) / side, recipe_side=side)
         progress.log(f"recipe {recipe.path}: building {side} into {side_cfg.output}")
+        started = time.monotonic()
         # a pad process runs one pass 2: the first side takes the caller's, the next forks its own
         results[side] = build(
             side_cfg, progress, pad if i == 0 else None, selection=functools.partial(_selection, side, plan, draws)
         )
-    return RecipeResult(Path(cfg.output), results)
+        seconds[side] = time.monotonic() - started
+    return RecipeResult(Path(cfg.output), results, seconds)
 
 
 def _plan(recipe: Recipe, cfg: BuildConfig, progress: Progress) -> list[PlannedSource]:

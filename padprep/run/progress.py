@@ -62,6 +62,7 @@ class Throughput(Progress):
     def start(self, total_bytes: int | None) -> None:
         self._started = self._clock()
         self._total = total_bytes
+        self.records = self.tokens = 0  # a recipe's next side is a build of its own: its counts start over
 
     def reading(self, offset: int, tell: Callable[[], int]) -> None:
         self._offset, self._tell = offset, tell

@@ -4,6 +4,9 @@ duplicates, the same bytes on rebuild, flags over the file, and bad recipes in o
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,44 @@ def test_bad_recipes_fail_in_one_line_before_any_work(data, tmp_path, change, sa
 def test_a_recipe_takes_no_inputs_beside_it(data, tmp_path):
     done = padprep_cli("build", str(data / "chat.jsonl"), "--recipe", str(_recipe(data, RECIPE)), "-o", str(tmp_path / "o"))
     assert done.returncode == 2 and "a recipe names its inputs under `sources`" in done.stderr
+
+
+SMALL = """tokenizer: TOK
+seed: 3
+sources: [DATA/chat.jsonl]
+eval:
+  fraction: 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """The sample chats as a recipe with an eval split: its output, the CLI's run, and the run's wall time."""
+    root = tmp_path_factory.mktemp("small")
+    write_jsonl(root / "chat.jsonl", [json.loads(line) for line in (SAMPLE / "chat.jsonl").read_text().splitlines()])
+    started = time.monotonic()
+    done = padprep_cli("build", "--recipe", str(_recipe(root, SMALL)), "-o", str(root / "out"))
+    assert done.returncode == 0, done.stderr
+    return root / "out", done, time.monotonic() - started
+
+
+def test_each_side_reports_its_own_time(small):
+    _, done, wall = small
+    times = [float(t) for t in re.findall(r"│ time +│ +([0-9.]+)s", done.stdout)]
+    assert len(times) == 2, done.stdout
+    assert sum(times) <= wall, (times, wall)  # not the whole build's time, twice
+
+
+def test_the_eval_side_counts_from_zero():
+    from padprep.run.progress import Throughput
+
+    now = [0.0]
+    progress = Throughput(clock=lambda: now[0])
+    progress.start(1000)
+    progress.advance(records=800, tokens=1_000_000)  # the train side
+    now[0] = 10.0
+    progress.start(100)  # the eval side's pass 1
+    now[0] = 10.5
+    progress.advance(records=80, tokens=1_000)
+    snap = progress.snapshot()
+    assert (snap.records, snap.tokens, snap.tokens_per_second) == (80, 1_000, 2_000.0)
