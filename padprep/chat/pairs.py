@@ -78,12 +78,14 @@ def make_pair(
     line: int,
     max_length: int | None,
     truncation: Truncation,
+    limit_name: str = "--max-length",
 ) -> PairRow | PairProblem:
     """A pair from its sides' (ids, labels), or the reason there is none.
 
     ``--max-length`` applies to the prompt plus the longer side: ``drop`` drops the pair; ``left`` and
     ``right`` keep both completions whole and cut the prompt from the left (the end of a prompt is what
-    the reply answers), dropping the pair when the completions alone do not fit.
+    the reply answers), dropping the pair when the completions alone do not fit. ``limit_name`` says where
+    ``max_length`` came from, in the reasons.
     """
     sides = []
     for name, (ids, labels) in (("chosen", chosen), ("rejected", rejected)):
@@ -107,10 +109,10 @@ def make_pair(
     truncated = False
     if max_length is not None and len(prompt) + longer > max_length:
         if truncation is Truncation.drop:
-            reason = f"longer than --max-length ({len(prompt) + longer} > {max_length} tokens: prompt and longer side) with --truncation drop"
+            reason = f"longer than {limit_name} ({len(prompt) + longer} > {max_length} tokens: prompt and longer side) with --truncation drop"
             return PairProblem("too_long", reason, policy=True)
         if longer >= max_length:
-            reason = f"its longer side alone ({longer} tokens) does not fit --max-length {max_length}, even with the prompt cut"
+            reason = f"its longer side alone ({longer} tokens) does not fit {limit_name} {max_length}, even with the prompt cut"
             return PairProblem("too_long", reason, policy=True)
         prompt, truncated = prompt[len(prompt) + longer - max_length :], True
     return PairRow(prompt, c, r, source, line, truncated)

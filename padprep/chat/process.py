@@ -149,6 +149,8 @@ class ProcessOptions:
     # "preference": each record is a pair (input/pairs.py), made into two rows trained on their final reply
     # and split into prompt / chosen / rejected (chat/pairs.py); max_length applies to the pair.
     task: str = "sft"
+    # Where max_length came from, as drop reasons name it: --max-length, or the largest bucket of --buckets.
+    limit_name: str = "--max-length"
 
 
 class Processor:
@@ -285,6 +287,7 @@ class Processor:
             chosen.line,
             self.options.max_length,
             self.options.truncation,
+            self.options.limit_name,
         )
         if isinstance(pair, PairProblem):
             return Reject(
@@ -362,7 +365,7 @@ class Processor:
         """A record longer than any row can be: dropped by --truncation drop, else a record padprep cannot hold."""
         if self.options.max_length is not None and self.options.truncation is Truncation.drop:
             reason = (
-                f"longer than --max-length ({exc}: more than {self.options.max_length} tokens, as no token covers "
+                f"longer than {self.options.limit_name} ({exc}: more than {self.options.max_length} tokens, as no token covers "
                 f"more than {self.longest_token} characters) with --truncation drop"
             )
             return _reject(conv, record, reason, "policy", "too_long")
@@ -390,7 +393,7 @@ class Processor:
         truncated = False
         if limit is not None and len(ids) > limit:
             if policy is Truncation.drop:
-                reason = f"longer than --max-length ({len(ids)} > {limit} tokens) with --truncation drop"
+                reason = f"longer than {self.options.limit_name} ({len(ids)} > {limit} tokens) with --truncation drop"
                 return _reject(conv, record, reason, "policy", "too_long")
             keep = slice(0, limit) if policy is Truncation.right else slice(len(ids) - limit, None)
             ids, labels, truncated = ids[keep], labels[keep], True

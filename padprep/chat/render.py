@@ -141,7 +141,7 @@ class Renderer:
                         raise TooLong(f"its rendered text is longer than the limit of {self.max_chars:,} characters", total, True)
                     if self.too_long("".join(chunks)):
                         raise TooLong(
-                            f"its rendered text (the first {total:,} characters already) holds more tokens than --max-length",
+                            f"its rendered text (the first {total:,} characters already) holds more tokens than the limit",
                             total,
                         )
                     check_at = min(2 * total, self.max_chars)
@@ -165,7 +165,7 @@ class Renderer:
     def render(self, conv: Conversation) -> Rendered:
         full = self.render_text(conv.messages, conv.tools, generation=False, stop_when_too_long=True)
         if self.too_long is not None and self.too_long(full):  # decided before any prefix render or token
-            raise TooLong(f"its rendered text of {len(full):,} characters holds more tokens than --max-length", len(full))
+            raise TooLong(f"its rendered text of {len(full):,} characters holds more tokens than the limit", len(full))
         if self.train_on is TrainOn.all:
             return Rendered(full, ((0, len(full)),))
         turns = conv.assistant_indices

@@ -213,6 +213,7 @@ def _build(
         reasoning=cfg.reasoning,
         byte_offsets=total_bytes is None or total_bytes >= SMALL_INPUT_BYTES,
         task=task.value,
+        limit_name=_limit_name(cfg),
     )
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
@@ -413,6 +414,14 @@ def _effective_max_length(cfg: BuildConfig) -> int | None:
     if cfg.max_length is not None and cfg.max_length > largest:
         raise BuildFailed(f"--max-length {cfg.max_length} is larger than the largest bucket {largest}", EXIT_USAGE)
     return cfg.max_length or largest
+
+
+def _limit_name(cfg: BuildConfig) -> str:
+    """Where the longest row's limit came from, as drop reasons name it: a user who gave --buckets alone
+    never gave --max-length."""
+    if cfg.max_length is None and cfg.buckets is not None:
+        return "the largest bucket of --buckets"
+    return "--max-length"
 
 
 def _task(

@@ -202,11 +202,16 @@ def test_records_of_stdin(tmp_path):
 
 def test_explicit_bucket_too_small_drops_long_rows(tmp_path):
     rec = json.loads(Path(CHAT).read_text().splitlines()[0])
-    long = {"messages": [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "ok"}]}
-    src = write_jsonl(tmp_path / "in.jsonl", [rec, long])
+    long = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
+    longer = {"messages": [{"role": "user", "content": "word " * 5000}, {"role": "assistant", "content": "ok"}]}
+    src = write_jsonl(tmp_path / "in.jsonl", [rec, long, longer])  # dropped once tokenized, and before
     res = padprep_cli("build", str(src), "--tokenizer", TOK, "--output", str(tmp_path / "o"), "--buckets", "64,128")
     assert res.returncode == 0, res.stderr
     totals = json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]
-    assert (totals["rows_written"], totals["dropped"]) == (1, 1)
+    assert (totals["rows_written"], totals["dropped"]) == (1, 2)
     rejects = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
-    assert rejects[0]["line"] == 2 and "--max-length" in rejects[0]["reason"]
+    assert [r["line"] for r in rejects] == [2, 3]
+    for reject in rejects:  # the limit named as given: no --max-length was
+        assert "longer than the largest bucket of --buckets (" in reject["reason"], reject
+        assert "--max-length" not in reject["reason"], reject
+    assert " > 128 tokens) with --truncation drop" in rejects[0]["reason"]  # tokenized, then dropped
