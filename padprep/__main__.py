@@ -13,9 +13,9 @@ def main() -> None:
     from padprep.run.padproc import fork_early
 
     fork_early(sys.argv[1:])
-    from padprep.cli import app
+    from padprep.cli import run
 
-    app()
+    run()
 
 
 if __name__ == "__main__":

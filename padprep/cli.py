@@ -56,7 +56,7 @@ def _int_list(value: Optional[str]) -> Optional[tuple[int, ...]]:
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise typer.BadParameter("expected comma-separated integers, e.g. 256,512,1024") from None
+        raise typer.BadParameter("expected comma-separated integers, e.g. 256,512,1024", param_hint="'--buckets'") from None
 
 
 def _pairs(value: Optional[str], option: str) -> tuple[tuple[str, str], ...]:
@@ -467,5 +467,25 @@ def _progress(console: Console) -> Iterator[_ProgressView]:
         yield _ProgressView(console, bar)
 
 
+def run(args: Optional[List[str]] = None) -> None:
+    """The command line, as ``padprep`` runs it: a usage error (an unknown option, a missing argument, a bad
+    value) is one ``padprep: error:`` line and exit 2, like every other failure, not click's usage block."""
+    # click's UsageError, reached through typer's public BadParameter: typer 0.2x vendors its own click
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        code = app(args=args, standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # ``padprep`` alone: the help, as before
+            exc.show()
+            sys.exit(exc.exit_code)
+        command = exc.ctx.command_path.split()[-1] if exc.ctx is not None and exc.ctx.parent is not None else ""
+        where = f"padprep {command} --help" if command else "padprep --help"
+        _console(stderr=True).print(f"padprep: error: {exc.format_message()} ({where} lists the options)", markup=False)
+        code = exc.exit_code
+    except typer.Abort:  # end of input at a prompt
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover  (``padprep`` and ``python -m padprep`` start in __main__.py)
-    sys.exit(app())
+    run()

@@ -190,6 +190,36 @@ def test_inspect_on_something_that_is_not_an_output(tmp_path):
     assert_one_line_failure(padprep_cli("inspect", str(tmp_path)), 2, "manifest.json")
 
 
+# -- usage errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (("build", str(CHAT), "-t", TOK, "-o", "o", "--bogus"), "No such option: --bogus"),
+        (("build", str(CHAT), "-t", TOK), "Missing option '--output'"),
+        (("build", str(CHAT), "-t", TOK, "-o", "o", "--buckets", "a,b"), "Invalid value for '--buckets'"),
+        (("build", str(CHAT), "-t", TOK, "-o", "o", "--truncation", "middle"), "Invalid value for '--truncation'"),
+        (("build", str(CHAT), "-t", TOK, "-o", "o", "--max-length"), "Option '--max-length' requires an argument"),
+        (("inspect",), "Missing argument 'output'"),
+        (("buidl",), "No such command 'buidl'"),
+    ],
+    ids=["unknown-option", "missing-option", "bad-value", "bad-choice", "no-value", "missing-argument", "no-command"],
+)
+def test_usage_errors_are_one_line(tmp_path, args, said):
+    res = padprep_cli(*args, cwd=tmp_path)
+    line = assert_one_line_failure(res, 2, said)
+    assert "--help" in line  # where the options are listed
+    assert "╭" not in res.stderr and "Usage:" not in res.stderr, res.stderr  # no Rich box, no usage block
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_and_no_arguments_still_show_the_help():
+    assert "build" in padprep_cli().stdout + padprep_cli().stderr
+    res = padprep_cli("build", "--help")
+    assert res.returncode == 0 and "--max-length" in res.stdout
+
+
 # -- errors a user can cause while building --------------------------------------------------------
 
 
