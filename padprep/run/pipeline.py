@@ -200,6 +200,12 @@ def _build(
     task = _task(cfg, files, formats, file_formats, progress)
     if cfg.padded_pairs and task is not Task.preference:
         raise BuildFailed("--padded-pairs applies to preference pairs; these records are SFT rows: drop it", EXIT_USAGE)
+    if cfg.pack and task is Task.preference:  # found by --task auto (config refuses --task preference --pack)
+        raise BuildFailed(
+            "--pack does not apply to preference pairs (these records hold `chosen` and `rejected`; pairs are "
+            "bucketed by pair length): drop --pack",
+            EXIT_USAGE,
+        )
     total_bytes = _input_bytes(files)
     options = ProcessOptions(
         template,

@@ -117,6 +117,16 @@ def test_task_and_format_errors_are_one_line(tmp_path):
     assert pack.returncode == 2 and "--pack applies to SFT rows" in pack.stderr
 
 
+def test_pack_on_detected_pairs_is_refused(tmp_path):
+    """Pairs found by --task auto: --pack is refused in one line, not ignored while the manifest says pack: true."""
+    from tests.e2e.test_first_run import assert_one_line_failure
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [_pair("Paris.", "Lyon.")] * 4)
+    pack = padprep_cli("build", str(pairs), "-t", str(TOK), "-o", str(tmp_path / "p"), "--pack", "--max-length", "64")
+    assert_one_line_failure(pack, 2, "--pack does not apply to preference pairs", "drop --pack")
+    assert not (tmp_path / "p").exists()
+
+
 def test_inspect_shows_a_pair_and_verifies(tmp_path):
     run_build([write_jsonl(tmp_path / "p.jsonl", [_pair("Paris.", "Lyon.")] * 2)], TOK, tmp_path / "out")
     shown = padprep_cli("inspect", str(tmp_path / "out"), "--show", "1", "--verify")
