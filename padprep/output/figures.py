@@ -19,6 +19,12 @@ class InspectError(PadprepError):
         self.damaged = damaged
 
 
+def highlights(console) -> bool:
+    """Whether decoded rows can show trained text in colour: a terminal, with colour not turned off
+    (``NO_COLOR``, ``TERM=dumb``). Otherwise the text is marked (``[[trained]]``), never left unmarked."""
+    return console.is_terminal and console.color_system is not None and not console.no_color
+
+
 def readable_shards(
     listed: list[dict], read: Callable[[dict], dict], problems: list[str] | None, unreadable: list[str]
 ) -> Iterator[tuple[dict, dict]]:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256, read_shard
-from padprep.output.figures import InspectError, frac, histogram, mixture, print_records, readable_shards
+from padprep.output.figures import InspectError, frac, highlights, histogram, mixture, print_records, readable_shards
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, SEQ_LENS
 
@@ -238,7 +238,7 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
         from padprep.output.pair_inspection import show_pairs
 
         return show_pairs(console, output, stats, tok, n)
-    color = console.is_terminal
+    color = highlights(console)
     legend = (
         "[green]trained[/green]  [dim]masked (-100)[/dim]  [on grey23]padding[/on grey23]"
         if color

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256
-from padprep.output.figures import InspectError, histogram, mixture, print_records, readable_shards
+from padprep.output.figures import InspectError, highlights, histogram, mixture, print_records, readable_shards
 from padprep.output.manifest import Manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
@@ -125,7 +125,7 @@ def print_pair_stats(console: Console, stats: dict) -> None:
 
 def show_pairs(console: Console, output: Path, stats: dict, tok, n: int) -> None:
     """The first ``n`` pairs: the prompt once, then each completion highlighted."""
-    color = console.is_terminal
+    color = highlights(console)
     legend = (
         "[dim]prompt[/dim]  [green]chosen[/green]  [red]rejected[/red]" if color else "legend: prompt, [[chosen]], {{rejected}}"
     )
