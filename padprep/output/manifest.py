@@ -217,6 +217,15 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     write_json(Path(directory) / MANIFEST, manifest.to_json())
 
 
+def _builds_below(directory: Path) -> str:
+    """Where a manifest was expected and is not: the builds in the folders below (a recipe's output holds
+    one per side), else the question whether this is an output at all."""
+    below = sorted(str(p.parent) for p in directory.glob(f"*/{MANIFEST}"))
+    if below:
+        return f"the builds are in {' and '.join(below)} (a recipe writes one per side): inspect {' or '.join(below)}"
+    return "is this a padprep build output?"
+
+
 def read_manifest(directory: Path) -> Manifest:
     """Read and check ``directory/manifest.json``.
 
@@ -235,7 +244,7 @@ def read_manifest(directory: Path) -> Manifest:
         raise ManifestError(f"{directory}: no such directory")
     path = directory / MANIFEST
     if not path.is_file():
-        raise ManifestError(f"{directory}: no {MANIFEST} here; is this a padprep build output?")
+        raise ManifestError(f"{directory}: no {MANIFEST} here; {_builds_below(directory)}")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -198,3 +198,11 @@ def test_the_eval_side_counts_from_zero():
     progress.advance(records=80, tokens=1_000)
     snap = progress.snapshot()
     assert (snap.records, snap.tokens, snap.tokens_per_second) == (80, 1_000, 2_000.0)
+
+
+def test_inspect_on_the_recipe_output_points_to_its_sides(small):
+    out, _, _ = small
+    done = padprep_cli("inspect", str(out))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("padprep: error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert f"inspect {out / 'eval'} or {out / 'train'}" in errors[0], errors[0]
