@@ -138,9 +138,10 @@ def _from_hub(repo_id: str) -> dict[str, str]:
         if (Path(folder) / "tokenizer.json").is_file():
             return {"tokenizer.json": str(Path(folder) / "tokenizer.json"), **_siblings(Path(folder), "tokenizer.json")}
         errors.append("the repository has no tokenizer.json")
+    # the first error is the real cause (no network, not found, auth): the cache retry's only says it is not cached
     raise TokenizerError(
-        f"{repo_id}: cannot get this tokenizer from the Hugging Face Hub or the local cache "
-        f"({errors[-1]}); download it where you have network, or pass a local path"
+        f"{repo_id}: cannot get this tokenizer from the Hugging Face Hub ({errors[0]}), and it is not in the local "
+        "cache either; download it where you have network, or pass a local path"
     )
 
 
