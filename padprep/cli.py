@@ -298,8 +298,12 @@ def _run(err: Console, work):
     except OSError as exc:  # permissions, a full disk, a file that vanished mid-build: nothing is left behind
         _fail(err, f"{_os_error(exc)}; no output written", EXIT_FAILED)
     except KeyboardInterrupt:
+        # a build stopped before its first checkpoint has nothing to resume: the same command starts over (and says so)
         _fail(
-            err, "interrupted; no output written (run the same command again to resume, --fresh to start over)", EXIT_INTERRUPTED
+            err,
+            "interrupted; no output written (run the same command again to resume from the last checkpoint, or to start "
+            "over where none was made yet; --fresh to start over)",
+            EXIT_INTERRUPTED,
         )
 
 

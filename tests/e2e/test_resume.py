@@ -114,6 +114,32 @@ def test_sigterm_keeps_what_was_done(data, clean, tmp_path):
     assert tree_bytes(out) == clean
 
 
+def test_an_interrupt_before_the_first_checkpoint_says_the_rerun_starts_over(data, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PADPREP_CHECKPOINT_SECONDS": "1000"}  # no checkpoint before pass 1 ends
+    env.pop("PADPREP_KILL_AT", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "padprep", "build", str(data), "-t", str(TOK), "-o", str(out), *OPTIONS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    partial = tmp_path / ".out.padprep-partial"
+    while proc.poll() is None and not partial.exists():
+        pass
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0 or (tmp_path / ".out.padprep-state.json").exists():
+        pytest.skip("the build reached a checkpoint before the signal came")
+    assert proc.returncode == 130 and "or to start over where none was made yet" in err, err
+    again = _build(data, out)
+    assert again.returncode == 0, again.stderr
+    assert "starting over: the interrupted build was stopped before its first checkpoint" in again.stderr, again.stderr
+    assert "no partial state" not in again.stderr
+
+
 def test_a_changed_input_or_option_starts_over(data, tmp_path):
     out = tmp_path / "out"
     assert _build(data, out, kill_at="pass1:4").returncode == -signal.SIGKILL
