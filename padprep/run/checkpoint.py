@@ -335,7 +335,8 @@ class Checkpoint:
         """Why a partial state cannot be resumed (None: it can)."""
         if state is None:
             # the partial output is made at start, the state at the first checkpoint: an interrupt came between
-            return "the interrupted build was stopped before its first checkpoint (nothing to resume)" if self.path.exists() else None
+            stopped = "the interrupted build was stopped before its first checkpoint (nothing to resume)"
+            return stopped if self.path.exists() else None
         if self.key is None:
             return "standard input cannot be resumed"
         if state.get("version") != STATE_VERSION or state.get("padprep_version") != __version__:
