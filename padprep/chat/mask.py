@@ -153,3 +153,29 @@ def labels_by_search(ids: np.ndarray, offsets: np.ndarray, spans) -> Mask:
         straddling += int(np.count_nonzero(inside & ((window_starts < s) | (window_ends > e))))
     labels = np.where(trained, ids, IGNORE_INDEX).astype(np.int32, copy=False)
     return Mask(labels, straddling, empty)
+
+
+def stop_tokens_after(tokens: Tokens, spans, labels: np.ndarray, stop_ids: frozenset[int]) -> list[tuple[int, int]]:
+    """The stop signal where the template writes no end-of-turn marker: the token right after each span, where
+    it is one the model stops on (``stop_ids``: eos, a role marker the template opens turns with), is trained
+    (``labels`` set in place). Returns (token index, span index) of each token trained so."""
+    if not stop_ids or not len(spans):
+        return []
+    ids, enc = tokens.ids, tokens.encoding
+    n, out = len(ids), []
+    starts = None
+    for j, (s, e) in enumerate(spans):
+        if s >= e:  # a reply the template writes nothing of: no stop either
+            continue
+        k = enc.char_to_token(e) if enc is not None else None
+        if k is not None:
+            if enc.token_to_chars(k)[0] < e:  # the token holding the span's end straddles it: the next one follows
+                k += 1
+        else:
+            if starts is None:
+                starts = tokens.offsets[:, 0]
+            k = int(np.searchsorted(starts, e, side="left"))
+        if k < n and int(ids[k]) in stop_ids and labels[k] == IGNORE_INDEX:
+            labels[k] = ids[k]
+            out.append((k, j))
+    return out

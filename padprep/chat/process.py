@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from padprep.chat.encode import Encoder, Tokens
-from padprep.chat.mask import labels_from_spans, weights_from_spans
+from padprep.chat.mask import labels_from_spans, stop_tokens_after, weights_from_spans
 from padprep.chat.pairs import FlatPairs, PairProblem, PairRow, make_pair
 from padprep.chat.render import Renderer, RenderError, TemplateLimit, TooLong
 from padprep.chat.templates import DEFAULT_MAX_CHARS
@@ -56,6 +56,8 @@ class ChunkStats:
     trained_by_flag: int = 0  # non-reply messages trained because their flag asks
     weighted_rows: int = 0  # rows with a loss weight other than 0 and 1
     think_masked: int = 0  # think blocks masked by --reasoning
+    stop_trained: int = 0  # stop tokens trained after a reply where the template writes no end-of-turn marker
+    eos_appended: int = 0  # rows whose last reply had no stop token: eos appended (trained), --no-append-eos: not
 
     def add(self, other: "ChunkStats") -> None:
         for name in self.__dataclass_fields__:
@@ -186,6 +188,37 @@ class Processor:
         self.special_text = _special_token_pattern(self.tokenizer)
         self.bos_id = self.tokenizer.token_to_id(bundle.special["bos_token"]) if "bos_token" in bundle.special else None
         self.eos_id = self.tokenizer.token_to_id(bundle.special["eos_token"]) if "eos_token" in bundle.special else None
+        self.stop_ids = self._stop_ids()
+
+    def _stop_ids(self) -> frozenset[int]:
+        """The tokens trained right after a reply where the template writes no end-of-turn marker (where it writes
+        one, the reply's span ends with it): the eos token, and the first special token of what the template
+        writes to open a turn after a reply (GLM-4's ``<|user|>``, ``<|observation|>``), probed; a plain-text
+        role line (``### Instruction:``) is no token the model stops on."""
+        renderer = self.renderer
+        if isinstance(renderer, _NoTemplate) or renderer.end_marker or self.options.train_on is TrainOn.all:
+            return frozenset()
+        special = {t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special and t.content}
+        out = {self.eos_id} if self.eos_id is not None else set()
+        for opening in renderer.turn_openings:
+            for token_id in self.tokenizer.encode(opening, add_special_tokens=False).ids:
+                if self.tokenizer.id_to_token(token_id) in special:
+                    out.add(token_id)
+                    break
+        return frozenset(out)
+
+    @property
+    def stop_signal(self) -> str:
+        """The stop signal rule as this build applies it, in words (the build log, the manifest)."""
+        renderer = self.renderer
+        if isinstance(renderer, _NoTemplate):
+            return "none: no chat template"
+        if renderer.end_marker:
+            return f"the end-of-turn marker {renderer.end_marker!r}, trained as the last part of every reply"
+        if not self.stop_ids:
+            return "none: the template writes no end-of-turn marker and no token the model stops on after a reply"
+        names = ", ".join(repr(self.tokenizer.id_to_token(i)) for i in sorted(self.stop_ids))
+        return f"the token right after each reply where it is one the model stops on ({names}); the template writes no end-of-turn marker"
 
     def process(self, records: list[RawRecord]) -> ChunkResult:
         """Every record ends as one row or one reject, both kept in input order."""
@@ -307,6 +340,8 @@ class Processor:
         for (k, conv, record, ren), tok, window in zip(prepared.chat, prepared.chat_tokens, prepared.windows):
             spans, span_weights = _in_window(ren.spans, ren.weights, window)
             mask = labels_from_spans(tok, spans)
+            stops = stop_tokens_after(tok, spans, mask.labels, self.stop_ids) if self.stop_ids else ()
+            stats.stop_trained += len(stops)
             stats.straddling += mask.straddling
             stats.empty_replies += mask.empty_spans
             stats.realigned += ren.realigned
@@ -314,12 +349,27 @@ class Processor:
             stats.trained_by_flag += ren.trained_by_flag
             stats.think_masked += ren.think_masked
             weights = None if span_weights is None else weights_from_spans(tok, spans, span_weights, mask.labels)
+            for k, j in stops if weights is not None else ():
+                weights[k] = span_weights[j]
             stats.weighted_rows += weights is not None
-            outcome[k] = self._apply_limits(conv, record, tok.ids, mask.labels, weights)
+            ids, labels = tok.ids, mask.labels
+            if self.stop_ids and self.options.append_eos and window is None and self._ends_unstopped(ren, ids, labels):
+                ids, labels = np.append(ids, self.eos_id).astype(np.int32), np.append(labels, self.eos_id).astype(np.int32)
+                weights = None if weights is None else np.append(weights, span_weights[-1]).astype(np.float32)
+                stats.eos_appended += 1
+            outcome[k] = self._apply_limits(conv, record, ids, labels, weights)
         for (k, conv, record), tok in zip(prepared.raw, prepared.raw_tokens):
             ids, labels = self._raw_labels(conv, tok)
             outcome[k] = self._apply_limits(conv, record, ids, labels)
         return outcome
+
+    def _ends_unstopped(self, ren, ids: np.ndarray, labels: np.ndarray) -> bool:
+        """The render ends right at the end of a trained reply, with no stop token: the eos is appended after it
+        (``--no-append-eos``: not), as the template writes no end-of-turn marker."""
+        if self.eos_id is None or not ren.spans or not len(ids) or int(ids[-1]) in self.stop_ids:
+            return False
+        s, e = ren.spans[-1]
+        return s < e == len(ren.text) and labels[-1] != IGNORE_INDEX
 
     def _window(self, text: str) -> tuple[int, int] | None:
         """The part of a long render that holds every token ``--truncation right|left`` keeps, cut at a line break.

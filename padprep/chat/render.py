@@ -337,9 +337,13 @@ class Renderer:
             elif not floor <= start < end <= min(ceiling, len(full)):
                 problem = "its span is empty, out of order or overlaps another reply's"
             else:
+                # tool calls are looked for after the message before the reply (not in a tool catalog before it)
+                before = content_of(conv.messages[i - 1]).strip() if i else ""
+                at = full.rfind(before, floor, start) if before else -1
+                calls = full[at + len(before) if at >= 0 else floor : ceiling]
                 problem = self._missing_text(
-                    conv.messages[i], full[self._with_header(full, floor, start) : end], full[floor:ceiling]
-                )
+                    conv.messages[i], full[self._with_header(full, floor, start) : end], full[floor:ceiling], calls
+                ) or self._scaffolding_in(conv.messages[i], full[start:end])
             if problem:
                 raise SpanError(f"could not locate reply {k + 1} of {len(turns)} (message {i}): {problem}")
             floor = end
@@ -365,8 +369,74 @@ class Renderer:
                 return start - j
         return start
 
-    def _missing_text(self, message: dict, span: str, region: str) -> str | None:
-        """What of the reply's own text lies outside its span (None: nothing)."""
+    def _scaffolding_in(self, message: dict, span: str) -> str | None:
+        """What the template writes around every reply (its generation header, the opening of the next turn)
+        found inside the span, outside the reply's own text (None: nothing). A span that holds it would
+        train the model to write the template's scaffolding."""
+        if not self.scaffolding or not any(m in span for m in self.scaffolding):
+            return None
+        own = [content_of(message).strip(), reasoning_of(message).strip()]
+        own += [form for _, pieces in tool_call_pieces(message) for forms in pieces for form in forms]
+        for text in sorted((t for t in own if t), key=len, reverse=True):
+            span = span.replace(text, "\0")
+        for marker in self.scaffolding:
+            if marker in span:
+                return f"its span holds `{marker}`, which the template writes around every reply"
+        return None
+
+    @cached_property
+    def scaffolding(self) -> tuple[str, ...]:
+        """Text the template writes around every reply that no reply's span may hold: the generation header's
+        first line (what ``add_generation_prompt`` adds after a user turn, as the full render writes it
+        before a reply) and the opening of the turn that follows a reply (after its end-of-turn marker),
+        whitespace trimmed; probed, never a family's markers. Markers of less than two characters (or
+        none at all) are not checked."""
+        out = []
+        head = self._head_of(self.header).strip() if self.header else ""
+        out.append(head)
+        after = self._after_reply.strip()
+        if self.end_marker and after.startswith(self.end_marker):
+            after = after[len(self.end_marker) :].strip()
+        out.append(after)
+        return tuple(dict.fromkeys(m for m in out if len(m) >= 2 and not m.isspace()))
+
+    @cached_property
+    def _after_reply(self) -> str:
+        """What the full render writes between an earlier reply's content and the next user turn's content."""
+        probe = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": _PROBE},
+            {"role": "user", "content": _PROBE_USER},
+            {"role": "assistant", "content": "A."},
+        ]
+        try:
+            text = self.render_text(probe, None, generation=False)
+        except RenderError:
+            return ""
+        at, user = text.find(_PROBE), text.find(_PROBE_USER)
+        return text[at + len(_PROBE) : user] if 0 <= at < user else ""
+
+    @cached_property
+    def turn_openings(self) -> tuple[str, ...]:
+        """What the template writes right after a reply when another turn follows, each up to that turn's
+        content: the opening of a user turn (after the end-of-turn marker, if any) and of a tool turn (after a
+        tool call's arguments); not the generation header, after which the model goes on. The stop signal of a template that writes no
+        end-of-turn marker is found in these (``Processor.stop_ids``)."""
+        out = []
+        after = self._after_reply
+        if self.end_marker and after.lstrip().startswith(self.end_marker):
+            after = after.lstrip()[len(self.end_marker) :]
+        out.append(after)
+        text = self._tools_probe
+        result = text.find("20 degrees")
+        call = text.rfind("Paris", 0, result) if result >= 0 else -1
+        if call >= 0:
+            out.append(text[call + len("Paris") : result])
+        return tuple(o for o in out if o.strip())
+
+    def _missing_text(self, message: dict, span: str, region: str, calls: str) -> str | None:
+        """What of the reply's own text lies outside its span (None: nothing). ``region``: the text between the
+        neighbouring replies; ``calls``: its part after the message before the reply."""
         content = content_of(message).strip()
         for piece in (content, content[-_TAIL:].strip()):
             if piece and piece in region and piece not in span:
@@ -375,10 +445,13 @@ class Renderer:
         if reasoning and reasoning in region and reasoning not in span:
             return "its reasoning is outside its span"
         if self.renders_tool_calls:
+            # Like the content, a call's name and argument strings are asked for where the template writes them
+            # between the neighbouring replies: a template may write the call's id (Kimi: `functions.NAME:INDEX`,
+            # from the record's `id`) or another form instead of the bare name.
             for name, pieces in tool_call_pieces(message):
-                if name not in span:
+                if name in calls and name not in span:
                     return f"tool call `{name}` is not inside its span"
-                if not all(any(form in span for form in forms) for forms in pieces):
+                if not all(any(form in span for form in forms) for forms in pieces if any(form in calls for form in forms)):
                     return f"the arguments of tool call `{name}` are not inside its span"
         return None
 
@@ -424,16 +497,39 @@ class Renderer:
         part). The reply starts where the two part, then after as much of the header as the full render
         repeats; the turns since the previous reply must lie before that point, else it is not placed."""
         start = floor + common_prefix_length(prompt[floor:], full[floor : len(prompt)])
-        head = self._head_of(header) if header else ""
-        if head and start < len(prompt) - len(header):  # they part before the header: it must follow
-            if not full.startswith(head, start):
+        body = len(prompt) - len(header)
+        if header and start <= body:  # they part before the header: it must follow (after a separator)...
+            after = self._after_header(full, start, header)
+            if after is None and start < body:
                 raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
-            start += common_prefix_length(header, full[start : start + len(header)])
+            # ... or, where they part right where the header would begin, the template writes none there:
+            # the reply continues after a tool result (DeepSeek-R1 after `<｜tool▁outputs▁end｜>`)
+            start = start if after is None else after
         for m in between:
             content = content_of(m).strip()
             if content and content in full[floor:] and content not in full[floor:start]:
                 raise SpanError(f"could not locate the prompt of reply at message {i}: the turns before it are not all before it")
         return start
+
+    def _after_header(self, full: str, at: int, header: str) -> int | None:
+        """Where the reply begins when the full render has its generation header at ``at``: right there, or
+        after the separator the template writes between a turn and the next one only when another turn
+        follows (``…Q### Response:\\n`` as prompt, ``…Q\\n\\n### Response:\\nA`` in the full render).
+
+        The header's first line (see ``_head_of``) must be there; the reply starts after as much of the
+        header as the full render repeats. The separator is the probed ``reply_head`` less the part of the
+        header it ends with, or whitespace alone. None: no header there."""
+        head = self._head_of(header)
+        if not head.strip():
+            return at + common_prefix_length(header, full[at : at + len(header)])
+        separators = ["", self._reply_head_split[0]]
+        rest = full[at : at + len(head) + 64]
+        separators.append(rest[: len(rest) - len(rest.lstrip())])
+        for sep in separators:
+            if full.startswith(sep, at) and full.startswith(head, at + len(sep)):
+                begin = at + len(sep)
+                return begin + common_prefix_length(header, full[begin : begin + len(header)])
+        return None
 
     def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:
         """Where reply ``i`` ends in ``full``: its render as the last message, re-synchronised after ``start``."""
@@ -457,7 +553,11 @@ class Renderer:
             # and the token the full render writes there is the one the mask trains.
             head = self._head_of(self.header) if self.header else ""
             later = full.find(head, end) if head else -1
-            if found >= 0 and not 0 <= later < found:
+            # Nor past the next message's text: a template that writes a tool's result inside the model's
+            # turn (Gemma 4) closes the turn only after the reply that follows the result.
+            after = content_of(conv.messages[i + 1]).strip() if i + 1 < len(conv.messages) else ""
+            bound = full.find(after, end) if after else -1
+            if found >= 0 and not 0 <= later < found and not 0 <= bound < found:
                 end, moved = found + len(marker), 1
         return end, moved
 
@@ -467,8 +567,21 @@ class Renderer:
         replies are written after ``<｜Assistant｜>`` alone)."""
         head = header[: header.index("\n") + 1] if "\n" in header else header
         if header == self.header and self.reply_head:
-            head = head[: common_prefix_length(head, self.reply_head)]
+            head = head[: common_prefix_length(head, self._reply_head_split[1])]
         return head
+
+    @cached_property
+    def _reply_head_split(self) -> tuple[str, str]:
+        """The probed ``reply_head`` as (separator, header part): the header part is where it repeats the most of
+        the generation header; the separator, what comes before it (``\\n\\n`` where a template writes the
+        separator between turns only when another turn follows)."""
+        reply_head, header = self.reply_head, self.header
+        best, at = 0, 0
+        for j in range(len(reply_head)):
+            n = common_prefix_length(reply_head[j:], header)
+            if n > best:
+                best, at = n, j
+        return (reply_head[:at], reply_head[at:]) if best else ("", reply_head)
 
     @cached_property
     def reply_head(self) -> str:
@@ -589,6 +702,7 @@ class Renderer:
 _PROBE_FUNCTION = "padprep_probe_function"
 _PROBE_TOOL = "padprep_probe_tool"
 _PROBE_REASONING = "PADPREP_PROBE_REASONING"
+_PROBE_USER = "PADPREP_PROBE_USER"
 _PROBE_TOOL_SCHEMA = {
     "type": "function",
     "function": {

@@ -512,6 +512,8 @@ def _preflight(bundle, processor: Processor, sample, convs, cfg: BuildConfig, pr
     hazards += unrendered_field_hazards(processor, convs, template_origin)
     for h in hazards:
         progress.log(f"preflight: {h.code}: {h.message}" + (f" [{h.count}]" if h.count else ""))
+    if processor.options.template is not None and processor.options.train_on is not TrainOn.all:
+        progress.log(f"stop signal: {processor.stop_signal}")
     if cfg.strict and hazards:
         raise BuildFailed(
             f"--strict: preflight found {len(hazards)} hazard(s), first: {hazards[0].code}: {hazards[0].message}", EXIT_HAZARD
@@ -674,6 +676,7 @@ def _manifest(
         chat_template={
             "origin": template_origin if template is not None else "none (raw-text inputs only)",
             "sha256": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
+            "stop_signal": state.processor.stop_signal,
         },
         inputs=[
             {
@@ -708,6 +711,8 @@ def _manifest(
             "messages_trained_by_flag": stats.trained_by_flag,
             "rows_with_fractional_weights": stats.weighted_rows,
             "think_blocks_masked": stats.think_masked,
+            "stop_tokens_trained": stats.stop_trained,
+            "eos_appended_after_last_reply": stats.eos_appended,
         },
         hazards=[h.as_json() for h in hazards],
     )

