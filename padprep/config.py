@@ -7,6 +7,7 @@ build did is always reconstructible from its output.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -99,6 +100,8 @@ _NOT_IN_MANIFEST = frozenset(
 )
 # Options held as (key, value) pairs, recorded in the manifest as objects.
 _PAIRS = frozenset({"role_map", "field_names"})
+# An output given as a URL (s3://, gs://, hf://, https://...), before or after Path folded its "//".
+_URL_OUTPUT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 # With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
 DEFAULT_MAX_REJECT_RATE = 0.05
 
@@ -155,6 +158,12 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         self._coerce_enums()
+        if _URL_OUTPUT.match(str(self.output)):  # Path folds "s3://b/o" to "s3:/b/o": a local folder named "s3:"
+            url = re.sub(r"^([^:]+):/+", r"\1://", str(self.output))
+            raise ValueError(
+                f"--output {url}: a URL; outputs go to a local path for now (write there, then copy it up, "
+                "e.g. `aws s3 sync OUT s3://bucket/prefix`)"
+            )
         if self.max_length is not None and self.max_length < 1:
             raise ValueError("--max-length must be a positive integer")
         if self.pad_to_multiple_of < 1:

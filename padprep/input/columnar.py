@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from padprep.input.records import RawRecord
+from padprep.input.records import RawRecord, read_so_far
 from padprep.input.remote import is_remote, url_name
 
 PARQUET_MAGIC = b"PAR1"
@@ -81,7 +81,7 @@ def read_arrow(
 
     with pa.memory_map(path, "r") as source:
         if on_open is not None:
-            on_open(source.tell)
+            on_open(read_so_far(source.tell, source.size()))
         try:
             reader: Any = pa.ipc.open_stream(source)
             batches = iter(reader)

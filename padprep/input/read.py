@@ -37,7 +37,7 @@ from typing import BinaryIO, Callable, Iterator
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.input.columnar import is_columnar, is_parquet, read_arrow, read_parquet
 from padprep.input.hub import DEFAULT_SPLIT, HubError, hub_files, is_hub
-from padprep.input.records import DATA_SUFFIXES, RawRecord
+from padprep.input.records import DATA_SUFFIXES, RawRecord, read_so_far
 from padprep.input.remote import HashingReader, RemoteError, download, is_remote, open_url, url_name
 
 STDIN = "-"
@@ -177,16 +177,6 @@ def open_binary(path: str, expect: str | None = None) -> tuple[BinaryIO, BinaryI
     return disk, disk
 
 
-def _disk_position(disk: BinaryIO) -> Callable[[], int]:
-    def tell() -> int:
-        try:
-            return disk.tell()
-        except (OSError, ValueError):  # closed, or not seekable
-            return 0
-
-    return tell
-
-
 def is_json_array_file(path: str) -> bool:
     """A `.json` file (possibly compressed) may hold one array of records; everything else is JSON Lines."""
     name = url_name(path)
@@ -214,7 +204,7 @@ def read_records(
     except OSError as exc:
         raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
     if on_open is not None and path != STDIN:
-        on_open(_disk_position(disk))
+        on_open(read_so_far(disk.tell, 0 if is_remote(path) else os.path.getsize(path)))
     progress = [0]  # the last record position handed out, for the error message
     try:
         buffered = fh if isinstance(fh, io.BufferedReader) else io.BufferedReader(fh)  # type: ignore[arg-type]
@@ -260,11 +250,12 @@ def _read_columnar(path: str, on_open, log: Callable[[str], None] | None, expect
             local = download(path, expect)
         except RemoteError as exc:
             raise InputError(f"{path}: {exc}") from None
+    empty = os.path.getsize(local) == 0  # no records, as an empty JSON Lines file holds none
     if log is not None:
-        log(f"{path}: read as {'Parquet' if parquet else 'Arrow IPC'}, row by row")
+        log(f"{path}: {'empty file, no records' if empty else 'read as ' + ('Parquet' if parquet else 'Arrow IPC')}")
     row = -1
     try:
-        for rec in (read_parquet if parquet else read_arrow)(local, on_open, name=path):
+        for rec in () if empty else (read_parquet if parquet else read_arrow)(local, on_open, name=path):
             row = rec.line
             yield rec
     except (OSError, pa.ArrowException) as exc:

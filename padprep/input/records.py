@@ -5,10 +5,23 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 # The files a directory stands for: JSON Lines and JSON (plain or compressed), Parquet, Arrow.
 DATA_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst")) + (".parquet", ".arrow")
+
+
+def read_so_far(tell: Callable[[], int], size: int) -> Callable[[], int]:
+    """How many bytes of a file reading has passed, for progress: ``tell()`` while the file is open, its whole
+    ``size`` once it is closed (read to its end, or left), never an error: a display asks at any time."""
+
+    def position() -> int:
+        try:
+            return tell()
+        except (OSError, ValueError):  # closed, or not seekable
+            return size
+
+    return position
 
 
 @dataclass(frozen=True)

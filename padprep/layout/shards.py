@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.failpoints import kill_point
 from padprep.schema import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS, REJECTS, SEQ_LENS  # noqa: F401 (re-exported)
 
@@ -45,12 +44,6 @@ class WrittenShard:
     sha256: str
     sequences: int | None = None
     fill: float | None = None
-
-
-class OutputExists(PadprepError):
-    """The output directory exists and ``--overwrite`` was not given (exit 2)."""
-
-    exit_code = EXIT_USAGE
 
 
 def int32_array(values: np.ndarray) -> pa.Array:

@@ -187,10 +187,9 @@ def _tally(codes: Counter, descriptions: dict[str, str], kind: str) -> str:
 
 def failed_rejects_path(cfg: BuildConfig) -> Path:
     """Where the rejects of a build that failed on them are kept: beside the output, ``OUT.rejects.jsonl``."""
-    from padprep.schema import REJECTS
+    from padprep.output.ownership import failed_rejects_path as beside_output
 
-    out = Path(cfg.output)
-    return out.parent / f"{out.name}.{REJECTS}"
+    return beside_output(cfg.output)
 
 
 def keep_rejects(source: Path, dest: Path) -> None:

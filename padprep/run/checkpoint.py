@@ -42,6 +42,7 @@ from padprep.chat.process import ChunkStats
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.failpoints import kill_point
 from padprep.layout.shards import WrittenShard, file_sha256, fsync_path
+from padprep.output.ownership import OutputInTheWay, beside, owned_files, remove_owned
 from padprep.output.rejects import Counts
 
 STATE_VERSION = 1
@@ -54,11 +55,6 @@ class BuildLocked(PadprepError):
     exit_code = EXIT_USAGE
 
 
-def _beside(output: Path, suffix: str) -> Path:
-    output = Path(output)
-    return output.parent / f".{output.name}.padprep-{suffix}"
-
-
 # -- the lock --------------------------------------------------------------------------------------
 
 
@@ -67,7 +63,7 @@ class BuildLock:
 
     def __init__(self, output: Path, log=lambda message: None):
         self.output = Path(output)
-        self.path = _beside(output, "lock")
+        self.path = beside(output, "lock")
         self._log = log
         self._fh = None
 
@@ -188,9 +184,9 @@ class Checkpoint:
 
     def __init__(self, output: Path, key: str | None, engine: str, fresh: bool, log=lambda message: None):
         self.output = Path(output)
-        self.path = _beside(output, "partial")
-        self.state_path = _beside(output, "state.json")
-        self.shards_log = _beside(output, "shards.log")
+        self.path = beside(output, "partial")
+        self.state_path = beside(output, "state.json")
+        self.shards_log = beside(output, "shards.log")
         self.key, self.engine = key, engine
         self.segments: list[Segment] = []
         self.phase = "pass1"
@@ -211,13 +207,13 @@ class Checkpoint:
     @staticmethod
     def left_after_commit(output: Path, key: str | None) -> None:
         """An up-to-date output whose build was killed after its rename: the state it left goes."""
-        state_path = _beside(output, "state.json")
+        state_path = beside(output, "state.json")
         try:
             state = json.loads(state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
         if state.get("build_key") == key:
-            shutil.rmtree(_beside(output, "partial"), ignore_errors=True)
+            shutil.rmtree(beside(output, "partial"), ignore_errors=True)
             _remove_state(output)
 
     # -- what was done ---------------------------------------------------------------------------
@@ -303,17 +299,24 @@ class Checkpoint:
         self.phase = "written"
         self._save()
 
-    def commit(self, overwrite: bool) -> None:
-        """The partial output becomes ``output`` (replacing an old one), then the state goes."""
+    def commit(self) -> None:
+        """The partial output becomes ``output``, then the state goes. An old output there is replaced only
+        when it still holds nothing but padprep's files (``ownership.py``), and only those are removed."""
         kill_point("rename")
-        old = None
-        if self.output.exists():
-            old = self.output.parent / f".{self.output.name}.padprep-old-{os.getpid()}"
+        old, names = None, []
+        if os.path.lexists(self.output):
+            try:
+                names = owned_files(self.output)  # again: a file may have been put there during the build
+            except OutputInTheWay as exc:
+                raise OutputInTheWay(f"{exc}; the finished build is kept: run the same command again to put it in place")
+            old = beside(self.output, f"old-{os.getpid()}")
             os.replace(self.output, old)
         os.replace(self.path, self.output)
         _fsync_dir(self.output.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            left = remove_owned(old, names)
+            if left:
+                self._log(f"kept {old}: files appeared in the old output while it was replaced ({', '.join(left)})")
         self.discard_state()
 
     def discard_state(self) -> None:
@@ -407,8 +410,8 @@ class Checkpoint:
 
 def _remove_state(output: Path) -> None:
     """The checkpoint files kept beside ``output`` (the state, pass 2's log, --pack's lengths)."""
-    state = _beside(output, "state.json")
-    for p in [state, _beside(output, "shards.log"), *state.parent.glob(f"{state.name}.lengths-*.npz")]:
+    state = beside(output, "state.json")
+    for p in [state, beside(output, "shards.log"), *state.parent.glob(f"{state.name}.lengths-*.npz")]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 

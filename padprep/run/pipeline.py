@@ -46,10 +46,11 @@ from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
 from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
-from padprep.layout.shards import OutputExists, WrittenShard
+from padprep.layout.shards import WrittenShard
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, spill_batch, spill_files, spill_pairs
 from padprep.output.buildkey import build_key, input_digests, up_to_date
 from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, read_manifest, write_manifest
+from padprep.output.ownership import OutputInTheWay, check_apart, check_replaceable
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
     MIN_RECORDS_FOR_RATE,
     Counts,
@@ -126,6 +127,7 @@ def build(
         from padprep.run.ray_engine import import_ray
 
         import_ray()  # without Ray, fail before any work, in one line that says how to install it
+    cfg = _followed(cfg)
     groups = _input_groups(cfg, progress)
     key = build_key(cfg, [d for g in groups for d in g.key_material()])
     with BuildLock(cfg.output, progress.log):  # one build per output at a time
@@ -134,11 +136,26 @@ def build(
             Checkpoint.left_after_commit(cfg.output, key)
             return BuildResult(cfg.output, existing, up_to_date=True)
         files, digests = _expand_pinned(groups, cfg, progress)
+        check_apart(cfg.output, read_paths(cfg, files))
+        check_replaceable(cfg.output, cfg.overwrite or cfg.force)
         chosen = selection() if selection is not None else None
         if pad is not None:
             return _build(cfg, progress, files, digests, key, pad, chosen)
         with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
             return _build(cfg, progress, files, digests, key, pad, chosen)
+
+
+def _followed(cfg: BuildConfig) -> BuildConfig:
+    """An output that is a symlink is built where it points: the link stays, and the folder it names is the output."""
+    if not cfg.output.is_symlink():
+        return cfg
+    return dataclasses.replace(cfg, output=Path(os.path.realpath(cfg.output)))
+
+
+def read_paths(cfg: BuildConfig, files: list[str]) -> list[str]:
+    """Every local path a build reads: its inputs as given and as expanded, the tokenizer and the template."""
+    paths = [str(p) for p in cfg.inputs] + files + [cfg.tokenizer]
+    return paths + ([cfg.chat_template] if cfg.chat_template else [])
 
 
 @dataclass
@@ -224,8 +241,6 @@ def _build(
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
-    if cfg.output.exists() and not (cfg.overwrite or cfg.force):
-        raise OutputExists(f"{cfg.output} already exists; pass --overwrite to replace it")
     checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log)
     if checkpoint.resumed:
         progress.log(describe_resume(checkpoint, total_bytes))
@@ -239,12 +254,14 @@ def _build(
                 cfg, bundle, processor, files, digests, key, formats, template, template_origin, task, total_bytes, selection
             )
             manifest, hazards = _passes(state, progress, pad, checkpoint)
-        checkpoint.commit(cfg.overwrite or cfg.force)
+        checkpoint.commit()
         failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
     except BaseException as exc:
         if isinstance(exc, RejectsKept):
             keep_rejects(work / REJECTS, exc.rejects_copy)
-        if not (key is not None and _interrupted(exc)):
+        # something put into the old output during the build: the finished build waits for the path to be clear
+        kept = isinstance(exc, OutputInTheWay) and checkpoint.phase == "written"
+        if not (key is not None and (_interrupted(exc) or kept)):
             checkpoint.abort()  # a failure the same command would meet again: nothing to resume
         raise
     return BuildResult(cfg.output, manifest, hazards)

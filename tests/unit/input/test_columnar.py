@@ -110,3 +110,42 @@ def test_a_damaged_parquet_file_fails_in_one_line(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("padprep: error:")]
     assert len(errors) == 1 and "bad.parquet" in errors[0] and "Parquet" in errors[0]
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_save_to_disk_directory_builds_through_the_command_line(tmp_path, jsonl_build, shards):
+    """The progress line asks how far reading is after the Arrow file was closed (it crashed for one file)."""
+    datasets = pytest.importorskip("datasets")
+    table, expected = jsonl_build
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"), num_shards=shards)
+    res = padprep_cli("build", str(tmp_path / "saved"), "-t", str(TOK), "-o", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert shard_bytes(tmp_path / "out") == expected
+
+
+def test_the_reading_position_of_a_closed_arrow_file_is_its_size(tmp_path, jsonl_build):
+    from padprep.input.columnar import read_arrow
+
+    table, _ = jsonl_build
+    path = tmp_path / "in.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    tells = []
+    rows = list(read_arrow(str(path), tells.append))
+    assert len(rows) == table.num_rows and tells[0]() == path.stat().st_size  # asked after the file closed
+
+
+def test_empty_arrow_and_parquet_files_are_empty_inputs(tmp_path, jsonl_build):
+    table, _ = jsonl_build
+    (tmp_path / "zero.arrow").write_bytes(b"")
+    (tmp_path / "zero.parquet").write_bytes(b"")
+    with pa.OSFile(str(tmp_path / "schema.arrow"), "wb") as sink:
+        pa.ipc.new_stream(sink, table.schema).close()  # a schema and no batch
+    for name in ("zero.arrow", "zero.parquet", "schema.arrow"):
+        out = tmp_path / f"out-{name}"
+        res = padprep_cli("build", str(tmp_path / name), "-t", str(TOK), "-o", str(out))
+        errors = [line for line in res.stderr.splitlines() if line.startswith("padprep: error:")]
+        assert res.returncode == 1 and len(errors) == 1 and "no records" in errors[0], res.stderr
+        res = padprep_cli("build", str(tmp_path / name), "-t", str(TOK), "-o", str(out), "--allow-empty")
+        assert res.returncode == 0, res.stderr
+        assert json.loads((out / "manifest.json").read_text())["totals"]["rows_written"] == 0

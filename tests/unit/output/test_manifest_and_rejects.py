@@ -11,8 +11,8 @@ from padprep.chat.templates import TemplateError
 from padprep.chat.tokenizer import TokenizerError
 from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
 from padprep.input.read import InputError
-from padprep.layout.shards import OutputExists
 from padprep.output.manifest import FORMAT, Manifest, ManifestError, read_manifest
+from padprep.output.ownership import OutputExists
 from padprep.output.rejects import describe_reason
 from tests.conftest import SAMPLE, padprep_cli, run_build, write_jsonl
 

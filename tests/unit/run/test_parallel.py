@@ -12,7 +12,7 @@ import pytest
 
 from padprep.config import SpanMethod
 from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
-from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, shard_bytes, tree_bytes
+from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, shard_bytes, tree_bytes, write_jsonl
 from tests.support.data import mixed_input
 
 TOK = SAMPLE / "tokenizer"
@@ -303,3 +303,34 @@ def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_s
     monkeypatch.setattr(Renderer, "header_spans", real)
     run_build([CHAT], TOK, tmp_path / "fast", chunk_size=3, preflight_records=4, workers=2)
     assert shard_bytes(tmp_path / "fast") == shards["template"]  # the true header scan agrees with the template
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_progress_over_several_inputs_only_climbs_and_ends_at_the_whole(tmp_path, suffix):
+    """The share read is the files before plus the position in this one; a file read to its end and closed
+    counts whole (it counted as 0: 99%, then 50% after the last file closed)."""
+    from padprep.config import BuildConfig
+    from padprep.run.pipeline import build
+    from padprep.run.progress import Throughput
+
+    records = [json.loads(line) for line in CHAT.read_text().splitlines()] * 20
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}{suffix}"
+        if suffix == ".json":
+            path.write_text(json.dumps(records))
+        else:
+            write_jsonl(path, records)
+
+    class Recorded(Throughput):
+        fractions: list = []
+
+        def advance(self, records: int, tokens: int) -> None:
+            super().advance(records, tokens)
+            self.fractions.append(self.snapshot().fraction)
+
+    progress = Recorded()
+    inputs = (tmp_path / f"a{suffix}", tmp_path / f"b{suffix}")
+    build(BuildConfig(inputs=inputs, tokenizer=str(TOK), output=tmp_path / "out", workers=1, chunk_size=16), progress)
+    seen = progress.fractions
+    assert len(seen) > 4 and seen == sorted(seen) and seen[-1] == 1.0, seen
+    assert progress.snapshot().fraction == 1.0  # asked again after the build: every file closed
