@@ -349,9 +349,14 @@ def inspect(
     show: int = typer.Option(0, help="Print this many decoded examples, trained tokens highlighted."),
     verify: bool = typer.Option(False, help="Re-check sha256 and invariants of every shard; exit 1 on any breach."),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
-    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer for --show (default: the one recorded in the manifest)."),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="Tokenizer for --show and --html (default: the one recorded in the manifest)."
+    ),
+    html: Optional[Path] = typer.Option(
+        None, "--html", help="Write a self-contained HTML label report here (rows, tokens, figures; opens offline)."
+    ),
 ) -> None:
-    """Report what is in OUTPUT's shards; optionally show examples and verify every invariant."""
+    """Report what is in OUTPUT's shards; optionally show examples, write an HTML report and verify every invariant."""
     from padprep.errors import PadprepError
     from padprep.output.inspection import load_stats, print_stats, show_examples, verify_shards
 
@@ -377,6 +382,8 @@ def inspect(
                 show_examples(out, output, stats, show, tokenizer)
             except PadprepError as exc:
                 _fail(err, str(exc), exc.exit_code)
+        if html is not None:
+            _write_report(out, err, output, html, tokenizer)
         if verify:
             if problems:
                 for p in problems:
@@ -386,6 +393,20 @@ def inspect(
                 out.print(f"verify: ok ({len(stats['shards'])} shards: sha256, shapes, masks, labels{packed})")
     if problems:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _write_report(out: Console, err: Console, output: Path, dest: Path, tokenizer: Optional[str]) -> None:
+    from padprep.errors import PadprepError
+    from padprep.output.report import write_report
+
+    try:
+        shown = write_report(output, dest, tokenizer)
+    except PadprepError as exc:
+        _fail(err, str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(err, _os_error(exc), EXIT_FAILED)
+    cap = " (capped: the page says where)" if shown["capped"] else ""
+    out.print(f"report: {dest} ({shown['rows']} rows, {shown['tokens']:,} tokens shown{cap})", markup=False)
 
 
 def _report_breaches(console: Console, problems: list[str], as_json: bool) -> None:

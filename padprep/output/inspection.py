@@ -225,15 +225,20 @@ def _print_fills(console: Console, fills: list[dict]) -> None:
     console.print(table)
 
 
-def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None) -> None:
-    """Decode the first ``n`` rows, trained / masked / padding visibly distinct."""
+def load_decoder(stats: dict, tokenizer_spec: str | None):
+    """The tokenizer to decode a build's rows: ``tokenizer_spec``, else the one its manifest names."""
     from padprep.chat.tokenizer import TokenizerError, load_tokenizer
 
     spec = tokenizer_spec or stats["manifest"]["tokenizer"]["source"]
     try:
-        tok = load_tokenizer(spec).tokenizer
+        return load_tokenizer(spec).tokenizer
     except TokenizerError as exc:
         raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
+
+
+def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None) -> None:
+    """Decode the first ``n`` rows, trained / masked / padding visibly distinct."""
+    tok = load_decoder(stats, tokenizer_spec)
     if stats.get("task") == "preference":
         from padprep.output.pair_inspection import show_pairs
 
