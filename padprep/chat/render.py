@@ -488,7 +488,7 @@ class Renderer:
         at = after_same_text(body, self._head_of(header), full, floor)
         if at is None:
             raise SpanError(f"could not locate the prompt of reply at message {i} in the full render")
-        return at + common_prefix_length(header, full[at : at + len(header)]), 1
+        return at + self._header_match(full, at, header), 1
 
     def _where_renders_part(self, i: int, prompt: str, header: str, full: str, floor: int, between) -> int:
         """Reply ``i``'s start where both renders agree through the previous reply and part after it: the
@@ -498,6 +498,8 @@ class Renderer:
         repeats; the turns since the previous reply must lie before that point, else it is not placed."""
         start = floor + common_prefix_length(prompt[floor:], full[floor : len(prompt)])
         body = len(prompt) - len(header)
+        if header and body < start < len(prompt):  # they part inside the header
+            start = body + self._header_match(full, body, header)
         if header and start <= body:  # they part before the header: it must follow (after a separator)...
             after = self._after_header(full, start, header)
             if after is None and start < body:
@@ -521,15 +523,27 @@ class Renderer:
         header it ends with, or whitespace alone. None: no header there."""
         head = self._head_of(header)
         if not head.strip():
-            return at + common_prefix_length(header, full[at : at + len(header)])
+            return at + self._header_match(full, at, header)
         separators = ["", self._reply_head_split[0]]
         rest = full[at : at + len(head) + 64]
         separators.append(rest[: len(rest) - len(rest.lstrip())])
         for sep in separators:
             if full.startswith(sep, at) and full.startswith(head, at + len(sep)):
                 begin = at + len(sep)
-                return begin + common_prefix_length(header, full[begin : begin + len(header)])
+                return begin + self._header_match(full, begin, header)
         return None
+
+    def _header_match(self, full: str, at: int, header: str) -> int:
+        """How much of ``header`` the full render writes at ``at`` before the reply. Where it writes only part
+        of it, no more than the probed reply head: the reply may begin with the character that follows the
+        reply head in the header (DeepSeek-R1's prompt ends ``<｜Assistant｜><think>\\n``; a reply that starts
+        with ``<`` follows ``<｜Assistant｜>`` in the full render, and that ``<`` is the reply's)."""
+        n = common_prefix_length(header, full[at : at + len(header)])
+        if n < len(header):
+            part = self._reply_head_split[1] if header == self.header else ""
+            if part and len(part) < n and header.startswith(part):
+                return len(part)
+        return n
 
     def _reply_end(self, conv: Conversation, i: int, prompt: str | None, header: str, full: str, start: int) -> tuple[int, int]:
         """Where reply ``i`` ends in ``full``: its render as the last message, re-synchronised after ``start``."""

@@ -44,8 +44,10 @@ def _strings(value, depth: int = 0) -> list[str]:
 
 
 def _forms(text: str) -> tuple[str, ...]:
+    """Raw, JSON-escaped (with and without ASCII escapes), and escaped twice: a template that writes arguments
+    given as a JSON string through ``tojson`` escapes their backslashes and quotes once more."""
     escaped = json.dumps(text, ensure_ascii=False)[1:-1]
-    return (text.strip(), escaped, json.dumps(text)[1:-1])
+    return (text.strip(), escaped, json.dumps(text)[1:-1], json.dumps(escaped, ensure_ascii=False)[1:-1])
 
 
 def after_same_text(body: str, head: str, full: str, floor: int) -> int | None:
