@@ -124,7 +124,11 @@ def build(
     role_map: Optional[str] = typer.Option(
         None, help="Rename roles / speakers, e.g. bot=assistant,char=user.", rich_help_panel=_INPUT
     ),
-    append_eos: bool = typer.Option(True, help="End raw-text rows with eos.", rich_help_panel=_INPUT),
+    append_eos: bool = typer.Option(
+        True,
+        help="End raw-text rows with eos, and a last reply that no stop token follows (a template with no end-of-turn marker).",
+        rich_help_panel=_INPUT,
+    ),
     messages_field: str = typer.Option("messages", help="Key of the message list (messages).", rich_help_panel=_INPUT),
     conversations_field: str = typer.Option("conversations", help="Key of the turn list (sharegpt).", rich_help_panel=_INPUT),
     system_field: str = typer.Option("system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_INPUT),
