@@ -318,7 +318,7 @@ def _print_result(result, output: Path, seconds: float) -> None:
         key = result.manifest.build_key
         _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
         return
-    print_build_summary(_console(), result.manifest, seconds)
+    print_build_summary(_console(), result.manifest, seconds, result.resumed_tokens)
 
 
 def _build_recipe(ctx: typer.Context, recipe: Path, inputs, options: dict, pad, err: Console) -> None:

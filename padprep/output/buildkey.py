@@ -45,19 +45,51 @@ def _url_sha256(url: str) -> str:
         raise InputError(f"{url}: cannot read ({exc})") from None
 
 
-def build_key(cfg: BuildConfig, digests: list[str | None]) -> str | None:
-    """The key of building ``cfg`` from inputs with these digests; None when an input is standard input."""
+def key_parts(cfg: BuildConfig, digests: list[str | None]) -> dict | None:
+    """What the key of building ``cfg`` from inputs with these digests hashes; None when an input is standard input."""
     if any(d is None for d in digests):
         return None
     template = resolve_template(cfg.chat_template, None)[0] if cfg.chat_template else None
-    payload = {
+    return {
         "padprep_version": __version__,
         "inputs": digests,
         "tokenizer": tokenizer_fingerprint(cfg.tokenizer),
         "chat_template": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
         "options": {k: v for k, v in cfg.as_manifest().items() if k not in _NOT_IN_KEY},
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def key_of(parts: dict | None) -> str | None:
+    """The build key: the sha256 of its parts (``key_parts``)."""
+    return None if parts is None else hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def build_key(cfg: BuildConfig, digests: list[str | None]) -> str | None:
+    """The key of building ``cfg`` from inputs with these digests; None when an input is standard input."""
+    return key_of(key_parts(cfg, digests))
+
+
+def key_changes(before: dict | None, now: dict | None) -> str:
+    """What differs between two builds' key parts, for a person: ``--max-length (512, now 1024), the tokenizer``."""
+    if not before or not now:
+        return "the inputs, tokenizer, template or options"
+    changed = []
+    if before.get("inputs") != now.get("inputs"):
+        old, new = before.get("inputs") or [], now.get("inputs") or []
+        which = [str(i + 1) for i, (a, b) in enumerate(zip(old, new)) if a != b]
+        changed.append(
+            f"the inputs ({len(old)} then, {len(new)} now)"
+            if len(old) != len(new)
+            else f"the content of input{'s' * (len(which) > 1)} {', '.join(which)} of {len(new)}"
+        )
+    for part, name in (("tokenizer", "the tokenizer's files"), ("chat_template", "the --chat-template text")):
+        if before.get(part) != now.get(part):
+            changed.append(name)
+    a, b = before.get("options") or {}, now.get("options") or {}
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            changed.append(f"--{name.replace('_', '-')} ({a.get(name)!r}, now {b.get(name)!r})")
+    return ", ".join(changed) or "the build key"
 
 
 def up_to_date(output: Path, key: str | None) -> Manifest | None:

@@ -8,13 +8,14 @@ from rich.table import Table
 from padprep.output.manifest import Manifest
 
 
-def print_build_summary(console: Console, manifest: Manifest, seconds: float) -> None:
+def print_build_summary(console: Console, manifest: Manifest, seconds: float, resumed_tokens: int = 0) -> None:
     """Print what a build wrote and where every record went.
 
     Args:
         console: where to print.
         manifest: the build's manifest (``BuildResult.manifest``).
         seconds: how long the build took (for tokens per second).
+        resumed_tokens: tokens an interrupted run had already processed (a resumed build's rate counts the rest).
 
     Example:
         >>> print_build_summary(Console(), build(cfg).manifest, 12.5)  # doctest: +SKIP
@@ -43,8 +44,10 @@ def print_build_summary(console: Console, manifest: Manifest, seconds: float) ->
         table.add_row(
             "padding", f"{t['pad_tokens']:,} ({t['padding_fraction']:.1%}; unbucketed {t['unbucketed_padding_fraction']:.1%})"
         )
-    tps = t["real_tokens"] / seconds if seconds > 0 else 0.0
-    table.add_row("time", f"{seconds:.1f}s ({tps:,.0f} tokens/s)")
+    done_here = max(t["real_tokens"] - resumed_tokens, 0)
+    tps = done_here / seconds if seconds > 0 else 0.0
+    resumed = f"; resumed: {resumed_tokens:,} tokens done by the interrupted run, not counted" if resumed_tokens else ""
+    table.add_row("time", f"{seconds:.1f}s ({tps:,.0f} tokens/s{resumed})")
     console.print(table)
     for inp in manifest.inputs:
         if "format" not in inp:

@@ -42,6 +42,7 @@ from padprep.chat.process import ChunkStats
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.failpoints import kill_point
 from padprep.layout.shards import WrittenShard, file_sha256, fsync_path
+from padprep.output.buildkey import key_changes
 from padprep.output.ownership import OutputInTheWay, beside, owned_files, remove_owned
 from padprep.output.rejects import Counts
 
@@ -180,10 +181,14 @@ class Checkpoint:
         engine: the engine's name; a partial state made by another engine is not resumed.
         fresh: start over even where a partial state could be resumed.
         log: where the resume (or start-over) line goes.
+        parts: what the key hashes (``buildkey.key_parts``), kept in the state: a start-over says what changed.
     """
 
-    def __init__(self, output: Path, key: str | None, engine: str, fresh: bool, log=lambda message: None):
+    def __init__(
+        self, output: Path, key: str | None, engine: str, fresh: bool, log=lambda message: None, parts: dict | None = None
+    ):
         self.output = Path(output)
+        self.parts = parts
         self.path = beside(output, "partial")
         self.state_path = beside(output, "state.json")
         self.shards_log = beside(output, "shards.log")
@@ -345,7 +350,7 @@ class Checkpoint:
         if state.get("version") != STATE_VERSION or state.get("padprep_version") != __version__:
             return f"the partial build was made by padprep {state.get('padprep_version')}"
         if state.get("build_key") != self.key:
-            return "the inputs, tokenizer, template or options differ from the partial build's"
+            return f"this build differs from the partial build in {key_changes(state.get('key_parts'), self.parts)}"
         if state.get("engine") != self.engine:
             return f"the partial build ran on the {state.get('engine')} engine"
         return None
@@ -382,6 +387,7 @@ class Checkpoint:
             "version": STATE_VERSION,
             "padprep_version": __version__,
             "build_key": self.key,
+            "key_parts": self.parts,
             "engine": self.engine,
             "phase": self.phase,
             "bounds": self.bounds,

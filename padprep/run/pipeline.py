@@ -48,7 +48,7 @@ from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
 from padprep.layout.shards import WrittenShard
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, spill_batch, spill_files, spill_pairs
-from padprep.output.buildkey import build_key, input_digests, up_to_date
+from padprep.output.buildkey import input_digests, key_of, key_parts, up_to_date
 from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, read_manifest, write_manifest
 from padprep.output.ownership import OutputInTheWay, check_apart, check_replaceable
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
@@ -87,6 +87,7 @@ class BuildResult:
     manifest: Manifest
     hazards: list[Hazard] = field(default_factory=list)
     up_to_date: bool = False  # nothing was built: the output already held this build (same build key)
+    resumed_tokens: int = 0  # tokens an interrupted run had already processed (pass 1's, up to its last checkpoint)
 
 
 def build(
@@ -129,7 +130,8 @@ def build(
         import_ray()  # without Ray, fail before any work, in one line that says how to install it
     cfg = _followed(cfg)
     groups = _input_groups(cfg, progress)
-    key = build_key(cfg, [d for g in groups for d in g.key_material()])
+    parts = key_parts(cfg, [d for g in groups for d in g.key_material()])
+    key = key_of(parts)
     with BuildLock(cfg.output, progress.log):  # one build per output at a time
         existing = None if cfg.force else up_to_date(cfg.output, key)
         if existing is not None:
@@ -140,9 +142,9 @@ def build(
         check_replaceable(cfg.output, cfg.overwrite or cfg.force)
         chosen = selection() if selection is not None else None
         if pad is not None:
-            return _build(cfg, progress, files, digests, key, pad, chosen)
+            return _build(cfg, progress, files, digests, key, pad, chosen, parts)
         with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
-            return _build(cfg, progress, files, digests, key, pad, chosen)
+            return _build(cfg, progress, files, digests, key, pad, chosen, parts)
 
 
 def _followed(cfg: BuildConfig) -> BuildConfig:
@@ -206,10 +208,12 @@ def _build(
     progress: Progress,
     files: list[str],
     digests,
-    key: str,
+    key: str | None,
     pad: PadProcess,
     selection: Selection | None = None,
+    parts: dict | None = None,
 ) -> BuildResult:
+    """Everything after the up-to-date check; ``parts``: what ``key`` hashes (a start-over names what changed)."""
     bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     formats = cfg.format_options()
     file_formats = selection.formats if selection is not None else {}
@@ -241,7 +245,8 @@ def _build(
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
-    checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log)
+    checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log, parts)
+    resumed_tokens = sum(checkpoint.done.counts.per_file_tokens.values()) if checkpoint.resumed else 0
     if checkpoint.resumed:
         progress.log(describe_resume(checkpoint, total_bytes))
     work = checkpoint.path
@@ -264,7 +269,7 @@ def _build(
         if not (key is not None and (_interrupted(exc) or kept)):
             checkpoint.abort()  # a failure the same command would meet again: nothing to resume
         raise
-    return BuildResult(cfg.output, manifest, hazards)
+    return BuildResult(cfg.output, manifest, hazards, resumed_tokens=resumed_tokens)
 
 
 def _interrupted(exc: BaseException) -> bool:

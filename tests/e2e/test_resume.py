@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,11 @@ def test_killed_build_resumes_to_the_same_bytes(data, clean, tmp_path, kill_at):
     assert "resuming" in again.stderr, again.stderr
     assert tree_bytes(out) == clean
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock, state or partial output left
+    # the rate counts what this run did: the tokens the killed run had processed are named, not divided again
+    done_before = re.search(r"resumed: ([\d,]+) tokens done by the interrupted run", again.stdout)
+    assert done_before, again.stdout
+    real = json.loads((out / "manifest.json").read_text())["totals"]["real_tokens"]
+    assert 0 < int(done_before.group(1).replace(",", "")) <= real
 
 
 def test_pack_resumes_to_the_same_bytes(data, tmp_path):
@@ -145,10 +151,19 @@ def test_a_changed_input_or_option_starts_over(data, tmp_path):
     assert _build(data, out, kill_at="pass1:4").returncode == -signal.SIGKILL
     other = _build(data, out, "--max-length", "1500")
     assert other.returncode == 0 and "resuming" not in other.stderr
-    assert "starting over: the inputs, tokenizer, template or options differ" in other.stderr
+    assert "starting over: this build differs from the partial build in --max-length (None, now 1500)" in other.stderr
     clean = tmp_path / "clean"
     assert _build(data, clean, "--max-length", "1500").returncode == 0
     assert tree_bytes(out) == tree_bytes(clean)
+    changed = tmp_path / "changed.jsonl"  # the same name and size, one byte different
+    changed.write_bytes(data.read_bytes().replace(b"gold", b"GOLD", 1))
+    assert _build(changed, tmp_path / "out2", kill_at="pass1:4").returncode == -signal.SIGKILL
+    changed.write_bytes(data.read_bytes())
+    again = _build(changed, tmp_path / "out2")
+    assert (
+        again.returncode == 0
+        and "starting over: this build differs from the partial build in the content of input 1 of 1" in again.stderr
+    )
 
 
 def test_fresh_starts_over(data, clean, tmp_path):
