@@ -34,10 +34,11 @@ from padprep.config import (
     TrainOn,
     Truncation,
 )
+from padprep.help import App, show_all
 from padprep.input.read import as_input
 from padprep.run.progress import Throughput, format_duration
 
-app = typer.Typer(
+app = App(
     add_completion=False,
     no_args_is_help=True,
     help="Chat / instruction data -> tokenized, label-masked, length-bucketed, padded Arrow shards.",
@@ -84,6 +85,12 @@ _PERFORMANCE = "Performance"
 _OUTPUT = "Output and bad input"
 
 
+_BUILD_EPILOG = (
+    "Field renames (--messages-field KEY ...) and tuning (--workers, --engine ray, ...): --help-all; "
+    "every option with its default: docs/cli.md."
+)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"padprep {__version__}")
@@ -97,129 +104,177 @@ def main(
     """padprep: SFT data preparation, exact to the token."""
 
 
-@app.command()
+@app.command(options_metavar="-t TOKENIZER -o DIR [OPTIONS]", epilog=_BUILD_EPILOG)
 def build(
     ctx: typer.Context,
     inputs: Optional[List[str]] = typer.Argument(
         None,
-        help="Files, globs, directories (.jsonl, .json, .gz, .zst, .parquet, .arrow), URLs or hf://datasets/ORG/NAME; - for stdin.",
+        metavar="INPUTS...",
+        help="Files, globs, directories, URLs; - for stdin.",
         show_default=False,
-    ),
-    recipe: Optional[Path] = typer.Option(
-        None,
-        help="A recipe (YAML): sources with counts and weights, an eval split; flags given here override it.",
         rich_help_panel=_INPUT,
     ),
-    split: str = typer.Option(
-        "train", help="The split of an hf://datasets/ORG/NAME input that names no file.", rich_help_panel=_INPUT
+    recipe: Optional[Path] = typer.Option(
+        None, metavar="FILE", help="A mixture (YAML) to build instead of INPUTS.", rich_help_panel=_INPUT
     ),
+    split: str = typer.Option("train", metavar="NAME", help="Split of an hf:// dataset.", rich_help_panel=_INPUT),
     input_format: InputFormat = typer.Option(
-        InputFormat.auto, "--format", help="Record format (auto: detected per file).", rich_help_panel=_INPUT
+        InputFormat.auto, "--format", help="Record format (auto: detected per file).", show_default=False, rich_help_panel=_INPUT
     ),
     task: Task = typer.Option(
         Task.auto,
-        help="sft rows, or preference pairs (prompt/chosen/rejected ids, for DPO); auto: pairs when the records are.",
+        help="SFT rows or DPO pairs (auto: as records are).",
+        show_default=False,
         rich_help_panel=_INPUT,
     ),
     role_map: Optional[str] = typer.Option(
-        None, help="Rename roles / speakers, e.g. bot=assistant,char=user.", rich_help_panel=_INPUT
+        None, metavar="FROM=TO,...", help="Rename roles, e.g. bot=assistant,char=user.", rich_help_panel=_INPUT
     ),
     append_eos: bool = typer.Option(
         True,
-        help="End raw-text rows with eos, and a last reply that no stop token follows (a template with no end-of-turn marker).",
+        help="No eos after text rows, nor after a last reply no stop token follows (a template with no end of turn).",
         rich_help_panel=_INPUT,
     ),
-    messages_field: str = typer.Option("messages", help="Key of the message list (messages).", rich_help_panel=_INPUT),
-    conversations_field: str = typer.Option("conversations", help="Key of the turn list (sharegpt).", rich_help_panel=_INPUT),
-    system_field: str = typer.Option("system", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_INPUT),
-    tools_field: str = typer.Option("tools", help="Key of the tool schemas.", rich_help_panel=_INPUT),
-    instruction_field: str = typer.Option("instruction", help="Key of the instruction (alpaca).", rich_help_panel=_INPUT),
-    input_field: str = typer.Option("input", help="Key of the optional input (alpaca).", rich_help_panel=_INPUT),
-    output_field: str = typer.Option("output", help="Key of the reply (alpaca).", rich_help_panel=_INPUT),
-    history_field: str = typer.Option("history", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_INPUT),
-    prompt_field: str = typer.Option("prompt", help="Key of the prompt (prompt-completion).", rich_help_panel=_INPUT),
-    completion_field: str = typer.Option("completion", help="Key of the completion (prompt-completion).", rich_help_panel=_INPUT),
-    text_field: str = typer.Option("text", help="Key of the text (text).", rich_help_panel=_INPUT),
+    messages_field: str = typer.Option(
+        "messages", metavar="KEY", help="Key of the message list (messages).", rich_help_panel=_INPUT, hidden=True
+    ),
+    conversations_field: str = typer.Option(
+        "conversations", metavar="KEY", help="Key of the turn list (sharegpt).", rich_help_panel=_INPUT, hidden=True
+    ),
+    system_field: str = typer.Option(
+        "system", metavar="KEY", help="Key of the system prompt (sharegpt, alpaca).", rich_help_panel=_INPUT, hidden=True
+    ),
+    tools_field: str = typer.Option("tools", metavar="KEY", help="Key of the tool schemas.", rich_help_panel=_INPUT, hidden=True),
+    instruction_field: str = typer.Option(
+        "instruction", metavar="KEY", help="Key of the instruction (alpaca).", rich_help_panel=_INPUT, hidden=True
+    ),
+    input_field: str = typer.Option(
+        "input", metavar="KEY", help="Key of the optional input (alpaca).", rich_help_panel=_INPUT, hidden=True
+    ),
+    output_field: str = typer.Option(
+        "output", metavar="KEY", help="Key of the reply (alpaca).", rich_help_panel=_INPUT, hidden=True
+    ),
+    history_field: str = typer.Option(
+        "history", metavar="KEY", help="Key of earlier (prompt, reply) pairs (alpaca).", rich_help_panel=_INPUT, hidden=True
+    ),
+    prompt_field: str = typer.Option(
+        "prompt", metavar="KEY", help="Key of the prompt (prompt-completion).", rich_help_panel=_INPUT, hidden=True
+    ),
+    completion_field: str = typer.Option(
+        "completion", metavar="KEY", help="Key of the completion (prompt-completion).", rich_help_panel=_INPUT, hidden=True
+    ),
+    text_field: str = typer.Option("text", metavar="KEY", help="Key of the text (text).", rich_help_panel=_INPUT, hidden=True),
     tokenizer: Optional[str] = typer.Option(
-        None, "--tokenizer", "-t", help="tokenizer.json, a directory holding it, or a hub id (required).", rich_help_panel=_LABELS
+        None,
+        "--tokenizer",
+        "-t",
+        metavar="TOKENIZER",
+        help="tokenizer.json, its directory, or a hub id.",
+        rich_help_panel=_LABELS,
     ),
     chat_template: Optional[str] = typer.Option(
-        None, help="chatml, llama3, or a Jinja file (default: the tokenizer's).", rich_help_panel=_LABELS
+        None, metavar="NAME|FILE", help="Built-in chatml or llama3, or a Jinja file.", rich_help_panel=_LABELS
     ),
     pad_token: Optional[str] = typer.Option(
-        None, help="Pad token text (default: the tokenizer's, else eos, reported).", rich_help_panel=_LABELS
+        None, metavar="TEXT", help="Pad token (default: the tokenizer's, else eos).", rich_help_panel=_LABELS
     ),
     train_on: TrainOn = typer.Option(
-        TrainOn.assistant, help="assistant: every reply; last: the final one; all: every token.", rich_help_panel=_LABELS
+        TrainOn.assistant,
+        help="Train every reply (default), the last, or all.",
+        show_default=False,
+        rich_help_panel=_LABELS,
     ),
     reasoning: Reasoning = typer.Option(
-        Reasoning.train, help="Think blocks in replies: train, mask-empty, or mask (ids never change).", rich_help_panel=_LABELS
+        Reasoning.train,
+        help="Think blocks: trained (default), masked when empty, or masked.",
+        show_default=False,
+        rich_help_panel=_LABELS,
     ),
     span_method: SpanMethod = typer.Option(
         SpanMethod.auto,
         help="auto: header scan where preflight proves it exact; template: prefix renders.",
         rich_help_panel=_LABELS,
+        hidden=True,
     ),
-    max_length: Optional[int] = typer.Option(None, help="Longest row, in tokens.", rich_help_panel=_LAYOUT),
+    max_length: Optional[int] = typer.Option(None, metavar="N", help="Longest row, in tokens.", rich_help_panel=_LAYOUT),
     truncation: Truncation = typer.Option(
         Truncation.drop,
-        help="Rows over --max-length: drop, or keep the first (right) / last (left) tokens.",
+        help="Longer rows: drop (default), cut right or left.",
+        show_default=False,
         rich_help_panel=_LAYOUT,
     ),
-    pack: bool = typer.Option(
-        False, "--pack", help="Pack whole conversations into rows of exactly --max-length tokens.", rich_help_panel=_LAYOUT
-    ),
+    pack: bool = typer.Option(False, "--pack", help="Pack conversations into rows of --max-length.", rich_help_panel=_LAYOUT),
     buckets: Optional[str] = typer.Option(
-        None, help="Bucket upper bounds, e.g. 256,512,1024 (default: computed, padding under 2.5%).", rich_help_panel=_LAYOUT
+        None, metavar="N,N,...", help="Bucket bounds (default: padding under 2.5%).", rich_help_panel=_LAYOUT
     ),
     padded_pairs: bool = typer.Option(
         False,
         "--padded-pairs",
-        help="Preference pairs: each side as a padded row (chosen_input_ids / _attention_mask / _labels, rejected_...).",
+        help="DPO pairs as padded chosen_ / rejected_ rows.",
         rich_help_panel=_LAYOUT,
     ),
     pad_to_multiple_of: int = typer.Option(
-        1, help="Round every bucket's length up to a multiple of this.", rich_help_panel=_LAYOUT
+        1, metavar="N", help="Round bucket lengths up to a multiple of N.", show_default=False, rich_help_panel=_LAYOUT
     ),
     padding_side: PaddingSide = typer.Option(
-        PaddingSide.right, help="right for training, left for batched generation.", rich_help_panel=_LAYOUT
+        PaddingSide.right, help="right to train (default), left to generate.", show_default=False, rich_help_panel=_LAYOUT
     ),
-    shard_tokens: int = typer.Option(1 << 20, help="Padded tokens per shard, at most.", rich_help_panel=_LAYOUT),
+    shard_tokens: int = typer.Option(
+        1 << 20, metavar="N", help="Padded tokens per shard, at most.", rich_help_panel=_LAYOUT, hidden=True
+    ),
     seed: Optional[int] = typer.Option(
-        None, help="Shuffle rows within each shard (default: input order).", rich_help_panel=_LAYOUT
+        None, metavar="N", help="Shuffle rows within shards (default: in order).", rich_help_panel=_LAYOUT
     ),
     workers: int = typer.Option(
-        0, help="Worker processes; 0: one per core (one process under 4 MiB of input).", rich_help_panel=_PERFORMANCE
+        0,
+        metavar="N",
+        help="Worker processes; 0: one per core (one process under 4 MiB of input).",
+        rich_help_panel=_PERFORMANCE,
+        hidden=True,
     ),
     engine: EngineName = typer.Option(
         EngineName.local,
-        help="local processes, or ray tasks (pip install 'padprep\\[ray]'); same bytes.",
+        help="local processes, or ray tasks (pip install 'padprep[ray]'); same bytes.",
         rich_help_panel=_PERFORMANCE,
+        hidden=True,
     ),
     ray_address: Optional[str] = typer.Option(
         None,
         envvar="RAY_ADDRESS",
+        metavar="ADDR",
         help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local one).",
         rich_help_panel=_PERFORMANCE,
+        hidden=True,
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Output directory (written atomically).", rich_help_panel=_OUTPUT),
-    overwrite: bool = typer.Option(False, help="Replace an existing output directory.", rich_help_panel=_OUTPUT),
-    force: bool = typer.Option(False, help="Rebuild even when OUTPUT is up to date.", rich_help_panel=_OUTPUT),
-    fresh: bool = typer.Option(
-        False, help="Start over instead of resuming an interrupted build of the same OUTPUT.", rich_help_panel=_OUTPUT
+    output: Path = typer.Option(
+        ..., "--output", "-o", metavar="DIR", help="Output directory (written atomically).", rich_help_panel=_OUTPUT
     ),
-    strict: bool = typer.Option(
-        False, help="Fail on any preflight hazard and on the first rejected record.", rich_help_panel=_OUTPUT
-    ),
+    overwrite: bool = typer.Option(False, help="Replace an existing output of padprep's.", rich_help_panel=_OUTPUT),
+    force: bool = typer.Option(False, help="Rebuild even when the output is up to date.", rich_help_panel=_OUTPUT),
+    fresh: bool = typer.Option(False, help="Start over instead of resuming.", rich_help_panel=_OUTPUT),
+    strict: bool = typer.Option(False, help="Fail on any hazard or rejected record.", rich_help_panel=_OUTPUT),
     max_rejects: Optional[int] = typer.Option(
-        None, help="Fail when more records than this are rejected.", rich_help_panel=_OUTPUT
+        None, metavar="N", help="Fail when more records are rejected.", rich_help_panel=_OUTPUT
     ),
     max_reject_rate: float = typer.Option(
-        DEFAULT_MAX_REJECT_RATE, help="Fail when a larger fraction of the records is rejected.", rich_help_panel=_OUTPUT
+        DEFAULT_MAX_REJECT_RATE, metavar="F", help="Fail above this share rejected.", rich_help_panel=_OUTPUT
     ),
-    allow_empty: bool = typer.Option(False, help="Succeed with an empty output when no row is written.", rich_help_panel=_OUTPUT),
+    allow_empty: bool = typer.Option(False, help="Succeed when no row is written.", rich_help_panel=_OUTPUT),
+    help_all: bool = typer.Option(
+        False,
+        "--help-all",
+        is_eager=True,
+        expose_value=False,
+        callback=show_all,
+        help="Show every option (field renames, tuning too).",
+    ),
 ) -> None:
-    """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in OUTPUT."""
+    """Render, tokenize, mask, bucket, pad and write INPUTS as Arrow shards in DIR.
+
+    \b
+    padprep build data/*.jsonl -t Qwen/Qwen3-8B -o shards/
+    padprep build --recipe mix.yaml -o shards/
+    """
     from padprep.run.padproc import PadProcess
 
     # Forked first: pass 2's process imports torch (1.4 s) while this one starts the build.
@@ -502,7 +557,7 @@ def run(args: Optional[List[str]] = None) -> None:
     # click's UsageError, reached through typer's public BadParameter: typer 0.2x vendors its own click
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, prog_name="padprep", standalone_mode=False)  # not "python -m padprep" in the usage line
     except usage_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # ``padprep`` alone: the help, as before
             exc.show()
