@@ -16,8 +16,9 @@ $(VENV)/.installed: $(PY) pyproject.toml scripts/install_torch.sh
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[test,ray]'
+$(VENV)/.installed-test: $(VENV)/.installed tests/exports-requirements.txt
+	$(PY) -m pip install --quiet -e '.[test,ray,exports]'
+	$(PY) -m pip install --quiet --no-deps -r tests/exports-requirements.txt
 	touch $@
 
 install: $(VENV)/.installed

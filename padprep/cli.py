@@ -454,6 +454,24 @@ def inspect(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def export(
+    output: Path = typer.Argument(..., help="A directory written by padprep build (or a recipe's output: train/ and eval/)."),
+    dest: Path = typer.Argument(..., help="Where to write the export (atomically; an earlier export there needs --overwrite)."),
+    to: str = typer.Option(..., "--to", help="The format: axolotl, llamafactory (docs/exports.md)."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export of padprep at DEST."),
+) -> None:
+    """Write OUTPUT's rows in the pre-tokenized format a trainer reads, from the shards alone (no re-tokenizing)."""
+    from padprep.output.export import export as run_export
+
+    err = _console(stderr=True)
+    started = time.monotonic()
+    result = _run(err, lambda progress: run_export(output, to, dest, overwrite))
+    rows = ", ".join(f"{side} {n:,} rows" for side, n in result.manifest["written"].get("rows", {}).items())
+    files = len(result.manifest["files"])
+    _console().print(f"export: {dest} ({to}: {rows}; {files} files) in {time.monotonic() - started:.1f}s", markup=False)
+
+
 def _write_report(out: Console, err: Console, output: Path, dest: Path, tokenizer: Optional[str]) -> None:
     from padprep.errors import PadprepError
     from padprep.output.report import write_report

@@ -1,0 +1,257 @@
+"""``padprep export``: each format read back by its own project's loader, row by row equal to padprep's shards.
+
+Each trainer's reader is installed from PyPI (``make install-test``: the ``exports`` extra and
+``tests/exports-requirements.txt``, whose readers come without their pinned dependencies; see
+docs/exports.md). Where the reader imports a media library a text dataset never uses (llamafactory:
+torchaudio), a stand-in module is put in its place for the import only.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from padprep.layout.shards import read_shard
+from padprep.output.export import export
+from padprep.schema import IGNORE_INDEX
+from tests.conftest import SAMPLE, padprep_cli, run_build, tree_bytes, write_jsonl
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TOK = SAMPLE / "tokenizer"
+
+
+# --- the builds exported, and what padprep's own shards say each conversation is -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("builds")
+    chat = SAMPLE / "chat.jsonl"
+    run_build([chat], TOK, root / "rows", buckets=(64, 128, 256, 700), shard_tokens=2000)
+    run_build([chat], TOK, root / "packed", max_length=512, pack=True, shard_tokens=2048)
+    q = [{"role": "user", "content": "What is the capital of France?"}]
+    pairs = [
+        {"prompt": q, "chosen": [{"role": "assistant", "content": c}], "rejected": [{"role": "assistant", "content": r}]}
+        for c, r in [("Paris.", "Lyon."), ("It is Paris, on the Seine.", "Marseille."), ("Paris", "Nice, I think.")]
+    ]
+    run_build([write_jsonl(root / "pairs.jsonl", pairs)], TOK, root / "pairs")
+    recipe = root / "mix.yaml"
+    recipe.write_text(f"tokenizer: {TOK}\nseed: 3\nsources:\n  - path: {chat}\neval:\n  fraction: 0.25\n")
+    done = padprep_cli("build", "--recipe", str(recipe), "--output", str(root / "mix"))
+    assert done.returncode == 0, done.stderr
+    return {"rows": root / "rows", "packed": root / "packed", "pairs": root / "pairs", "mix": root / "mix"}
+
+
+def conversations(build: Path) -> list[tuple[list[int], list[int]]]:
+    """Every conversation of a build as (input_ids, labels), padding removed, packed rows cut at ``seq_lens``:
+    read from the shards here, independently of the export code."""
+    manifest = json.loads((build / "manifest.json").read_text())
+    out = []
+    for shard in manifest["shards"]:
+        cols = read_shard(build / shard["file"])
+        for r, (ids, mask, labels) in enumerate(zip(cols["input_ids"], cols["attention_mask"], cols["labels"])):
+            real = mask.astype(bool)
+            ids, labels = ids[real].tolist(), labels[real].tolist()
+            if "seq_lens" not in cols:
+                out.append((ids, labels))
+                continue
+            offsets = cols["seq_lens_offsets"]
+            start = 0
+            for n in cols["seq_lens"][offsets[r] : offsets[r + 1]]:
+                out.append((ids[start : start + n], labels[start : start + n]))
+                start += n
+            assert start == len(ids)
+    return out
+
+
+def trained(labels) -> list[int]:
+    """Positions trained under padprep's convention (labels not shifted): label != -100."""
+    return [i for i, t in enumerate(labels) if t != IGNORE_INDEX]
+
+
+def check_rows(got: list[tuple[list[int], list[int]]], want: list[tuple[list[int], list[int]]]) -> None:
+    assert len(got) == len(want)
+    for (ids, labels), (want_ids, want_labels) in zip(got, want):
+        assert list(ids) == want_ids
+        assert list(labels) == want_labels
+        assert trained(labels) == trained(want_labels) and trained(want_labels)
+
+
+def test_export_is_deterministic_and_lists_its_files(builds, tmp_path):
+    for name in ("a", "b"):
+        export(builds["rows"], "axolotl", tmp_path / name)
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+    manifest = json.loads((tmp_path / "a" / "padprep-export.json").read_text())
+    build_key = json.loads((builds["rows"] / "manifest.json").read_text())["build_key"]
+    assert manifest["source"]["sides"][0]["build_key"] == build_key
+    from padprep.layout.shards import file_sha256
+
+    assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
+        p: file_sha256(tmp_path / "a" / p) for p in tree_bytes(tmp_path / "a") if p != "padprep-export.json"
+    }
+
+
+def test_dest_rules_one_line_exit_2_and_nothing_deleted(builds, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    done = padprep_cli("export", str(builds["rows"]), str(foreign), "--to", "axolotl", "--overwrite")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an export of padprep" in done.stderr
+    assert (foreign / "notes.txt").read_text() == "mine"
+    dest = tmp_path / "dest"
+    assert padprep_cli("export", str(builds["rows"]), str(dest), "--to", "axolotl").returncode == 0
+    again = padprep_cli("export", str(builds["rows"]), str(dest), "--to", "axolotl")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    (dest / "extra.txt").write_text("mine")
+    over = padprep_cli("export", str(builds["rows"]), str(dest), "--to", "llamafactory", "--overwrite")
+    assert over.returncode == 2 and "extra.txt" in over.stderr and (dest / "extra.txt").is_file()
+    (dest / "extra.txt").unlink()
+    over = padprep_cli("export", str(builds["rows"]), str(dest), "--to", "llamafactory", "--overwrite")
+    assert over.returncode == 0, over.stderr
+    assert json.loads((dest / "padprep-export.json").read_text())["export"] == "llamafactory"
+    inside = padprep_cli("export", str(builds["rows"]), str(builds["rows"] / "x"), "--to", "axolotl")
+    assert inside.returncode == 2 and inside.stderr.count("\n") == 1
+    unknown = padprep_cli("export", str(builds["rows"]), str(tmp_path / "u"), "--to", "nope")
+    assert unknown.returncode == 2 and "axolotl" in unknown.stderr
+    assert not [p for p in tmp_path.iterdir() if "padprep-export" in p.name]  # no partial folder left
+
+
+def test_a_damaged_shard_is_refused(builds, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(builds["rows"], copy)
+    shard = sorted(copy.glob("*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 1
+    shard.write_bytes(bytes(data))
+    done = padprep_cli("export", str(copy), str(tmp_path / "out"), "--to", "axolotl")
+    assert done.returncode == 1 and "sha256" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- axolotl -----------------------------------------------------------------------------------------------------------
+
+
+def _axolotl_load(path: Path, split: str = "train"):
+    """The dataset axolotl trains on for ``datasets: [{path: DEST}]`` (``split="test"``: ``test_datasets``), through
+    its own loading step: it finds the rows already tokenized and applies no prompt strategy."""
+    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    pytest.importorskip("axolotl")
+    from axolotl.utils.data.sft import _load_and_process_single_dataset
+    from axolotl.utils.dict import DictDefault
+
+    ds, prompter = _load_and_process_single_dataset(
+        DictDefault({"path": str(path)}), DictDefault({}), tokenizer=None, split=split, seed=0
+    )
+    assert type(prompter).__name__ == "UnsupportedPrompter"  # axolotl's mark of a pre-tokenized dataset
+    return ds
+
+
+@pytest.mark.parametrize("build", ["rows", "packed"])
+def test_axolotl_reads_every_conversation_exactly(builds, tmp_path, build):
+    export(builds[build], "axolotl", tmp_path / "ax")
+    ds = _axolotl_load(tmp_path / "ax")
+    assert all(m == [1] * len(i) for m, i in zip(ds["attention_mask"], ds["input_ids"]))
+    check_rows(list(zip(ds["input_ids"], ds["labels"])), conversations(builds[build]))
+
+
+def test_axolotl_recipe_sides_are_splits(builds, tmp_path):
+    export(builds["mix"], "axolotl", tmp_path / "ax")
+    for split, side in (("train", "train"), ("test", "eval")):
+        ds = _axolotl_load(tmp_path / "ax", split=split)
+        check_rows(list(zip(ds["input_ids"], ds["labels"])), conversations(builds["mix"] / side))
+
+
+# --- LLaMA-Factory -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llamafactory():
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # it pins transformers <= 5.6; its loader is what is tested
+    if "torchaudio" not in sys.modules and importlib.util.find_spec("torchaudio") is None:
+        stand_in = types.ModuleType("torchaudio")
+        stand_in.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        sys.modules["torchaudio"] = stand_in  # imported by its media plugin only; text rows never reach it
+    pytest.importorskip("llamafactory")
+    import llamafactory.data.loader as loader
+
+    return loader
+
+
+def _lf_module(llamafactory, path: Path, stage: str = "sft") -> dict:
+    from llamafactory.hparams import DataArguments
+
+    return llamafactory.get_dataset(None, None, DataArguments(tokenized_path=str(path)), None, stage, None)
+
+
+def _lf_collate(rows, pairwise: bool = False):
+    """Batches through LLaMA-Factory's own collators (padding with -100 labels, as it trains)."""
+    from llamafactory.data import PairwiseDataCollatorWithPadding, SFTDataCollatorWith4DAttentionMask
+    from llamafactory.data.template import TEMPLATES
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TOK))
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # what its template fix does where none is set
+    cls = PairwiseDataCollatorWithPadding if pairwise else SFTDataCollatorWith4DAttentionMask
+    collator = cls(template=TEMPLATES["empty"], tokenizer=tokenizer, model=None, label_pad_token_id=IGNORE_INDEX, padding=True)
+    return collator([dict(r) for r in rows])
+
+
+@pytest.mark.parametrize("build", ["rows", "packed"])
+def test_llamafactory_tokenized_path_reads_every_conversation_exactly(builds, tmp_path, build, llamafactory):
+    export(builds[build], "llamafactory", tmp_path / "lf")
+    ds = _lf_module(llamafactory, tmp_path / "lf")["train_dataset"]
+    want = conversations(builds[build])
+    check_rows(list(zip(ds["input_ids"], ds["labels"])), want)
+    batch = _lf_collate([ds[i] for i in range(4)])
+    for r in range(4):
+        mask = batch["attention_mask"][r].bool()
+        assert batch["input_ids"][r][mask].tolist() == want[r][0]
+        assert batch["labels"][r][mask].tolist() == want[r][1]
+        assert (batch["labels"][r][~mask] == IGNORE_INDEX).all()
+
+
+def test_llamafactory_recipe_sides_are_train_and_validation(builds, tmp_path, llamafactory):
+    export(builds["mix"], "llamafactory", tmp_path / "lf")
+    module = _lf_module(llamafactory, tmp_path / "lf")
+    for key, side in (("train_dataset", "train"), ("eval_dataset", "eval")):
+        ds = module[key]
+        check_rows(list(zip(ds["input_ids"], ds["labels"])), conversations(builds["mix"] / side))
+
+
+def test_llamafactory_pairs_are_its_pairwise_columns(builds, tmp_path, llamafactory):
+    import pyarrow as pa
+
+    export(builds["pairs"], "llamafactory", tmp_path / "lf")
+    ds = _lf_module(llamafactory, tmp_path / "lf", stage="rm")["train_dataset"]
+    manifest = json.loads((builds["pairs"] / "manifest.json").read_text())
+    want = []
+    for shard in manifest["shards"]:
+        with pa.memory_map(str(builds["pairs"] / shard["file"])) as src:
+            want += pa.ipc.open_stream(src).read_all().to_pylist()
+    assert len(ds) == len(want) == 3
+    for row, pair in zip(ds, want):
+        prompt = pair["prompt_ids"]
+        for side in ("chosen", "rejected"):
+            assert row[f"{side}_input_ids"] == prompt + pair[f"{side}_ids"]
+            assert row[f"{side}_labels"] == [IGNORE_INDEX] * len(prompt) + pair[f"{side}_ids"]
+            assert row[f"{side}_attention_mask"] == [1] * len(row[f"{side}_input_ids"])
+    batch = _lf_collate([ds[i] for i in range(3)], pairwise=True)
+    assert batch["input_ids"].shape[0] == 6  # chosen then rejected, as its DPO trainer splits them
+    for r, pair in enumerate(want):
+        real = batch["attention_mask"][r].bool()
+        assert batch["labels"][r][real].tolist() == [IGNORE_INDEX] * len(pair["prompt_ids"]) + pair["chosen_ids"]
+
+
+def test_pairs_refused_where_the_format_has_none(builds, tmp_path):
+    done = padprep_cli("export", str(builds["pairs"]), str(tmp_path / "ax"), "--to", "axolotl")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "preference" in done.stderr
