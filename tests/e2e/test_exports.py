@@ -255,3 +255,74 @@ def test_llamafactory_pairs_are_its_pairwise_columns(builds, tmp_path, llamafact
 def test_pairs_refused_where_the_format_has_none(builds, tmp_path):
     done = padprep_cli("export", str(builds["pairs"]), str(tmp_path / "ax"), "--to", "axolotl")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "preference" in done.stderr
+
+
+# --- MosaicML streaming (MDS) for llm-foundry ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def streaming():
+    """mosaicml-streaming's ``StreamingDataset`` and llm-foundry's ``stitch_turns_decoder_only`` (its collator's)."""
+    if importlib.util.find_spec("torchvision") is None:  # imported by streaming.vision only; text samples never reach it
+        for name in ("torchvision", "torchvision.datasets", "torchvision.transforms", "torchvision.transforms.functional"):
+            stand_in = types.ModuleType(name)
+            stand_in.__spec__ = importlib.machinery.ModuleSpec(name, None)
+            sys.modules.setdefault(name, stand_in)
+        sys.modules["torchvision.datasets"].VisionDataset = type("VisionDataset", (), {})
+        sys.modules["torchvision.transforms.functional"].to_tensor = None
+    pytest.importorskip("streaming")
+    spec = importlib.util.find_spec("llmfoundry")
+    if spec is None:
+        pytest.skip("llm-foundry is not installed (tests/exports-requirements.txt)")
+    # llmfoundry/__init__ imports composer and the model zoo; its collator module needs only torch, transformers and
+    # llmfoundry.utils.consts: reach it without running the package's __init__.
+    root = Path(list(spec.submodule_search_locations)[0])
+    for name, path in (("llmfoundry", root), ("llmfoundry.utils", root / "utils")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+    collator_spec = importlib.util.spec_from_file_location("llmfoundry_collator", root / "data" / "finetuning" / "collator.py")
+    collator = importlib.util.module_from_spec(collator_spec)
+    collator_spec.loader.exec_module(collator)
+    from streaming import StreamingDataset
+
+    return StreamingDataset, collator.stitch_turns_decoder_only
+
+
+def _mds_rows(streaming, path: Path, split: str, eos_id: int) -> list[tuple[list[int], list[int]]]:
+    dataset_cls, stitch = streaming
+    ds = dataset_cls(local=str(path), split=split, shuffle=False, batch_size=1)
+    rows = []
+    for i in range(ds.num_samples):
+        # what llm-foundry's collator does with each sample, with target_prompts: none, target_responses: all
+        rows.append(stitch(ds[i]["turns"], target_prompts="none", target_responses="all", eos_token_id=eos_id, validate=True))
+    return rows
+
+
+def _tail_cut(want):
+    """padprep's rows less what follows the last trained token (a format that cannot hold it leaves it out)."""
+    out = []
+    for ids, labels in want:
+        end = trained(labels)[-1] + 1
+        out.append((ids[:end], labels[:end]))
+    return out
+
+
+@pytest.mark.parametrize("build", ["rows", "packed"])
+def test_mds_read_by_streaming_and_stitched_by_llm_foundry(builds, tmp_path, build, streaming):
+    from tokenizers import Tokenizer
+
+    eos_id = Tokenizer.from_file(str(TOK / "tokenizer.json")).token_to_id("<|im_end|>")  # the sample tokenizer's eos
+    result = export(builds[build], "mds", tmp_path / "mds")
+    want = conversations(builds[build])
+    check_rows(_mds_rows(streaming, tmp_path / "mds", "train", eos_id), _tail_cut(want))
+    assert result.manifest["written"]["untrained_tail_tokens"] == sum(
+        len(i) - len(c[0]) for (i, _), c in zip(want, _tail_cut(want))
+    )
+
+
+def test_mds_recipe_sides_are_split_folders(builds, tmp_path, streaming):
+    export(builds["mix"], "mds", tmp_path / "mds")
+    for side in ("train", "eval"):
+        check_rows(_mds_rows(streaming, tmp_path / "mds", side, None), _tail_cut(conversations(builds["mix"] / side)))

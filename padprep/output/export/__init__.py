@@ -26,6 +26,7 @@ from padprep.output.export.source import ExportError, open_build
 FORMATS = {
     "axolotl": "axolotl",
     "llamafactory": "llamafactory",
+    "mds": "mds",
 }
 
 
