@@ -414,6 +414,9 @@ def inspect(
     html: Optional[Path] = typer.Option(
         None, "--html", help="Write a self-contained HTML label report here (rows, tokens, figures; opens offline)."
     ),
+    source: Optional[str] = typer.Option(
+        None, "--source", help="Show the rows of one record: FILE:N, as --show and rejects.jsonl name it."
+    ),
 ) -> None:
     """Report what is in OUTPUT's shards; optionally show examples, write an HTML report and verify every invariant."""
     from padprep.errors import PadprepError
@@ -436,9 +439,9 @@ def inspect(
     else:
         out = _console()
         print_stats(out, stats)
-        if show:
+        if show or source:
             try:
-                show_examples(out, output, stats, show, tokenizer)
+                show_examples(out, output, stats, show, tokenizer, source)
             except PadprepError as exc:
                 _fail(err, str(exc), exc.exit_code)
         if html is not None:

@@ -12,6 +12,11 @@ LOSS_WEIGHTS = "loss_weights"  # float32, only in builds where some message's lo
 
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
+# Where each row (each sequence of a packed row) came from: beside every shard ``NAME.arrow``, the sidecar
+# ``NAME.sources.parquet`` (trainers' loaders read the shard alone): one line per sequence, in the shard's order,
+# with its row, its sequence within the row, its input (index in the manifest's ``inputs``) and its line there.
+SOURCES_SUFFIX = ".sources.parquet"
+SOURCE_INPUT, SOURCE_LINE = "source_input", "source_line"
 
 # Every reject code a build can write (``rejects.jsonl``'s ``code``, the manifest's ``totals.reasons``), and
 # what it means. Each raise site names its code; a code not in this table is a bug (tests/unit/output).

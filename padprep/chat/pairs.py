@@ -12,7 +12,7 @@ Pure functions of numpy arrays: nothing here renders or tokenizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -137,6 +137,7 @@ class FlatPairs:
     per_file: dict[str, int]  # pairs per input file
     per_file_tokens: dict[str, int]  # their tokens (prompt + both sides)
     weights: None = None
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each pair's record, in its file's unit
 
     @property
     def lengths(self) -> np.ndarray:
@@ -159,4 +160,5 @@ class FlatPairs:
             parts = [getattr(r, name) for r in rows]
             cols.append(np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32))
             cols.append(np.fromiter((len(p) for p in parts), np.int64, len(parts)))
-        return cls(cols[0], cols[2], cols[4], cols[1], cols[3], cols[5], per_file, tokens)
+        lines = np.fromiter((r.line for r in rows), np.int64, len(rows))
+        return cls(cols[0], cols[2], cols[4], cols[1], cols[3], cols[5], per_file, tokens, lines=lines)

@@ -86,6 +86,11 @@ class FlatRows:
     per_file: dict[str, int]  # rows per input file
     weights: np.ndarray | None = None  # float32 loss weights, likewise, when some row of the chunk has them
     per_file_tokens: dict[str, int] = field(default_factory=dict)  # tokens of those rows, per input file
+    # Where each row came from: its record's line (or row, or array index: the file's unit), and its file
+    # (``files[file_of[i]]``, the chunk's files in order): pass 1 spills them, pass 2 writes each shard's sources.
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    files: tuple[str, ...] = ()
+    file_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     @classmethod
     def of(cls, rows: list[Row]) -> "FlatRows":
@@ -98,13 +103,17 @@ class FlatRows:
         for r in rows:
             per_file[r.source] = per_file.get(r.source, 0) + 1
             tokens[r.source] = tokens.get(r.source, 0) + len(r.ids)
+        files = tuple(per_file)
+        index = {f: i for i, f in enumerate(files)}
+        lines = np.fromiter((r.line for r in rows), dtype=np.int64, count=len(rows))
+        file_of = np.fromiter((index[r.source] for r in rows), dtype=np.int32, count=len(rows))
         labels = np.concatenate([r.labels for r in rows])
         weights = None
         if any(r.weights is not None for r in rows):  # the others weigh 1 wherever they train
             weights = np.concatenate(
                 [r.weights if r.weights is not None else (r.labels != IGNORE_INDEX).astype(np.float32) for r in rows]
             )
-        return cls(np.concatenate([r.ids for r in rows]), labels, lengths, per_file, weights, tokens)
+        return cls(np.concatenate([r.ids for r in rows]), labels, lengths, per_file, weights, tokens, lines, files, file_of)
 
 
 @dataclass

@@ -30,6 +30,9 @@ class PaddedShard:
     seq_lens: np.ndarray | None = None  # packed shards: int32, the sequences' lengths, row after row
     seq_counts: np.ndarray | None = None  # packed shards: int32 (rows,), sequences in each row
     loss_weights: torch.Tensor | None = None  # float32 (rows, seq_len), where some message has a fractional weight
+    # Each sequence's source (int64 (sequences, 2): its input's index and its line), row after row: what the
+    # shard's sidecar lists (``shards.write_sources``). A row of an unpacked shard is one sequence.
+    sources: np.ndarray | None = None
 
     @property
     def packed(self) -> bool:
@@ -44,10 +47,12 @@ def pad_shard(
     pad_id: int,
     side: PaddingSide = PaddingSide.right,
     flat_weights: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
 ) -> PaddedShard:
     """Scatter the concatenated rows into padded tensors; row-major order of real positions = input order.
 
-    ``flat_weights`` (float32 loss weights, concatenated like the ids) become ``loss_weights``, 0 on padding."""
+    ``flat_weights`` (float32 loss weights, concatenated like the ids) become ``loss_weights``, 0 on padding;
+    ``sources`` (each row's input and line) go with their rows."""
     lengths_t = torch.from_numpy(np.ascontiguousarray(lengths, dtype=np.int64))
     if len(lengths_t) and int(lengths_t.max()) > seq_len:
         raise ValueError("a row is longer than its shard's seq_len")
@@ -69,7 +74,7 @@ def pad_shard(
     if flat_weights is not None:
         weights = torch.zeros((rows, seq_len), dtype=torch.float32)
         weights.masked_scatter_(real, torch.from_numpy(np.array(flat_weights, dtype=np.float32)))
-    return PaddedShard(input_ids, real.to(torch.int32), labels, loss_weights=weights)
+    return PaddedShard(input_ids, real.to(torch.int32), labels, loss_weights=weights, sources=sources)
 
 
 def pad_packed_shard(
@@ -80,6 +85,7 @@ def pad_packed_shard(
     seq_len: int,
     pad_id: int,
     flat_weights: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
 ) -> PaddedShard:
     """Packed rows: ``seq_counts[r]`` whole sequences back to back in row ``r``, then right padding.
 
@@ -93,6 +99,7 @@ def pad_packed_shard(
         seq_len: the row length; the sequences of a row must fit in it.
         pad_id: the id written on padding.
         flat_weights: float32 loss weights, concatenated like the ids (0 where a label is -100), or None.
+        sources: each sequence's input and line (sequences x 2), in the same order, or None.
 
     Example:
         >>> s = pad_packed_shard(np.array([5, 6, 7, 8]), np.array([-100, 6, -100, 8]), np.array([2, 2]),
@@ -127,6 +134,7 @@ def pad_packed_shard(
         seq_lens.astype(np.int32),
         seq_counts.astype(np.int32),
         shard.loss_weights,
+        sources,
     )
 
 
@@ -134,17 +142,22 @@ def shuffle_rows(shard: PaddedShard, seed: int) -> PaddedShard:
     """The same rows in an order drawn from ``seed`` (one torch generator per shard: reproducible)."""
     perm = torch.randperm(shard.input_ids.shape[0], generator=torch.Generator().manual_seed(seed))
     weights = shard.loss_weights[perm] if shard.loss_weights is not None else None
-    if not shard.packed:
-        return PaddedShard(shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm], loss_weights=weights)
     order = perm.numpy()
+    if not shard.packed:
+        sources = shard.sources[order] if shard.sources is not None else None
+        return PaddedShard(
+            shard.input_ids[perm], shard.attention_mask[perm], shard.labels[perm], loss_weights=weights, sources=sources
+        )
     offsets = np.concatenate(([0], np.cumsum(shard.seq_counts, dtype=np.int64)))
-    seq_lens = np.concatenate([shard.seq_lens[offsets[r] : offsets[r + 1]] for r in order]) if len(order) else shard.seq_lens
+    # each row's sequences, rows in the new order: what seq_lens and the sources list
+    seqs = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in order]) if len(order) else np.zeros(0, np.int64)
     return PaddedShard(
         shard.input_ids[perm],
         shard.attention_mask[perm],
         shard.labels[perm],
         shard.position_ids[perm],
-        seq_lens.astype(np.int32),
+        shard.seq_lens[seqs].astype(np.int32),
         shard.seq_counts[order],
         weights,
+        shard.sources[seqs] if shard.sources is not None else None,
     )

@@ -24,9 +24,19 @@ import pyarrow as pa
 from padprep.config import BuildConfig, PaddingSide
 from padprep.layout.bucket import assign
 from padprep.layout.pack import Placement
-from padprep.layout.shards import WrittenShard, float32_values, int32_array, int32_values, log_shard, write_shard
+from padprep.layout.shards import (
+    WrittenShard,
+    float32_values,
+    int32_array,
+    int32_values,
+    int64_values,
+    log_shard,
+    sources_name,
+    write_shard,
+    write_sources,
+)
 from padprep.layout.spill import SCHEMA, spill_batches, spill_bytes, stream_batches
-from padprep.schema import IGNORE_INDEX
+from padprep.schema import IGNORE_INDEX, SOURCE_INPUT, SOURCE_LINE
 
 
 @dataclass(frozen=True)
@@ -239,7 +249,7 @@ def _flush(
     lengths = list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, lengths) if weighted else None
-    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights)
+    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights, _sources(take))
     if options.seed is not None:
         padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
     digest = write_shard(workdir / name, padded)
@@ -255,9 +265,23 @@ def _flush(
             trained_tokens=int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
             bytes=(workdir / name).stat().st_size,
             sha256=digest,
+            **_written_sources(workdir, name, padded),
         ),
         workdir,
     )
+
+
+def _sources(take: pa.Table) -> np.ndarray:
+    """The rows' sources as spilled (input index, line), one row of the result per row of ``take``."""
+    inputs = int32_values(take.column(SOURCE_INPUT).combine_chunks())
+    lines = int64_values(take.column(SOURCE_LINE).combine_chunks())
+    return np.stack([inputs.astype(np.int64), lines], axis=1) if len(lines) else np.zeros((0, 2), np.int64)
+
+
+def _written_sources(workdir: Path, shard_file: str, padded) -> dict:
+    """Write the shard's sidecar; its name and sha256, for the shard's entry."""
+    name = sources_name(shard_file)
+    return {"sources": name, "sources_sha256": write_sources(workdir / name, padded)}
 
 
 def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -421,7 +445,7 @@ def _flush_packed(
     seq_lens = list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
-    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights)
+    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights, _sources(take))
     if options.seed is not None:
         padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
     digest = write_shard(workdir / name, padded)
@@ -439,6 +463,7 @@ def _flush_packed(
             trained_tokens=int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
             bytes=(workdir / name).stat().st_size,
             sha256=digest,
+            **_written_sources(workdir, name, padded),
         ),
         workdir,
     )

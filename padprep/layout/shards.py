@@ -21,7 +21,17 @@ import numpy as np
 import pyarrow as pa
 
 from padprep.failpoints import kill_point
-from padprep.schema import COLUMNS, LOSS_WEIGHTS, MANIFEST, PACKED_COLUMNS, REJECTS, SEQ_LENS  # noqa: F401 (re-exported)
+from padprep.schema import (  # noqa: F401 (re-exported)
+    COLUMNS,
+    LOSS_WEIGHTS,
+    MANIFEST,
+    PACKED_COLUMNS,
+    REJECTS,
+    SEQ_LENS,
+    SOURCE_INPUT,
+    SOURCE_LINE,
+    SOURCES_SUFFIX,
+)
 
 if TYPE_CHECKING:  # pad imports torch, which ``inspect`` and reading shards do not need
     from padprep.layout.pad import PaddedShard
@@ -44,6 +54,8 @@ class WrittenShard:
     sha256: str
     sequences: int | None = None
     fill: float | None = None
+    sources: str | None = None  # the sidecar naming each row's (each sequence's) record (``write_sources``)
+    sources_sha256: str | None = None
 
 
 def int32_array(values: np.ndarray) -> pa.Array:
@@ -52,27 +64,43 @@ def int32_array(values: np.ndarray) -> pa.Array:
     Built from the buffer directly: ``pa.array(ndarray)`` would import pandas (a third of a second
     of start-up) to check for pandas types.
     """
-    values = np.ascontiguousarray(values, dtype=np.int32)
-    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+    return _from_numpy(values, np.int32, pa.int32())
 
 
 def int32_values(array: pa.Array) -> np.ndarray:
     """An Arrow int32 array (no nulls) as a read-only numpy view (``to_numpy`` would import pandas)."""
-    if array.null_count:
-        raise ValueError("int32_values: the array has nulls")
-    data = np.frombuffer(array.buffers()[1], dtype=np.int32) if len(array) else np.zeros(0, np.int32)
-    return data[array.offset : array.offset + len(array)]
+    return _to_numpy(array, np.int32)
+
+
+def int64_array(values: np.ndarray) -> pa.Array:
+    """A numpy integer array as an Arrow int64 array, from its buffer (as ``int32_array``)."""
+    return _from_numpy(values, np.int64, pa.int64())
+
+
+def int64_values(array: pa.Array) -> np.ndarray:
+    """An Arrow int64 array (no nulls) as a read-only numpy view."""
+    return _to_numpy(array, np.int64)
 
 
 def float32_array(values: np.ndarray) -> pa.Array:
     """A numpy array as an Arrow float32 array, from its buffer (as ``int32_array``)."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    return pa.Array.from_buffers(pa.float32(), len(values), [None, pa.py_buffer(values)])
+    return _from_numpy(values, np.float32, pa.float32())
 
 
 def float32_values(array: pa.Array) -> np.ndarray:
     """An Arrow float32 array (no nulls) as a read-only numpy view."""
-    data = np.frombuffer(array.buffers()[1], dtype=np.float32) if len(array) else np.zeros(0, np.float32)
+    return _to_numpy(array, np.float32)
+
+
+def _from_numpy(values: np.ndarray, dtype, arrow_type: pa.DataType) -> pa.Array:
+    values = np.ascontiguousarray(values, dtype=dtype)
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def _to_numpy(array: pa.Array, dtype) -> np.ndarray:
+    if array.null_count:
+        raise ValueError(f"{np.dtype(dtype).name} values: the array has nulls")
+    data = np.frombuffer(array.buffers()[1], dtype=dtype) if len(array) else np.zeros(0, dtype)
     return data[array.offset : array.offset + len(array)]
 
 
@@ -99,6 +127,40 @@ def write_shard(path: Path, shard: "PaddedShard") -> str:
     if weighted:
         arrays.append(pa.FixedSizeListArray.from_arrays(float32_array(shard.loss_weights.numpy().reshape(-1)), seq_len))
     return write_table(path, pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed, weighted)))
+
+
+def sources_name(shard_file: str) -> str:
+    """The sidecar of shard ``NAME.arrow``: ``NAME.sources.parquet`` (a glob for ``*.arrow`` leaves it out)."""
+    return shard_file.removesuffix(".arrow") + SOURCES_SUFFIX
+
+
+def write_sources(path: Path, shard: "PaddedShard") -> str:
+    """Write a shard's sidecar: per sequence, in the shard's order, its row, its place in the row, its input
+    (index in the manifest's ``inputs``) and its line there. Returns its sha256."""
+    import pyarrow.parquet as pq
+
+    rows = shard.input_ids.shape[0]
+    counts = shard.seq_counts.astype(np.int64) if shard.packed else np.ones(rows, np.int64)
+    row = np.repeat(np.arange(rows, dtype=np.int32), counts)
+    sequence = (np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+    arrays = [int32_array(row), int32_array(sequence), int32_array(shard.sources[:, 0]), int64_array(shard.sources[:, 1])]
+    table = pa.Table.from_arrays(arrays, names=list(_SOURCE_COLUMNS))
+    with open(path, "wb") as fh:
+        hashing = _HashingWriter(fh)
+        with pa.PythonFile(hashing, mode="w") as sink:
+            pq.write_table(table, sink)
+    return hashing.sha256.hexdigest()
+
+
+def read_sources(path: Path) -> dict[str, np.ndarray]:
+    """A shard's sidecar as columns (``row``, ``sequence``, ``source_input``, ``source_line``)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=list(_SOURCE_COLUMNS))
+    return {name: _to_numpy(table.column(name).combine_chunks(), dtype) for name, dtype in _SOURCE_COLUMNS.items()}
+
+
+_SOURCE_COLUMNS = {"row": np.int32, "sequence": np.int32, SOURCE_INPUT: np.int32, SOURCE_LINE: np.int64}
 
 
 def write_table(path: Path, table: pa.Table) -> str:
@@ -144,6 +206,8 @@ def log_shard(log_path: Path, shard: WrittenShard, path: Path) -> None:
     """A resumable build's pass-2 checkpoint: the shard file made durable, then its entry appended to the log
     (one JSON line, itself made durable): a shard is reused on resume only where it was logged."""
     fsync_path(path)
+    if shard.sources is not None:
+        fsync_path(path.parent / shard.sources)
     with open(log_path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(dataclasses.asdict(shard)) + "\n")
         fh.flush()

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import pyarrow as pa
 
-from padprep.layout.shards import float32_array, int32_array
-from padprep.schema import LOSS_WEIGHTS, PAIR_COLUMNS
+from padprep.layout.shards import float32_array, int32_array, int64_array
+from padprep.schema import LOSS_WEIGHTS, PAIR_COLUMNS, SOURCE_INPUT, SOURCE_LINE
 
 if TYPE_CHECKING:
     from padprep.chat.pairs import FlatPairs
@@ -22,17 +22,21 @@ if TYPE_CHECKING:
 
 SPILL = "spill-{:05d}.arrow"  # segment k of the spill (run/checkpoint.py closes one per checkpoint)
 # Loss weights are null for a chunk whose rows carry none (the usual case: nothing is written for them).
+# Each row's source travels with it to its shard: the input (its index in the build's inputs) and the line.
 SCHEMA = pa.schema(
     [
         ("input_ids", pa.list_(pa.int32())),
         ("labels", pa.list_(pa.int32())),
         (LOSS_WEIGHTS, pa.list_(pa.float32())),
+        (SOURCE_INPUT, pa.int32()),
+        (SOURCE_LINE, pa.int64()),
     ]
 )
 
 
-def spill_batch(rows: FlatRows) -> pa.RecordBatch:
-    """A chunk's flat rows as list columns sharing one offsets array (no per-row conversion)."""
+def spill_batch(rows: FlatRows, inputs: np.ndarray) -> pa.RecordBatch:
+    """A chunk's flat rows as list columns sharing one offsets array (no per-row conversion); ``inputs``:
+    each row's input, as its index in the build's inputs."""
     offsets = int32_array(np.concatenate(([0], np.cumsum(rows.lengths))))
     ids = pa.ListArray.from_arrays(offsets, int32_array(rows.ids))
     labels = pa.ListArray.from_arrays(offsets, int32_array(rows.labels))
@@ -40,7 +44,8 @@ def spill_batch(rows: FlatRows) -> pa.RecordBatch:
         weights = pa.nulls(len(rows.lengths), pa.list_(pa.float32()))
     else:
         weights = pa.ListArray.from_arrays(offsets, float32_array(rows.weights))
-    return pa.record_batch([ids, labels, weights], schema=SCHEMA)
+    sources = [int32_array(inputs), int64_array(rows.lines)]
+    return pa.record_batch([ids, labels, weights, *sources], schema=SCHEMA)
 
 
 def spill_files(workdir: Path) -> list[Path]:

@@ -9,6 +9,8 @@ starts, and ``--verify`` checks ``seq_lens`` against ``attention_mask``, ``posit
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from padprep.layout.shards import file_sha256, read_shard
+from padprep.layout.shards import file_sha256, read_shard, read_sources
 from padprep.output.figures import InspectError, frac, highlights, histogram, mixture, print_records, readable_shards
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
-from padprep.schema import IGNORE_INDEX, MANIFEST, SEQ_LENS
+from padprep.schema import IGNORE_INDEX, MANIFEST, REJECTS, SEQ_LENS, SOURCE_INPUT, SOURCE_LINE
 
 
 def load_manifest(output: Path) -> Manifest:
@@ -236,8 +238,11 @@ def load_decoder(stats: dict, tokenizer_spec: str | None):
         raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
 
 
-def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None) -> None:
-    """Decode the first ``n`` rows, trained / masked / padding visibly distinct."""
+def show_examples(
+    console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None, source: str | None = None
+) -> None:
+    """Decode the first ``n`` rows (or, with ``source`` ``FILE:N``, the rows of that record), trained / masked /
+    padding visibly distinct, each headed by the record it came from."""
     tok = load_decoder(stats, tokenizer_spec)
     if stats.get("task") == "preference":
         from padprep.output.pair_inspection import show_pairs
@@ -250,14 +255,21 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
         else "legend: [[trained]]  masked as plain text  <pad xN> padding"
     )
     console.print(legend, markup=color)
+    inputs = [i["path"] for i in load_manifest(output).inputs]
+    wanted = find_source(inputs, source) if source else None
     shown = 0
     for shard in stats["shards"]:
         if shard["file"] in stats["unreadable"]:
             continue
         cols = read_listed_shard(output, shard)
+        sources = shard_sources(output, shard)
         for r in range(cols["input_ids"].shape[0]):
-            if shown >= n:
+            if wanted is None and shown >= n:
                 return
+            here = sources[r] if sources is not None else []
+            if wanted is not None and wanted not in here:
+                continue
+            where = "; ".join(source_text(inputs, i, line) for i, line in here) or "source not recorded"
             if SEQ_LENS in cols:
                 lens = cols[SEQ_LENS][cols["seq_lens_offsets"][r] : cols["seq_lens_offsets"][r + 1]]
                 console.rule(
@@ -265,11 +277,80 @@ def show_examples(console: Console, output: Path, stats: dict, n: int, tokenizer
                     f"{cols['input_ids'].shape[1]:,} tokens",
                     style="dim",
                 )
+                console.print(f"from {where}", markup=False, style="dim")
                 console.print(_render_packed_row(tok, cols, r, lens, color))
             else:
                 console.rule(f"{shard['file']} row {r}", style="dim")
+                console.print(f"from {where}", markup=False, style="dim")
                 console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
             shown += 1
+    if wanted is not None and not shown:
+        raise InspectError(f"{source}: no row of {output} came from this record; {_not_written(output, inputs, wanted)}")
+
+
+def shard_sources(output: Path, shard: dict) -> list[list[tuple[int, int]]] | None:
+    """Per row of a shard, the (input index, line) of each sequence in it, from its sidecar (None: not recorded)."""
+    if not shard.get("sources"):
+        return None
+    path = Path(output) / shard["sources"]
+    try:
+        cols = read_sources(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InspectError(f"{path}: cannot read the rows' sources ({exc})", damaged=True) from None
+    out: list[list[tuple[int, int]]] = [[] for _ in range(shard["rows"])]
+    for row, i, line in zip(cols["row"].tolist(), cols[SOURCE_INPUT].tolist(), cols[SOURCE_LINE].tolist()):
+        out[row].append((i, line))
+    return out
+
+
+def source_text(inputs: list[str], index: int, line: int) -> str:
+    """``FILE:N``, N in the file's own unit (JSON Lines: the line, from 1; a JSON array: the element's index, a
+    Parquet or Arrow file: the row, both from 0), as ``--source`` takes it and ``rejects.jsonl`` names it."""
+    path = inputs[index] if 0 <= index < len(inputs) else f"input #{index}"
+    unit = _unit(path)
+    return f"{path}:{line}" + ("" if unit == "line" else f" ({unit} {line})")
+
+
+def find_source(inputs: list[str], given: str) -> tuple[int, int]:
+    """``FILE:N`` -> (input index, N): FILE as given to the build, or the same file by another path."""
+    path, sep, number = given.rpartition(":")
+    if not sep or not number.strip().isdigit():
+        raise InspectError(f"--source {given}: expected FILE:N (a record's line, or its element or row for .json / Parquet)")
+    for i, name in enumerate(inputs):
+        if name == path or (os.path.exists(path) and os.path.exists(name) and os.path.samefile(name, path)):
+            return i, int(number)
+    raise InspectError(f"--source {given}: {path} is not an input of this build (its inputs: {', '.join(inputs[:5])})")
+
+
+def _unit(path: str) -> str:
+    """What a record's number counts in ``path``: as its reader numbers them (``RawRecord.unit``)."""
+    from padprep.input.columnar import is_columnar
+    from padprep.input.read import is_json_array_file
+
+    if is_columnar(path):
+        return "row"
+    if is_json_array_file(path):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+            return "index" if head[:1] == b"[" else "line"
+        except OSError:
+            return "index"
+    return "line"
+
+
+def _not_written(output: Path, inputs: list[str], wanted: tuple[int, int]) -> str:
+    """Why a record has no row: its line in rejects.jsonl (rejected or dropped), or that it was never read."""
+    path = inputs[wanted[0]]
+    try:
+        with open(Path(output) / REJECTS, encoding="utf-8") as fh:
+            for line in fh:
+                obj = json.loads(line)
+                if obj.get("file") == path and wanted[1] == obj.get(_unit(path)):
+                    return f"it was {obj.get('stage', 'rejected')}: {obj.get('code')}: {obj.get('reason')}"
+    except (OSError, ValueError):
+        pass
+    return "rejects.jsonl does not list it either: is N past the file's last record?"
 
 
 def _render_row(tok, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, color: bool) -> Text:
@@ -321,13 +402,33 @@ def verify_shards(output: Path, stats: dict) -> list[str]:
         if file_sha256(path) != shard["sha256"]:
             problems.append(f"{shard['file']}: sha256 differs from the manifest")
         cols = read_listed_shard(output, shard)
-        found = _shard_problems(cols, shard, side)
+        found = _shard_problems(cols, shard, side) + _sources_problems(output, shard, cols)
         if packed != (SEQ_LENS in cols):
             found.append("a packed shard in a bucketed build" if not packed else "no seq_lens / position_ids in a packed build")
         elif packed:
             found += _packed_problems(cols, shard)
         problems += [f"{shard['file']}: {p}" for p in found]
     return problems
+
+
+def _sources_problems(output: Path, shard: dict, cols: dict) -> list[str]:
+    """The sidecar: its sha256, and one source for every sequence of every row, in order."""
+    if not shard.get("sources"):
+        return []
+    path = Path(output) / shard["sources"]
+    if not path.is_file():
+        return [f"{shard['sources']} (its rows' sources) is missing"]
+    if file_sha256(path) != shard.get("sources_sha256"):
+        return [f"{shard['sources']}: sha256 differs from the manifest"]
+    try:
+        sources = read_sources(path)
+    except (OSError, pa.ArrowException) as exc:
+        return [f"{shard['sources']}: not readable ({exc})"]
+    rows = cols["input_ids"].shape[0]
+    counts = np.diff(cols["seq_lens_offsets"]) if SEQ_LENS in cols else np.ones(rows, np.int64)
+    if not np.array_equal(sources["row"], np.repeat(np.arange(rows), counts)):
+        return [f"{shard['sources']}: does not list one source per sequence of every row, in order"]
+    return []
 
 
 def _packed_problems(cols: dict, shard: dict) -> list[str]:

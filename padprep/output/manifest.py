@@ -79,6 +79,8 @@ class ShardEntry(WrittenShard):
         if self.fill is not None:
             out["fill"] = self.fill
         out.update({"trained_tokens": self.trained_tokens, "bytes": self.bytes, "sha256": self.sha256})
+        if self.sources is not None:
+            out.update({"sources": self.sources, "sources_sha256": self.sources_sha256})
         out.update(self.extra)
         return out
 
@@ -95,6 +97,8 @@ _ENTRY_FIELDS = (
     "sha256",
     "sequences",
     "fill",
+    "sources",
+    "sources_sha256",
 )
 
 

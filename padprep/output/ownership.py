@@ -109,7 +109,7 @@ def owned_files(output: Path) -> list[str]:
             "padprep replaces only its own outputs: choose another --output"
         )
     try:
-        listed = {shard.file for shard in read_manifest(output).shards}
+        listed = {name for shard in read_manifest(output).shards for name in (shard.file, shard.sources) if name}
     except ManifestError as exc:
         raise OutputInTheWay(
             f"{output}: its {MANIFEST} cannot be read ({exc}), so padprep cannot tell which files are its own; "

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from padprep.output.figures import InspectError
-from padprep.output.inspection import load_stats, read_listed_shard
+from padprep.output.inspection import load_manifest, load_stats, read_listed_shard, shard_sources, source_text
 from padprep.schema import IGNORE_INDEX, REJECTS, SEQ_LENS
 
 MAX_ROWS = 40
@@ -75,6 +75,7 @@ class _Page:
         self.rows_shown = self.tokens_shown = 0
         self.capped = False
         self.special = _special_ids(tok)
+        self.inputs = [i["path"] for i in load_manifest(output).inputs]
         self.think = {i for i, text in self.special.items() if "think" in text.lower()}
         self.tool = {i for i, text in self.special.items() if "tool" in text.lower() or "function" in text.lower()}
 
@@ -208,8 +209,9 @@ class _Page:
                 break
             shard = next(s for s in self.stats["shards"] if s["file"] == p.file)
             if p.file not in columns:
-                columns = {p.file: read_listed_shard(self.output, shard)}
-            out.append(self._row(columns[p.file], p))
+                columns = {p.file: (read_listed_shard(self.output, shard), shard_sources(self.output, shard))}
+            cols, sources = columns[p.file]
+            out.append(self._row(cols, p, sources[p.row] if sources is not None else []))
             self.rows_shown += 1
         if self.capped:
             out.append(
@@ -260,7 +262,7 @@ class _Page:
         if why not in kinds and len(rows):
             kinds[why] = (file, int(rows[0]))
 
-    def _row(self, cols: dict, p: Picked) -> str:
+    def _row(self, cols: dict, p: Picked, sources: list[tuple[int, int]]) -> str:
         ids, mask, labels = cols["input_ids"][p.row], cols["attention_mask"][p.row], cols["labels"][p.row]
         starts: set[int] = set()
         head = f"{p.file} row {p.row}"
@@ -273,9 +275,11 @@ class _Page:
         head += f" · {int(mask.sum()):,} real, {trained:,} trained of {len(ids):,}"
         body = self._tokens(ids, mask, labels, starts)
         why = ", ".join(p.why)
+        where = "; ".join(source_text(self.inputs, i, line) for i, line in sources) or "source not recorded"
         return (
             f"<article class=row data-file='{html.escape(p.file)}' data-row={p.row}>"
-            f"<h3>{html.escape(head)} <small>({html.escape(why)})</small></h3><pre>{body}</pre></article>"
+            f"<h3>{html.escape(head)} <small>({html.escape(why)})</small></h3>"
+            f"<p class=source>from {html.escape(where)}</p><pre>{body}</pre></article>"
         )
 
     def _tokens(self, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, starts: set[int]) -> str:
@@ -398,7 +402,7 @@ def _first_rejects(path: Path, codes: set[str]) -> dict[str, str]:
                     continue
                 code = obj.get("code")
                 if code in codes and code not in found:
-                    where = f"{obj.get('source', '?')}:{obj.get('line', obj.get('row', '?'))}"
+                    where = f"{obj.get('file', '?')}:{obj.get('line', obj.get('index', obj.get('row', '?')))}"
                     record = str(obj.get("record", ""))[:_EXAMPLE_CHARS]
                     found[code] = f"{where} {obj.get('reason', '')} {record}".strip()
                 if len(found) == len(codes):
@@ -443,7 +447,7 @@ height:1.1em;margin:0 2px;vertical-align:middle} .legend .boundary{padding-left:
 .cap{color:#b00020;font-weight:600} figure{margin:.5em 0} svg text{font:12px system-ui,sans-serif;fill:#333}
 svg .title{font-weight:600} .bar{fill:#4a90d9} table.reasons{border-collapse:collapse;margin:.5em 0}
 .reasons td,.reasons th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top} .n{text-align:right}
-.reasons code{font-size:12px;white-space:pre-wrap;word-break:break-all} .side h4{margin:.4em 0 0}
+.reasons code{font-size:12px;white-space:pre-wrap;word-break:break-all} .side h4{margin:.4em 0 0} .source{margin:0;color:#555;font-size:12px}
 .figures{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start} article{margin:1em 0} h3{font-size:1em;margin:.2em 0} small{color:#666;font-weight:normal}
 """
 

@@ -41,12 +41,12 @@ from padprep import __version__
 from padprep.chat.process import ChunkStats
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.failpoints import kill_point
-from padprep.layout.shards import WrittenShard, file_sha256, fsync_path
+from padprep.layout.shards import SOURCES_SUFFIX, WrittenShard, file_sha256, fsync_path
 from padprep.output.buildkey import key_changes
 from padprep.output.ownership import OutputInTheWay, beside, owned_files, remove_owned
 from padprep.output.rejects import Counts
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the spill holds each row's source (an earlier partial build's spill cannot be resumed)
 SEGMENT = "spill-{:05d}.arrow"
 
 
@@ -264,7 +264,13 @@ class Checkpoint:
             except (ValueError, TypeError):
                 continue  # a torn last line
             path = self.path / shard.file
-            if path.is_file() and path.stat().st_size == shard.bytes and file_sha256(path) == shard.sha256:
+            sidecar = self.path / shard.sources if shard.sources else None
+            if (
+                path.is_file()
+                and path.stat().st_size == shard.bytes
+                and file_sha256(path) == shard.sha256
+                and (sidecar is None or (sidecar.is_file() and file_sha256(sidecar) == shard.sources_sha256))
+            ):
                 out[shard.file] = shard
         return out
 
@@ -370,9 +376,9 @@ class Checkpoint:
             for p in self.path.glob("spill-*.arrow"):
                 if p.name not in kept:
                     p.unlink()
-            for p in self.path.glob("*.arrow"):
+            for p in [*self.path.glob("*.arrow"), *self.path.glob(f"*{SOURCES_SUFFIX}")]:
                 if not p.name.startswith("spill-"):
-                    p.unlink()  # shards or route files of a pass 2 that must run again
+                    p.unlink()  # shards, their sidecars or route files of a pass 2 that must run again
             with contextlib.suppress(FileNotFoundError):
                 self.shards_log.unlink()
             rejects = self.path / "rejects.jsonl"

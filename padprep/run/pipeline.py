@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from padprep import __version__
-from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, ProcessOptions, Processor
+from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, FlatRows, ProcessOptions, Processor
 from padprep.chat.templates import TemplateError, resolve_template
 from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
 from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod, Task, TrainOn
@@ -314,7 +314,7 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
             processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, state.template_origin)
             progress.start(total_bytes)
             results = engine.results(stream, processor, cfg.chunk_size, checked if not checkpoint.resumed else None)
-            done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine)
+            done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine, files)
             stream.close()
         counts, stats, histogram = done.counts, done.stats, done.histogram
         check_limits(cfg, counts, final=True)
@@ -558,11 +558,14 @@ def _pass_one(
     pairs: bool,
     stream: RecordStream,
     engine: Engine,
+    files: list[str],
 ) -> tuple[PassOne, list[np.ndarray]]:
     """Spill every row, write every reject, count everything, checkpointing as it goes (``checkpoint.py``);
     lengths go to the histogram (and, with --pack, to one int32 array per spilled batch, in spill order: all
-    that placement needs). ``results`` come in input order; a resumed build's counts go on from its checkpoint."""
+    that placement needs). ``results`` come in input order; a resumed build's counts go on from its checkpoint.
+    Each row is spilled with its source: its input's index in ``files`` (the manifest's inputs) and its line."""
     done = checkpoint.done
+    input_index = {f: i for i, f in enumerate(files)}
     lengths: list[np.ndarray] = checkpoint.lengths()
     schema = PAIR_SCHEMA if pairs else SCHEMA
     every = _checkpoint_seconds()
@@ -581,7 +584,7 @@ def _pass_one(
                 if cfg.pack:
                     segment.lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
-                segment.write(spill_pairs(rows) if pairs else spill_batch(rows))
+                segment.write(spill_pairs(rows) if pairs else spill_batch(rows, _inputs_of(rows, input_index)))
             counts.per_file.update(rows.per_file)
             counts.per_file_tokens.update(rows.per_file_tokens)
             check_limits(cfg, counts, final=False)
@@ -596,6 +599,11 @@ def _pass_one(
             checkpoint, rejects_fh, done, Position(counts.read, bytes_read=stream.bytes_read(), **(where or {})), cfg.pack
         )
     return done, lengths
+
+
+def _inputs_of(rows: FlatRows, input_index: dict[str, int]) -> np.ndarray:
+    """Each row's input, as its index in the build's inputs."""
+    return np.array([input_index[f] for f in rows.files], np.int32)[rows.file_of]
 
 
 def _checkpoint_seconds() -> float:

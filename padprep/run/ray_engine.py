@@ -305,6 +305,8 @@ class RayEngine:
         for k, result in enumerate(results):
             if offset and result.rejects:
                 result.rejects = [replace(r, line=r.line + offset) for r in result.rejects]
+            if offset:  # a piece's lines count from its start: the rows' sources count from the file's
+                result.rows = replace(result.rows, lines=result.rows.lines + offset)
             # a resumed build can continue after a piece, not inside one
             self._boundary = {"pieces": self._pieces_done, "lines_before": dict(lines_before)} if k == len(results) - 1 else None
             yield result

@@ -18,7 +18,8 @@ def built(tmp_path):
 
 def test_an_output_is_padprep_s_when_it_holds_only_what_its_manifest_lists(built):
     out, manifest = built
-    assert sorted(owned_files(out)) == sorted([s["file"] for s in manifest["shards"]] + ["manifest.json", "rejects.jsonl"])
+    listed = [name for s in manifest["shards"] for name in (s["file"], s["sources"])]  # each shard and its sidecar
+    assert sorted(owned_files(out)) == sorted(listed + ["manifest.json", "rejects.jsonl"])
     with pytest.raises(OutputExists, match="--overwrite"):
         check_replaceable(out, replace=False)
     check_replaceable(out, replace=True)
