@@ -134,6 +134,7 @@ def test_an_added_token_that_strips_spaces_falls_back_to_the_tokenizers_offsets(
     assert [t.ids.tolist() for t in computed] == [t.ids.tolist() for t in given]
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_rows_are_the_same_with_offsets_from_bytes_or_from_the_tokenizer(qwen_dir):
     bundle = load_tokenizer(str(qwen_dir))
     template, _ = resolve_template(None, bundle.chat_template)

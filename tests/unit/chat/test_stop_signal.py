@@ -35,6 +35,7 @@ def _process(bundle, template: str, **options):
     return processor, processor.process([RawRecord("x", 1, json.dumps(CHAT))])
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_the_role_token_after_a_reply_and_an_eos_after_the_last_are_trained():
     path = family_dir("glm-4-32b-0414")
     bundle = load_tokenizer(str(path))

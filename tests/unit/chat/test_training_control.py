@@ -237,6 +237,7 @@ REASONING_RECS = [
 ]
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_reasoning_option_masks_think_blocks_and_never_changes_ids(tmp_path, qwen_dir, qwen_tok):
     src = write_jsonl(tmp_path / "r.jsonl", REASONING_RECS)
     out = {}
@@ -260,6 +261,7 @@ def test_reasoning_option_masks_think_blocks_and_never_changes_ids(tmp_path, qwe
     assert out[Reasoning.mask][0]["options"]["reasoning"] == "mask"
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_reasoning_option_without_think_blocks_is_reported_no_op(tmp_path):
     src = write_jsonl(tmp_path / "r.jsonl", REASONING_RECS)
     res = padprep_cli("build", str(src), "-t", str(TOK), "-o", str(tmp_path / "out"), "--reasoning", "mask")

@@ -99,6 +99,7 @@ def test_broken_sample_accounts_for_every_record(tmp_path):
     assert "records: 14 read = 3 written + 10 rejected + 1 dropped by policy" in res.stdout
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_default_limits_fail_a_mostly_broken_file_and_keep_the_rejects(tmp_path):
     out = tmp_path / "o"
     res = padprep_cli("build", str(BROKEN), "--tokenizer", str(TOK), "--output", str(out))
@@ -218,6 +219,7 @@ def test_json_array_bad_elements_are_single_rejects(tmp_path):
     assert reasons[5].startswith("array element is cut off by the end of the file")
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_hostile_records_stay_harmless(tmp_path):
     """Paths in records are never opened (a FIFO would block forever), template syntax in content is
     text, deep nesting and huge numbers are rejects, not crashes."""
@@ -387,6 +389,7 @@ def _processes_mentioning(text: str, grace: float = 10.0) -> list[int]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, sig):
     src = _big_input(tmp_path / "big.jsonl")
     out = tmp_path / "out"
@@ -498,6 +501,7 @@ _EXAMPLES = int(os.environ.get("PADPREP_FUZZ_EXAMPLES", "40"))
     max_length=st.sampled_from([None, 24]),
     truncation=st.sampled_from(list(Truncation)),
 )
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_random_and_corrupted_records_never_crash_and_always_reconcile(
     lines, container, chunk_size, train_on, max_length, truncation
 ):

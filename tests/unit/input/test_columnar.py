@@ -81,6 +81,7 @@ def test_arrow_ipc_file_builds_the_same(tmp_path, jsonl_build):
     assert shard_bytes(tmp_path / "out") == expected
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_nulls_are_absent_keys_and_rows_count_from_zero(tmp_path):
     rows = [
         {"messages": [{"role": "user", "content": "hi", "tool_calls": None}, {"role": "assistant", "content": "yo"}]},
@@ -104,6 +105,7 @@ def test_nulls_are_absent_keys_and_rows_count_from_zero(tmp_path):
     assert json.loads(reject["record"]) == {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_a_damaged_parquet_file_fails_in_one_line(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1" + b"\0" * 64)
     res = padprep_cli("build", str(tmp_path / "bad.parquet"), "-t", str(TOK), "-o", str(tmp_path / "out"))
@@ -113,6 +115,7 @@ def test_a_damaged_parquet_file_fails_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_a_save_to_disk_directory_builds_through_the_command_line(tmp_path, jsonl_build, shards):
     """The progress line asks how far reading is after the Arrow file was closed (it crashed for one file)."""
     datasets = pytest.importorskip("datasets")
@@ -135,6 +138,7 @@ def test_the_reading_position_of_a_closed_arrow_file_is_its_size(tmp_path, jsonl
     assert len(rows) == table.num_rows and tells[0]() == path.stat().st_size  # asked after the file closed
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_empty_arrow_and_parquet_files_are_empty_inputs(tmp_path, jsonl_build):
     table, _ = jsonl_build
     (tmp_path / "zero.arrow").write_bytes(b"")

@@ -108,6 +108,7 @@ def test_messages_sample(tmp_path, hf_tok):
     assert_chat_rows(hf_tok, tmp_path / "o", [(plain(c.messages), c.tools) for c in convs])
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_messages_reasoning_with_qwen3_matches_transformers(tmp_path, qwen_dir):
     """Qwen3 renders the last reply's reasoning_content as a <think> block: ids as transformers gives them."""
     tok = transformers.AutoTokenizer.from_pretrained(str(qwen_dir))
@@ -324,6 +325,7 @@ def test_json_named_file_holding_json_lines(tmp_path):
     assert [r.line for r in recs] == [1, 2, 3] and all(r.unit == "line" for r in recs)
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_stdin_json_array(tmp_path):
     """Standard input holding one JSON array (JSON Lines on stdin: tests/test_cli.py)."""
     res = padprep_cli(
@@ -381,6 +383,7 @@ def test_file_of_no_known_shape(tmp_path):
     assert reason.startswith("no known format: keys `question`, `answer`") and "--format" in reason
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_renamed_fields_and_role_map(tmp_path, hf_tok):
     rec = {"dialog": [{"role": "human", "content": "Hi"}, {"role": "bot", "content": "Hello!"}]}
     src = write_jsonl(tmp_path / "d.jsonl", [rec])

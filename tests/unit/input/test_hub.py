@@ -68,6 +68,7 @@ def test_a_path_inside_the_repository_names_its_files(hub_cache):
     assert [p.rsplit("/", 1)[-1] for p in files] == ["test-00000-of-00001.parquet"]
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_what_cannot_be_had_offline_fails_in_one_line(tmp_path, hub_cache):
     env_cache = str(tmp_path / "cache")
     for uri, said in (
@@ -118,6 +119,7 @@ def test_the_dataset_cards_configs_name_the_split_files(tmp_path, hub_cache):
         hub_files("hf://datasets/org/chat", "test")
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_a_pinned_commit_is_up_to_date_without_the_cache(tmp_path, hub_cache):
     """A commit hash names content that never changes: the second build needs neither the network nor the files."""
     env = {"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}

@@ -66,6 +66,7 @@ def test_parquet_url_builds_the_bytes_of_its_json_lines(tmp_path, server):
     assert manifest["inputs"][0]["format"] == "messages"
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_url_build_is_up_to_date_the_second_time(tmp_path, server):
     url = server.url("chat.jsonl")
     first = padprep_cli("build", url, "--tokenizer", str(TOK), "--output", str(tmp_path / "out"))
@@ -74,6 +75,7 @@ def test_url_build_is_up_to_date_the_second_time(tmp_path, server):
     assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_missing_url_is_one_line_and_exit_2(tmp_path, server):
     url = server.url("nothing.jsonl")
     done = padprep_cli("build", url, "--tokenizer", str(TOK), "--output", str(tmp_path / "out"))
@@ -82,6 +84,7 @@ def test_missing_url_is_one_line_and_exit_2(tmp_path, server):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_url_that_changes_while_the_build_runs_fails_the_build(tmp_path, server):
     server.swap["/changes.jsonl"] = CHAT.read_bytes().replace(b"e", b"a")  # same size, other bytes
     done = padprep_cli("build", server.url("changes.jsonl"), "--tokenizer", str(TOK), "--output", str(tmp_path / "out"))
@@ -98,6 +101,7 @@ def test_digest_is_checked_at_the_end_of_the_stream(server):
     assert len(list(read_records(server.url("chat.jsonl"), expect=good))) == len(CHAT.read_text().splitlines())
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_object_store_url_without_its_backend_says_what_to_install(tmp_path):
     pytest.importorskip("fsspec")
     try:

@@ -192,6 +192,7 @@ def test_routing_through_groups_of_shards_gives_the_same_bytes(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("seed", [None, 3])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_packed_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
     src = mixed_input(tmp_path)
     trees = {}
@@ -232,6 +233,7 @@ def build_cli(out: Path, *extra: str):
         (("--max-length", "512", "--pad-to-multiple-of", "8"), "--pad-to-multiple-of"),
     ],
 )
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_pack_usage_errors_are_one_line_exit_2(tmp_path, extra, says):
     res = build_cli(tmp_path / "o", "--pack", *extra)
     assert res.returncode == 2, res.stderr
@@ -325,6 +327,7 @@ def _tamper(column: str, cols: dict):
         ("labels", "a sequence's first label is not -100"),
     ],
 )
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_verify_catches_tampered_packing(tmp_path, column, says):
     out = tmp_path / "p"
     run_build([CHAT], TOK, out, max_length=L, pack=True)
@@ -476,6 +479,7 @@ def _loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_block_diagonal_rows_equal_each_sequence_alone(sample_builds, attn_implementation):
     bucketed, packed = sample_builds
     model = tiny_llama(attn_implementation)
@@ -507,6 +511,7 @@ def test_block_diagonal_rows_equal_each_sequence_alone(sample_builds, attn_imple
     assert not torch.allclose(leaky, logits, atol=1e-3)
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_readme_training_loop_on_packed_shards_learns(sample_builds):
     """The README's SDPA loop on packed shards: block-diagonal mask, restarted positions; the loss goes down."""
     _, packed = sample_builds
@@ -534,6 +539,7 @@ def unpacked_original(out: Path) -> list[tuple[tuple, list]]:
     return [(tuple(ids.tolist()), labels.tolist()) for ids, labels in unpadded_rows(out)]
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_varlen_batch_reaches_attention_as_transformers_passes_flash_kwargs(sample_builds):
     """The varlen batch, passed as it is (``model(**batch)``), reaches the attention function with
     ``cu_seq_lens_*`` / ``max_length_*``; a reference variable-length attention (what flash-attn's

@@ -178,6 +178,7 @@ def small(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, float]:
     return root / "out", done, time.monotonic() - started
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_each_side_reports_its_own_time(small):
     _, done, wall = small
     times = [float(t) for t in re.findall(r"│ time +│ +([0-9.]+)s", done.stdout)]

@@ -38,6 +38,7 @@ def test_plan_uses_every_core_without_oversubscribing_tokenizer_threads():
 
 
 @pytest.mark.parametrize("seed", [None, 3])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_output_is_byte_identical_whatever_the_workers(tmp_path, seed):
     src = mixed_input(tmp_path)
     trees = {}
@@ -85,6 +86,7 @@ def test_progress_rates_share_and_eta():
     assert unknown.snapshot().eta_seconds is None and "ETA" not in unknown.snapshot().line()
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_workers_after_the_tokenizer_pool_started_do_not_hang(tmp_path):
     """A second build in one process, with TOKENIZERS_PARALLELISM set: forking now would give workers
     the tokenizer pool's bookkeeping without its threads (a hang); padprep spawns them instead."""
@@ -132,6 +134,7 @@ print(os.getpid())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_a_fresh_process_forks_its_workers(tmp_path):
     """Workers run code patched into the parent's memory after import (only a forked child has it), in other processes."""
     src = tmp_path / "in.jsonl"
@@ -155,6 +158,7 @@ def test_a_fresh_process_forks_its_workers(tmp_path):
 
 
 @pytest.mark.parametrize("options", [["--seed", "7"], ["--pack", "--max-length", "512"]])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_pass_two_in_the_pad_process_writes_the_bytes_this_process_would(tmp_path, options):
     import torch  # noqa: F401  (torch imported: the in-process build below pads here, not in a pad process)
 
@@ -276,6 +280,7 @@ def test_a_helper_of_pass_two_returns_results_and_raises_failures_here():
         fork_call(_killed)()
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_spans(tmp_path, monkeypatch):
     """Workers start on the chunks after the preflight sample with the header-scan spans; when preflight
     then finds those spans differ from the template's, every chunk is made again with the template's."""
@@ -306,6 +311,7 @@ def test_chunks_started_before_preflight_are_redone_when_preflight_changes_the_s
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_progress_over_several_inputs_only_climbs_and_ends_at_the_whole(tmp_path, suffix):
     """The share read is the files before plus the position in this one; a file read to its end and closed
     counts whole (it counted as 0: 99%, then 50% after the last file closed)."""

@@ -115,6 +115,7 @@ def test_sft_trainer_trains_on_bucket_batches_exactly(build_dir, rows, source, s
     assert tree_bytes(build_dir) == before
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_token_budget_from_the_trainer(build_dir, rows, tmp_path, one_thread):
     budget = 700
     trainer = recording(transformers.Trainer)(
@@ -148,6 +149,7 @@ def test_sequential_strategy_keeps_bucket_order(build_dir, rows, tmp_path, one_t
     assert [rows.check_batch(b) for b in trainer.batches] == _expected_batches(build_dir, 1, batch_size=BATCH, shuffle=False)[:3]
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_evaluation_with_pad_collate(build_dir, rows, tmp_path, one_thread):
     """The mixin changes the train dataloader only: evaluation reads every row once, re-padded by pad_collate
     to exact rows, and its loss is the model's own loss over those batches."""
@@ -380,6 +382,7 @@ def test_rows_mode_feeds_hf_collators(build_dir):
         assert set(b) == {"input_ids", "labels"} and torch.equal(b["labels"], ours["labels"])
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_plain_trainer_with_a_random_sampler_and_pad_collate(build_dir, rows, tmp_path, one_thread):
     """No mixin: Trainer's own random sampler over rows, re-padded per batch (the graceful fallback)."""
     ds = load(build_dir, rows=True)
@@ -487,6 +490,7 @@ def test_two_processes_get_their_own_equal_batches(build_dir, rows, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_padprep_works_without_the_hf_libraries(build_dir):
     """transformers, datasets and trl stay optional: padprep, its CLI and padprep.train.hf import without them."""
     code = textwrap.dedent(

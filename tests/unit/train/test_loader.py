@@ -201,6 +201,7 @@ def test_distributed_ranks_equal_and_disjoint(ds, batch_size, drop_last):
 
 
 @pytest.mark.parametrize("context", [None, "spawn"])  # None: the platform default (fork on Linux)
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_dataloader_workers_give_the_same_batches(right_dir, context):
     """Workers open their own maps (fork) or unpickle the dataset and reopen them (spawn)."""
 
@@ -277,6 +278,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+@pytest.mark.slow  # over a second: out of make test-fast (under a minute)
 def test_tiny_llama_trains_on_the_shards(right_dir, one_thread):
     model = tiny_llama()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
