@@ -326,3 +326,93 @@ def test_mds_recipe_sides_are_split_folders(builds, tmp_path, streaming):
     export(builds["mix"], "mds", tmp_path / "mds")
     for side in ("train", "eval"):
         check_rows(_mds_rows(streaming, tmp_path / "mds", side, None), _tail_cut(conversations(builds["mix"] / side)))
+
+
+# --- ms-swift ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swift():
+    pytest.importorskip("swift")
+    from swift.pipelines.utils import get_cached_dataset
+
+    return get_cached_dataset
+
+
+def _swift_load(get_cached_dataset, dest: Path, val: bool = False):
+    """What ``swift sft --cached_dataset DEST/train [--cached_val_dataset DEST/val]`` loads (its own function)."""
+    args = types.SimpleNamespace(
+        cached_dataset=[str(dest / "train")],
+        cached_val_dataset=[str(dest / "val")] if val else [],
+        data_seed=42,
+        max_length=4096,
+        truncation_strategy="delete",
+    )
+    train, vals = get_cached_dataset(args)
+    return train[0], (vals[0] if val else None)
+
+
+def _swift_template(mode: str):
+    """ms-swift's chatml template on the sample tokenizer (its data collator pads the rows it trains on)."""
+    import torch
+    from swift.model.model_meta import ModelInfo
+    from swift.template import get_template
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TOK))
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    # what swift's model loader attaches to the processor; no model is loaded to collate rows
+    tokenizer.model_info = ModelInfo("padprep-sample", str(TOK), torch.float32, 4096, None, 0, task_type="causal_lm")
+    tokenizer.model_meta = types.SimpleNamespace(is_multimodal=False)
+    template = get_template(tokenizer, template_type="chatml")
+    template.set_mode(mode)
+    return template
+
+
+@pytest.mark.parametrize("build", ["rows", "packed"])
+def test_swift_cached_dataset_reads_every_conversation_exactly(builds, tmp_path, build, swift):
+    export(builds[build], "swift", tmp_path / "sw")
+    ds, _ = _swift_load(swift, tmp_path / "sw")
+    want = conversations(builds[build])
+    check_rows(list(zip(ds["input_ids"], ds["labels"])), want)
+    assert ds["lengths"] == [[len(i)] for i, _ in want] and ds["length"] == [len(i) for i, _ in want]
+    batch = _swift_template("train").data_collator([ds[i] for i in range(4)])
+    for r in range(4):
+        real = batch["attention_mask"][r].bool()
+        assert batch["input_ids"][r][real].tolist() == want[r][0]
+        assert batch["labels"][r][real].tolist() == want[r][1]
+        assert (batch["labels"][r][~real] == IGNORE_INDEX).all()
+
+
+def test_swift_recipe_sides_are_train_and_val(builds, tmp_path, swift):
+    export(builds["mix"], "swift", tmp_path / "sw")
+    train, val = _swift_load(swift, tmp_path / "sw", val=True)
+    for ds, side in ((train, "train"), (val, "eval")):
+        check_rows(list(zip(ds["input_ids"], ds["labels"])), conversations(builds["mix"] / side))
+
+
+def test_swift_pairs_are_its_rlhf_columns(builds, tmp_path, swift):
+    import pyarrow as pa
+
+    export(builds["pairs"], "swift", tmp_path / "sw")
+    ds, _ = _swift_load(swift, tmp_path / "sw")
+    manifest = json.loads((builds["pairs"] / "manifest.json").read_text())
+    want = []
+    for shard in manifest["shards"]:
+        with pa.memory_map(str(builds["pairs"] / shard["file"])) as src:
+            want += pa.ipc.open_stream(src).read_all().to_pylist()
+    assert len(ds) == len(want) == 3
+    for row, pair in zip(ds, want):
+        prompt = pair["prompt_ids"]
+        for side in ("chosen", "rejected"):
+            assert row[f"{side}_input_ids"] == prompt + pair[f"{side}_ids"]
+            assert row[f"{side}_labels"] == [IGNORE_INDEX] * len(prompt) + pair[f"{side}_ids"]
+            assert row[f"{side}_length"] == len(prompt) + len(pair[f"{side}_ids"])
+        assert row["lengths"] == [row["chosen_length"], row["rejected_length"]]
+    batch = _swift_template("rlhf").data_collator([ds[i] for i in range(3)])
+    assert batch["input_ids"].shape[0] == 6  # chosen rows then rejected rows, as its DPO trainer splits them
+    for r, pair in enumerate(want):
+        for k, side in ((r, "chosen"), (r + 3, "rejected")):
+            real = batch["attention_mask"][k].bool()
+            assert batch["input_ids"][k][real].tolist() == pair["prompt_ids"] + pair[f"{side}_ids"]
+            assert batch["labels"][k][real].tolist() == [IGNORE_INDEX] * len(pair["prompt_ids"]) + pair[f"{side}_ids"]

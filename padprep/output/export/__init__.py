@@ -27,6 +27,7 @@ FORMATS = {
     "axolotl": "axolotl",
     "llamafactory": "llamafactory",
     "mds": "mds",
+    "swift": "swift",
 }
 
 

@@ -17,13 +17,26 @@ import pyarrow as pa
 from padprep.output.export.axolotl import write_sides
 from padprep.output.export.dest import Destination
 from padprep.output.export.hfdisk import DiskDataset, list_column, null_feature, sequence_feature, write_dataset_dict
-from padprep.output.export.source import Side, pair_chunks
+from padprep.output.export.source import PairChunk, Side, pair_chunks
 from padprep.schema import IGNORE_INDEX
 
 NAME = "llamafactory"
 SPLITS = {"": "", "train": "train", "eval": "validation"}
 MEDIA = ("images", "videos", "audios")
 PAIR_COLUMNS = tuple(f"{side}_{c}" for side in ("chosen", "rejected") for c in ("input_ids", "attention_mask", "labels"))
+
+
+def pair_sides(chunk: PairChunk) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per side (chosen, rejected): every pair's prompt + completion ids, its labels (-100 over the prompt), one after
+    another, and each pair's length."""
+    out = []
+    for completions in (chunk.chosen, chunk.rejected):
+        ids = [np.concatenate((p, c)) for p, c in zip(chunk.prompt, completions)]
+        labels = [np.concatenate((np.full(len(p), IGNORE_INDEX, np.int32), c)) for p, c in zip(chunk.prompt, completions)]
+        lengths = np.array([len(i) for i in ids], np.int64)
+        empty = np.zeros(0, np.int32)
+        out.append((np.concatenate(ids) if ids else empty, np.concatenate(labels) if labels else empty, lengths))
+    return out
 
 
 def write(sides: list[Side], dest: Destination, fingerprint: str) -> dict:
@@ -38,12 +51,7 @@ def write(sides: list[Side], dest: Destination, fingerprint: str) -> dict:
         data = DiskDataset(dest.path(split or "."), schema, features, fingerprint)
         for chunk in pair_chunks(side):
             arrays = []
-            for completions in (chunk.chosen, chunk.rejected):
-                ids = [np.concatenate((p, c)) for p, c in zip(chunk.prompt, completions)]
-                labels = [np.concatenate((np.full(len(p), IGNORE_INDEX, np.int32), c)) for p, c in zip(chunk.prompt, completions)]
-                lengths = np.array([len(i) for i in ids], np.int64)
-                flat_ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
-                flat_labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+            for flat_ids, flat_labels, lengths in pair_sides(chunk):
                 arrays += [
                     list_column(flat_ids, lengths),
                     list_column(np.ones(len(flat_ids), np.int32), lengths),
