@@ -85,9 +85,10 @@ def check_rows(got: list[tuple[list[int], list[int]]], want: list[tuple[list[int
         assert trained(labels) == trained(want_labels) and trained(want_labels)
 
 
-def test_export_is_deterministic_and_lists_its_files(builds, tmp_path):
+@pytest.mark.parametrize("fmt", ["axolotl", "llamafactory", "mds", "swift", "olmo-core"])
+def test_export_is_deterministic_and_lists_its_files(builds, tmp_path, fmt):
     for name in ("a", "b"):
-        export(builds["rows"], "axolotl", tmp_path / name)
+        export(builds["rows"], fmt, tmp_path / name)
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
     manifest = json.loads((tmp_path / "a" / "padprep-export.json").read_text())
     build_key = json.loads((builds["rows"] / "manifest.json").read_text())["build_key"]
@@ -416,3 +417,65 @@ def test_swift_pairs_are_its_rlhf_columns(builds, tmp_path, swift):
             real = batch["attention_mask"][k].bool()
             assert batch["input_ids"][k][real].tolist() == pair["prompt_ids"] + pair[f"{side}_ids"]
             assert batch["labels"][k][real].tolist() == [IGNORE_INDEX] * len(pair["prompt_ids"]) + pair[f"{side}_ids"]
+
+
+# --- OLMo-core -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def olmo_core():
+    pytest.importorskip("olmo_core")
+    from olmo_core.data.numpy_dataset import NumpyPaddedFSLDataset
+    from olmo_core.data.utils import get_labels
+
+    return NumpyPaddedFSLDataset, get_labels
+
+
+def _olmo_instances(olmo_core, folder: Path, work: Path, monkeypatch):
+    """Every document of an export through OLMo-core's padded numpy dataset (one instance per document), boundaries
+    from the metadata files, with its ``get_labels`` (mask, then shift)."""
+    import numpy as np
+    import torch
+
+    dataset_cls, get_labels = olmo_core
+    monkeypatch.setenv("OLMO_DATA_PREP_USE_ARRAY_IF_LOCAL", "metadata")
+    tokens = sorted(str(p) for p in folder.glob("token_ids_part_*.npy"))
+    masks = sorted(str(p) for p in folder.glob("labels_mask_part_*.npy"))
+    assert tokens and len(tokens) == len(masks)
+    ds = dataset_cls(
+        *tokens, sequence_length=1024, pad_token_id=0, eos_token_id=2, vocab_size=1 << 16, dtype=np.uint32, label_mask_paths=masks
+    )
+    ds.work_dir = work
+    ds.prepare()
+    out = []
+    for i in range(len(ds)):
+        item = ds[i]
+        n = int(item["label_mask"].shape[0])
+        batch = {"input_ids": item["input_ids"][None], "label_mask": item["label_mask"][None]}
+        shifted = get_labels(batch)[0]
+        out.append((item["input_ids"][:n], item["label_mask"], shifted))
+        assert n == 1024 and torch.is_tensor(shifted)
+    return out
+
+
+@pytest.mark.parametrize("build", ["rows", "packed"])
+def test_olmo_core_numpy_dataset_reads_every_conversation_exactly(builds, tmp_path, build, olmo_core, monkeypatch):
+    result = export(builds[build], "olmo-core", tmp_path / "olmo")
+    want = conversations(builds[build])
+    got = _olmo_instances(olmo_core, tmp_path / "olmo" / "train", tmp_path / "work", monkeypatch)
+    assert len(got) == len(want) == result.manifest["written"]["rows"]["train"]
+    for (ids, mask, shifted), (want_ids, want_labels) in zip(got, want):
+        n = len(want_ids)
+        assert ids[:n].tolist() == want_ids
+        assert mask[n:].sum() == 0  # padding never trained
+        assert [i for i in range(n) if mask[i]] == trained(want_labels)
+        # OLMo-core's labels (masked input_ids shifted left) are padprep's labels shifted as any causal trainer does
+        assert shifted[: n - 1].tolist() == want_labels[1:]
+
+
+def test_olmo_core_recipe_sides_are_folders(builds, tmp_path, olmo_core, monkeypatch):
+    export(builds["mix"], "olmo-core", tmp_path / "olmo")
+    for side in ("train", "eval"):
+        want = conversations(builds["mix"] / side)
+        got = _olmo_instances(olmo_core, tmp_path / "olmo" / side, tmp_path / f"work-{side}", monkeypatch)
+        assert [ids[: len(w)].tolist() for (ids, _, _), (w, _) in zip(got, want)] == [w for w, _ in want]

@@ -28,6 +28,7 @@ FORMATS = {
     "llamafactory": "llamafactory",
     "mds": "mds",
     "swift": "swift",
+    "olmo-core": "olmo_core",
 }
 
 
