@@ -137,7 +137,10 @@ class FlatPairs:
     per_file: dict[str, int]  # pairs per input file
     per_file_tokens: dict[str, int]  # their tokens (prompt + both sides)
     weights: None = None
-    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each pair's record, in its file's unit
+    # Where each pair came from, as ``FlatRows`` says it: its record's line, and its file (``files[file_of[i]]``).
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    files: tuple[str, ...] = ()
+    file_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -160,5 +163,8 @@ class FlatPairs:
             parts = [getattr(r, name) for r in rows]
             cols.append(np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32))
             cols.append(np.fromiter((len(p) for p in parts), np.int64, len(parts)))
+        files = tuple(per_file)
+        index = {f: i for i, f in enumerate(files)}
         lines = np.fromiter((r.line for r in rows), np.int64, len(rows))
-        return cls(cols[0], cols[2], cols[4], cols[1], cols[3], cols[5], per_file, tokens, lines=lines)
+        file_of = np.fromiter((index[r.source] for r in rows), np.int32, len(rows))
+        return cls(cols[0], cols[2], cols[4], cols[1], cols[3], cols[5], per_file, tokens, None, lines, files, file_of)

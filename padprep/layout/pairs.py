@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from padprep.layout.pass_two import ShardOptions, list_lengths, route_rows, shard_tables
+from padprep.layout.pass_two import ShardOptions, list_lengths, route_rows, shard_tables, spilled_sources, written_sources
 from padprep.layout.shards import WrittenShard, int32_array, int32_values, write_table
 from padprep.layout.spill import PAIR_SCHEMA
-from padprep.schema import IGNORE_INDEX
+from padprep.schema import IGNORE_INDEX, PAIR_COLUMNS
 
 
 def pair_lengths(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
@@ -59,6 +59,8 @@ def _flush(workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, s
     if name in options.done:  # written whole by the run this one resumes
         return options.done[name]
     prompt, chosen, rejected = (int(list_lengths(table.column(i)).sum()) for i in range(3))
+    sources = spilled_sources(table)
+    table = table.select(list(PAIR_COLUMNS))  # the shard: TRL's columns; the sources go to its sidecar
     if pad_id is None:
         digest, real, pad = write_table(workdir / name, table), prompt + chosen + rejected, 0
     else:
@@ -76,6 +78,7 @@ def _flush(workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, s
             trained_tokens=chosen + rejected,
             bytes=(workdir / name).stat().st_size,
             sha256=digest,
+            **written_sources(workdir, name, sources),
         ),
         workdir,
     )

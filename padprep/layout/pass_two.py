@@ -249,7 +249,7 @@ def _flush(
     lengths = list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, lengths) if weighted else None
-    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights, _sources(take))
+    padded = pad_shard(flat_ids, flat_labels, lengths, bucket, pad_id, options.padding_side, weights, spilled_sources(take))
     if options.seed is not None:
         padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
     digest = write_shard(workdir / name, padded)
@@ -265,23 +265,23 @@ def _flush(
             trained_tokens=int(np.count_nonzero(flat_labels != IGNORE_INDEX)),
             bytes=(workdir / name).stat().st_size,
             sha256=digest,
-            **_written_sources(workdir, name, padded),
+            **written_sources(workdir, name, padded.sources),
         ),
         workdir,
     )
 
 
-def _sources(take: pa.Table) -> np.ndarray:
+def spilled_sources(take: pa.Table) -> np.ndarray:
     """The rows' sources as spilled (input index, line), one row of the result per row of ``take``."""
     inputs = int32_values(take.column(SOURCE_INPUT).combine_chunks())
     lines = int64_values(take.column(SOURCE_LINE).combine_chunks())
     return np.stack([inputs.astype(np.int64), lines], axis=1) if len(lines) else np.zeros((0, 2), np.int64)
 
 
-def _written_sources(workdir: Path, shard_file: str, padded) -> dict:
-    """Write the shard's sidecar; its name and sha256, for the shard's entry."""
+def written_sources(workdir: Path, shard_file: str, sources: np.ndarray, seq_counts: np.ndarray | None = None) -> dict:
+    """Write the shard's sidecar (``shards.write_sources``); its name and sha256, for the shard's entry."""
     name = sources_name(shard_file)
-    return {"sources": name, "sources_sha256": write_sources(workdir / name, padded)}
+    return {"sources": name, "sources_sha256": write_sources(workdir / name, sources, seq_counts)}
 
 
 def _flat_weights(take: pa.Table, flat_labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -445,7 +445,7 @@ def _flush_packed(
     seq_lens = list_lengths(ids_col)
     flat_ids, flat_labels = int32_values(ids_col.flatten()), int32_values(labels_col.flatten())
     weights = _flat_weights(take, flat_labels, seq_lens) if weighted else None
-    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights, _sources(take))
+    padded = pad_packed_shard(flat_ids, flat_labels, seq_lens, seq_counts, seq_len, pad_id, weights, spilled_sources(take))
     if options.seed is not None:
         padded = shuffle_rows(padded, options.seed * 1_000_003 + serial)
     digest = write_shard(workdir / name, padded)
@@ -463,7 +463,7 @@ def _flush_packed(
             trained_tokens=int((padded.labels != IGNORE_INDEX).sum()),  # each sequence's first label now -100
             bytes=(workdir / name).stat().st_size,
             sha256=digest,
-            **_written_sources(workdir, name, padded),
+            **written_sources(workdir, name, padded.sources, padded.seq_counts),
         ),
         workdir,
     )

@@ -134,16 +134,16 @@ def sources_name(shard_file: str) -> str:
     return shard_file.removesuffix(".arrow") + SOURCES_SUFFIX
 
 
-def write_sources(path: Path, shard: "PaddedShard") -> str:
+def write_sources(path: Path, sources: np.ndarray, seq_counts: np.ndarray | None = None) -> str:
     """Write a shard's sidecar: per sequence, in the shard's order, its row, its place in the row, its input
-    (index in the manifest's ``inputs``) and its line there. Returns its sha256."""
+    (index in the manifest's ``inputs``) and its line there (``sources``: sequences x (input, line); ``seq_counts``:
+    sequences per row of a packed shard, else one a row). Returns its sha256."""
     import pyarrow.parquet as pq
 
-    rows = shard.input_ids.shape[0]
-    counts = shard.seq_counts.astype(np.int64) if shard.packed else np.ones(rows, np.int64)
-    row = np.repeat(np.arange(rows, dtype=np.int32), counts)
+    counts = np.ones(len(sources), np.int64) if seq_counts is None else seq_counts.astype(np.int64)
+    row = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     sequence = (np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-    arrays = [int32_array(row), int32_array(sequence), int32_array(shard.sources[:, 0]), int64_array(shard.sources[:, 1])]
+    arrays = [int32_array(row), int32_array(sequence), int32_array(sources[:, 0]), int64_array(sources[:, 1])]
     table = pa.Table.from_arrays(arrays, names=list(_SOURCE_COLUMNS))
     with open(path, "wb") as fh:
         hashing = _HashingWriter(fh)

@@ -84,12 +84,14 @@ def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
         yield from pa.ipc.open_stream(source)
 
 
-# A preference build's spill: TRL's three columns, unpadded.
-PAIR_SCHEMA = pa.schema([(name, pa.list_(pa.int32())) for name in PAIR_COLUMNS])
+# A preference build's spill: TRL's three columns, unpadded, and each pair's source.
+PAIR_SCHEMA = pa.schema(
+    [*((name, pa.list_(pa.int32())) for name in PAIR_COLUMNS), SCHEMA.field(SOURCE_INPUT), SCHEMA.field(SOURCE_LINE)]
+)
 
 
-def spill_pairs(pairs: FlatPairs) -> pa.RecordBatch:
-    """A chunk's flat pairs as three list columns."""
+def spill_pairs(pairs: FlatPairs, inputs: np.ndarray) -> pa.RecordBatch:
+    """A chunk's flat pairs as three list columns, and their sources (``inputs``: as ``spill_batch``'s)."""
     columns = []
     for values, lengths in (
         (pairs.prompt, pairs.prompt_lengths),
@@ -98,4 +100,4 @@ def spill_pairs(pairs: FlatPairs) -> pa.RecordBatch:
     ):
         offsets = int32_array(np.concatenate(([0], np.cumsum(lengths))))
         columns.append(pa.ListArray.from_arrays(offsets, int32_array(values)))
-    return pa.record_batch(columns, schema=PAIR_SCHEMA)
+    return pa.record_batch([*columns, int32_array(inputs), int64_array(pairs.lines)], schema=PAIR_SCHEMA)

@@ -1,12 +1,18 @@
-"""What ``inspect`` computes alike for every kind of build: its error, shares, the length histogram, the mixture."""
+"""What ``inspect`` computes alike for every kind of build: its error, shares, the length histogram, the mixture,
+where each row came from (the shards' sidecars)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from padprep.errors import EXIT_FAILED, EXIT_USAGE, PadprepError
+from padprep.layout.shards import read_sources
+from padprep.schema import SOURCE_INPUT, SOURCE_LINE
 
 _HIST_BINS = 12
 
@@ -84,3 +90,54 @@ def mixture(mixture: dict) -> dict:
             for s in sources
         ],
     }
+
+
+def shard_sources(output: Path, shard: dict) -> list[list[tuple[int, int]]] | None:
+    """Per row of a shard, the (input index, line) of each sequence in it, from its sidecar (None: not recorded)."""
+    if not shard.get("sources"):
+        return None
+    path = Path(output) / shard["sources"]
+    try:
+        cols = read_sources(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InspectError(f"{path}: cannot read the rows' sources ({exc})", damaged=True) from None
+    out: list[list[tuple[int, int]]] = [[] for _ in range(shard["rows"])]
+    for row, i, line in zip(cols["row"].tolist(), cols[SOURCE_INPUT].tolist(), cols[SOURCE_LINE].tolist()):
+        out[row].append((i, line))
+    return out
+
+
+def source_text(inputs: list[str], index: int, line: int) -> str:
+    """``FILE:N``, N in the file's own unit (JSON Lines: the line, from 1; a JSON array: the element's index, a
+    Parquet or Arrow file: the row, both from 0), as ``--source`` takes it and ``rejects.jsonl`` names it."""
+    path = inputs[index] if 0 <= index < len(inputs) else f"input #{index}"
+    unit = source_unit(path)
+    return f"{path}:{line}" + ("" if unit == "line" else f" ({unit} {line})")
+
+
+def find_source(inputs: list[str], given: str) -> tuple[int, int]:
+    """``FILE:N`` -> (input index, N): FILE as given to the build, or the same file by another path."""
+    path, sep, number = given.rpartition(":")
+    if not sep or not number.strip().isdigit():
+        raise InspectError(f"--source {given}: expected FILE:N (a record's line, or its element or row for .json / Parquet)")
+    for i, name in enumerate(inputs):
+        if name == path or (os.path.exists(path) and os.path.exists(name) and os.path.samefile(name, path)):
+            return i, int(number)
+    raise InspectError(f"--source {given}: {path} is not an input of this build (its inputs: {', '.join(inputs[:5])})")
+
+
+def source_unit(path: str) -> str:
+    """What a record's number counts in ``path``: as its reader numbers them (``RawRecord.unit``)."""
+    from padprep.input.columnar import is_columnar
+    from padprep.input.read import is_json_array_file
+
+    if is_columnar(path):
+        return "row"
+    if is_json_array_file(path):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+            return "index" if head[:1] == b"[" else "line"
+        except OSError:
+            return "index"
+    return "line"

@@ -10,7 +10,6 @@ starts, and ``--verify`` checks ``seq_lens`` against ``attention_mask``, ``posit
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,21 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256, read_shard, read_sources
-from padprep.output.figures import InspectError, frac, highlights, histogram, mixture, print_records, readable_shards
+from padprep.output.figures import (
+    InspectError,
+    find_source,
+    frac,
+    highlights,
+    histogram,
+    mixture,
+    print_records,
+    readable_shards,
+    shard_sources,
+    source_text,
+    source_unit,
+)
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
-from padprep.schema import IGNORE_INDEX, MANIFEST, REJECTS, SEQ_LENS, SOURCE_INPUT, SOURCE_LINE
+from padprep.schema import IGNORE_INDEX, MANIFEST, REJECTS, SEQ_LENS
 
 
 def load_manifest(output: Path) -> Manifest:
@@ -288,57 +299,6 @@ def show_examples(
         raise InspectError(f"{source}: no row of {output} came from this record; {_not_written(output, inputs, wanted)}")
 
 
-def shard_sources(output: Path, shard: dict) -> list[list[tuple[int, int]]] | None:
-    """Per row of a shard, the (input index, line) of each sequence in it, from its sidecar (None: not recorded)."""
-    if not shard.get("sources"):
-        return None
-    path = Path(output) / shard["sources"]
-    try:
-        cols = read_sources(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InspectError(f"{path}: cannot read the rows' sources ({exc})", damaged=True) from None
-    out: list[list[tuple[int, int]]] = [[] for _ in range(shard["rows"])]
-    for row, i, line in zip(cols["row"].tolist(), cols[SOURCE_INPUT].tolist(), cols[SOURCE_LINE].tolist()):
-        out[row].append((i, line))
-    return out
-
-
-def source_text(inputs: list[str], index: int, line: int) -> str:
-    """``FILE:N``, N in the file's own unit (JSON Lines: the line, from 1; a JSON array: the element's index, a
-    Parquet or Arrow file: the row, both from 0), as ``--source`` takes it and ``rejects.jsonl`` names it."""
-    path = inputs[index] if 0 <= index < len(inputs) else f"input #{index}"
-    unit = _unit(path)
-    return f"{path}:{line}" + ("" if unit == "line" else f" ({unit} {line})")
-
-
-def find_source(inputs: list[str], given: str) -> tuple[int, int]:
-    """``FILE:N`` -> (input index, N): FILE as given to the build, or the same file by another path."""
-    path, sep, number = given.rpartition(":")
-    if not sep or not number.strip().isdigit():
-        raise InspectError(f"--source {given}: expected FILE:N (a record's line, or its element or row for .json / Parquet)")
-    for i, name in enumerate(inputs):
-        if name == path or (os.path.exists(path) and os.path.exists(name) and os.path.samefile(name, path)):
-            return i, int(number)
-    raise InspectError(f"--source {given}: {path} is not an input of this build (its inputs: {', '.join(inputs[:5])})")
-
-
-def _unit(path: str) -> str:
-    """What a record's number counts in ``path``: as its reader numbers them (``RawRecord.unit``)."""
-    from padprep.input.columnar import is_columnar
-    from padprep.input.read import is_json_array_file
-
-    if is_columnar(path):
-        return "row"
-    if is_json_array_file(path):
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
-            return "index" if head[:1] == b"[" else "line"
-        except OSError:
-            return "index"
-    return "line"
-
-
 def _not_written(output: Path, inputs: list[str], wanted: tuple[int, int]) -> str:
     """Why a record has no row: its line in rejects.jsonl (rejected or dropped), or that it was never read."""
     path = inputs[wanted[0]]
@@ -346,7 +306,7 @@ def _not_written(output: Path, inputs: list[str], wanted: tuple[int, int]) -> st
         with open(Path(output) / REJECTS, encoding="utf-8") as fh:
             for line in fh:
                 obj = json.loads(line)
-                if obj.get("file") == path and wanted[1] == obj.get(_unit(path)):
+                if obj.get("file") == path and wanted[1] == obj.get(source_unit(path)):
                     return f"it was {obj.get('stage', 'rejected')}: {obj.get('code')}: {obj.get('reason')}"
     except (OSError, ValueError):
         pass

@@ -16,8 +16,17 @@ from rich.table import Table
 from rich.text import Text
 
 from padprep.layout.shards import file_sha256
-from padprep.output.figures import InspectError, highlights, histogram, mixture, print_records, readable_shards
-from padprep.output.manifest import Manifest
+from padprep.output.figures import (
+    InspectError,
+    highlights,
+    histogram,
+    mixture,
+    print_records,
+    readable_shards,
+    shard_sources,
+    source_text,
+)
+from padprep.output.manifest import Manifest, read_manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
 
@@ -130,11 +139,13 @@ def show_pairs(console: Console, output: Path, stats: dict, tok, n: int) -> None
         "[dim]prompt[/dim]  [green]chosen[/green]  [red]rejected[/red]" if color else "legend: prompt, [[chosen]], {{rejected}}"
     )
     console.print(legend, markup=color)
+    inputs = [i["path"] for i in read_manifest(output).inputs]
     shown = 0
     for shard in stats["shards"]:
         if shard["file"] in stats["unreadable"]:
             continue
         cols = read_pair_shard(output, shard)
+        sources = shard_sources(output, shard)
         for r in range(len(cols["prompt_ids"])):
             if shown >= n:
                 return
@@ -143,6 +154,8 @@ def show_pairs(console: Console, output: Path, stats: dict, tok, n: int) -> None
                 f"{shard['file']} pair {r}: prompt {len(prompt):,}, chosen {len(chosen):,}, rejected {len(rejected):,} tokens",
                 style="dim",
             )
+            where = "; ".join(source_text(inputs, i, line) for i, line in sources[r]) if sources else "source not recorded"
+            console.print(f"from {where}", markup=False, style="dim")
             text = Text(_decode(tok, prompt), style="dim" if color else "")
             for label, ids, style, marks in (("chosen", chosen, "green", "[[]]"), ("rejected", rejected, "red", "{{}}")):
                 text.append(f"\n── {label} ──\n", style="bold" if color else "")

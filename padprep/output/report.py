@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from padprep.output.figures import InspectError
-from padprep.output.inspection import load_manifest, load_stats, read_listed_shard, shard_sources, source_text
+from padprep.output.figures import InspectError, shard_sources, source_text
+from padprep.output.inspection import load_manifest, load_stats, read_listed_shard
 from padprep.schema import IGNORE_INDEX, REJECTS, SEQ_LENS
 
 MAX_ROWS = 40

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from padprep import __version__
+from padprep.chat.pairs import FlatPairs
 from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, FlatRows, ProcessOptions, Processor
 from padprep.chat.templates import TemplateError, resolve_template
 from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
@@ -584,7 +585,8 @@ def _pass_one(
                 if cfg.pack:
                     segment.lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
-                segment.write(spill_pairs(rows) if pairs else spill_batch(rows, _inputs_of(rows, input_index)))
+                inputs = _inputs_of(rows, input_index)
+                segment.write(spill_pairs(rows, inputs) if pairs else spill_batch(rows, inputs))
             counts.per_file.update(rows.per_file)
             counts.per_file_tokens.update(rows.per_file_tokens)
             check_limits(cfg, counts, final=False)
@@ -601,8 +603,8 @@ def _pass_one(
     return done, lengths
 
 
-def _inputs_of(rows: FlatRows, input_index: dict[str, int]) -> np.ndarray:
-    """Each row's input, as its index in the build's inputs."""
+def _inputs_of(rows: FlatRows | FlatPairs, input_index: dict[str, int]) -> np.ndarray:
+    """Each row's (pair's) input, as its index in the build's inputs."""
     return np.array([input_index[f] for f in rows.files], np.int32)[rows.file_of]
 
 

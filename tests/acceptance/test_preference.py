@@ -61,7 +61,7 @@ def _expected(tok, fam: Family, records: list[dict]) -> tuple[Counter, int]:
     for rec in records:
         prompt, chosen, rejected = _as_messages(rec)
         sides += [{"messages": prompt + [chosen]}, {"messages": prompt + [rejected]}]
-    refs = reference(tok, fam.name, fam.reference, sides)
+    refs = reference(tok, fam.name, fam.reference, sides, fam.stop_tokens)  # the stop signal rule, as for SFT rows
     pairs, failed = Counter(), 0
     for c, r in zip(refs[::2], refs[1::2]):
         if isinstance(c, str) or isinstance(r, str):

@@ -117,3 +117,32 @@ def test_a_damaged_sidecar_is_a_verify_breach(inputs, tmp_path):
     sidecar.write_bytes(sidecar.read_bytes()[:-10])
     res = padprep_cli("inspect", str(out), "--verify")
     assert res.returncode == 1 and f"{sidecar.name}: sha256 differs" in res.stdout
+
+
+def test_every_pair_maps_back_to_its_record(tmp_path):
+    q = "{tag p%d} Which city is the capital of France, asked %d times?"
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": q % (i, i)}],
+            "chosen": [{"role": "assistant", "content": "Paris." * (1 + i % 5)}],
+            "rejected": [{"role": "assistant", "content": "Lyon."}],
+        }
+        for i in range(40)
+    ]
+    src = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    out = tmp_path / "out"
+    assert padprep_cli("build", str(src), "--tokenizer", str(TOK), "-o", str(out), "--seed", "1").returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    tok = Tokenizer.from_file(str(TOK / "tokenizer.json"))
+    seen = []
+    for shard in manifest["shards"]:
+        table = pa.ipc.open_stream(pa.memory_map(str(out / shard["file"]))).read_all()
+        assert table.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]  # the sources are not in the shard
+        sources = read_sources(out / shard["sources"])
+        for r, line in zip(sources["row"], sources["source_line"]):
+            prompt = tok.decode(table.column("prompt_ids")[int(r)].as_py(), skip_special_tokens=False)
+            assert TAG.findall(prompt) == [f"p{line - 1}"]
+            seen.append(int(line))
+    assert sorted(seen) == list(range(1, 41))
+    shown = padprep_cli("inspect", str(out), "--show", "2")
+    assert f"from {src}:" in shown.stdout, shown.stdout
