@@ -417,10 +417,21 @@ def inspect(
     source: Optional[str] = typer.Option(
         None, "--source", help="Show the rows of one record: FILE:N, as --show and rejects.jsonl name it."
     ),
+    bucket: Optional[int] = typer.Option(None, "--bucket", metavar="SEQ_LEN", help="Show rows of this bucket only."),
+    row: Optional[str] = typer.Option(
+        None, "--row", metavar="SHARD:R|K", help="Show one row: a shard file and its row, or the K-th row (from 0)."
+    ),
+    grep: Optional[str] = typer.Option(None, "--grep", metavar="REGEX", help="Show rows whose decoded text matches."),
+    sample: Optional[int] = typer.Option(
+        None, "--sample", metavar="SEED", help="Show N rows drawn at random with this seed, not the first N."
+    ),
 ) -> None:
     """Report what is in OUTPUT's shards; optionally show examples, write an HTML report and verify every invariant."""
     from padprep.errors import PadprepError
-    from padprep.output.inspection import load_stats, print_stats, show_examples, verify_shards
+    from padprep.output.inspection import load_stats, print_stats, rows_json, show_examples, verify_shards
+    from padprep.output.selection import RowSelector
+
+    selector = RowSelector(show, bucket, row, source, grep, sample)
 
     err = _console(stderr=True)
     problems: list[str] = []
@@ -435,13 +446,17 @@ def inspect(
     except OSError as exc:
         _fail(err, _os_error(exc), EXIT_FAILED)
     if as_json:
-        typer.echo(json.dumps({**stats, "verify": {"ran": verify, "problems": problems}}, indent=2))
+        try:
+            rows = {"rows": rows_json(output, stats, selector, tokenizer)} if selector.active else {}
+        except PadprepError as exc:
+            _fail(err, str(exc), exc.exit_code)
+        typer.echo(json.dumps({**stats, **rows, "verify": {"ran": verify, "problems": problems}}, indent=2))
     else:
         out = _console()
         print_stats(out, stats)
-        if show or source:
+        if selector.active:
             try:
-                show_examples(out, output, stats, show, tokenizer, source)
+                show_examples(out, output, stats, selector, tokenizer)
             except PadprepError as exc:
                 _fail(err, str(exc), exc.exit_code)
         if html is not None:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from padprep.errors import EXIT_FAILED, PadprepError
 from padprep.layout.shards import file_sha256, read_shard, read_sources
 from padprep.output.figures import (
     InspectError,
@@ -28,11 +29,11 @@ from padprep.output.figures import (
     mixture,
     print_records,
     readable_shards,
-    shard_sources,
     source_text,
     source_unit,
 )
 from padprep.output.manifest import Manifest, ManifestError, read_manifest
+from padprep.output.selection import PickedRow, RowSelector, select_rows
 from padprep.schema import IGNORE_INDEX, MANIFEST, REJECTS, SEQ_LENS
 
 
@@ -249,16 +250,46 @@ def load_decoder(stats: dict, tokenizer_spec: str | None):
         raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
 
 
-def show_examples(
-    console: Console, output: Path, stats: dict, n: int, tokenizer_spec: str | None, source: str | None = None
-) -> None:
-    """Decode the first ``n`` rows (or, with ``source`` ``FILE:N``, the rows of that record), trained / masked /
-    padding visibly distinct, each headed by the record it came from."""
+def pick_rows(output: Path, stats: dict, selector: RowSelector, tok) -> list[PickedRow]:
+    """The rows ``selector`` picks (``selection.py``); a record named by ``--source`` with no row says why."""
+    inputs = [i["path"] for i in load_manifest(output).inputs]
+    if stats.get("task") == "preference":
+        from padprep.output.pair_inspection import read_pair_shard
+
+        def read(shard: dict) -> dict:
+            return read_pair_shard(output, shard)
+
+        def text_of(cols: dict, r: int) -> str:
+            return "".join(_decode(tok, cols[k][r]) for k in ("prompt_ids", "chosen_ids", "rejected_ids"))
+    else:
+
+        def read(shard: dict) -> dict:
+            return read_listed_shard(output, shard)
+
+        def text_of(cols: dict, r: int) -> str:
+            return _decode(tok, cols["input_ids"][r][cols["attention_mask"][r] == 1])
+
+    picked = select_rows(output, stats, inputs, selector, read, text_of)
+    if not picked and selector.source is not None:
+        wanted = find_source(inputs, selector.source)
+        raise PadprepError(
+            f"{selector.source}: no row of {output} came from this record; {_not_written(output, inputs, wanted)}", EXIT_FAILED
+        )
+    if not picked:
+        raise PadprepError(f"no row of {output} matches the selectors given", EXIT_FAILED)
+    return picked
+
+
+def show_examples(console: Console, output: Path, stats: dict, selector: RowSelector, tokenizer_spec: str | None) -> None:
+    """Decode the rows ``selector`` picks (``--show N``: the first N), trained / masked / padding visibly distinct,
+    each headed by the record it came from."""
     tok = load_decoder(stats, tokenizer_spec)
+    picked = pick_rows(output, stats, selector, tok)
+    inputs = [i["path"] for i in load_manifest(output).inputs]
     if stats.get("task") == "preference":
         from padprep.output.pair_inspection import show_pairs
 
-        return show_pairs(console, output, stats, tok, n)
+        return show_pairs(console, tok, picked, inputs)
     color = highlights(console)
     legend = (
         "[green]trained[/green]  [dim]masked (-100)[/dim]  [on grey23]padding[/on grey23]"
@@ -266,37 +297,49 @@ def show_examples(
         else "legend: [[trained]]  masked as plain text  <pad xN> padding"
     )
     console.print(legend, markup=color)
+    for p in picked:
+        cols, r = p.cols, p.row
+        where = "; ".join(source_text(inputs, i, line) for i, line in p.sources) or "source not recorded"
+        if SEQ_LENS in cols:
+            lens = cols[SEQ_LENS][cols["seq_lens_offsets"][r] : cols["seq_lens_offsets"][r + 1]]
+            console.rule(
+                f"{p.shard['file']} row {r}: {len(lens)} sequence{'s' * (len(lens) != 1)}, {int(lens.sum()):,} of "
+                f"{cols['input_ids'].shape[1]:,} tokens",
+                style="dim",
+            )
+            console.print(f"from {where}", markup=False, style="dim")
+            console.print(_render_packed_row(tok, cols, r, lens, color))
+        else:
+            console.rule(f"{p.shard['file']} row {r}", style="dim")
+            console.print(f"from {where}", markup=False, style="dim")
+            console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
+
+
+def rows_json(output: Path, stats: dict, selector: RowSelector, tokenizer_spec: str | None) -> list[dict]:
+    """``inspect --json`` with ``--show`` or a selector: each picked row decoded, with its source and trained text."""
+    tok = load_decoder(stats, tokenizer_spec)
     inputs = [i["path"] for i in load_manifest(output).inputs]
-    wanted = find_source(inputs, source) if source else None
-    shown = 0
-    for shard in stats["shards"]:
-        if shard["file"] in stats["unreadable"]:
-            continue
-        cols = read_listed_shard(output, shard)
-        sources = shard_sources(output, shard)
-        for r in range(cols["input_ids"].shape[0]):
-            if wanted is None and shown >= n:
-                return
-            here = sources[r] if sources is not None else []
-            if wanted is not None and wanted not in here:
-                continue
-            where = "; ".join(source_text(inputs, i, line) for i, line in here) or "source not recorded"
-            if SEQ_LENS in cols:
-                lens = cols[SEQ_LENS][cols["seq_lens_offsets"][r] : cols["seq_lens_offsets"][r + 1]]
-                console.rule(
-                    f"{shard['file']} row {r}: {len(lens)} sequence{'s' * (len(lens) != 1)}, {int(lens.sum()):,} of "
-                    f"{cols['input_ids'].shape[1]:,} tokens",
-                    style="dim",
-                )
-                console.print(f"from {where}", markup=False, style="dim")
-                console.print(_render_packed_row(tok, cols, r, lens, color))
-            else:
-                console.rule(f"{shard['file']} row {r}", style="dim")
-                console.print(f"from {where}", markup=False, style="dim")
-                console.print(_render_row(tok, cols["input_ids"][r], cols["attention_mask"][r], cols["labels"][r], color))
-            shown += 1
-    if wanted is not None and not shown:
-        raise InspectError(f"{source}: no row of {output} came from this record; {_not_written(output, inputs, wanted)}")
+    out = []
+    for p in pick_rows(output, stats, selector, tok):
+        row: dict = {"shard": p.shard["file"], "row": p.row, "bucket": p.shard["seq_len"]}
+        row["sources"] = [source_text(inputs, i, line) for i, line in p.sources]
+        if stats.get("task") == "preference":
+            row.update(
+                {k.removesuffix("_ids"): _decode(tok, p.cols[k][p.row]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+            )
+        else:
+            ids, mask, labels = (p.cols[k][p.row] for k in ("input_ids", "attention_mask", "labels"))
+            row["text"] = _decode(tok, ids[mask == 1])
+            trained = (labels != IGNORE_INDEX) & (mask == 1)
+            starts = np.flatnonzero(np.diff(np.concatenate(([0], trained.astype(np.int8)))) == 1)
+            ends = np.flatnonzero(np.diff(np.concatenate((trained.astype(np.int8), [0]))) == -1) + 1
+            row["trained"] = [_decode(tok, ids[a:b]) for a, b in zip(starts, ends)]
+        out.append(row)
+    return out
+
+
+def _decode(tok, ids) -> str:
+    return tok.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
 
 
 def _not_written(output: Path, inputs: list[str], wanted: tuple[int, int]) -> str:

@@ -23,10 +23,9 @@ from padprep.output.figures import (
     mixture,
     print_records,
     readable_shards,
-    shard_sources,
     source_text,
 )
-from padprep.output.manifest import Manifest, read_manifest
+from padprep.output.manifest import Manifest
 from padprep.schema import IGNORE_INDEX, MANIFEST, PAIR_COLUMNS
 
 
@@ -132,37 +131,27 @@ def print_pair_stats(console: Console, stats: dict) -> None:
     console.print(table)
 
 
-def show_pairs(console: Console, output: Path, stats: dict, tok, n: int) -> None:
-    """The first ``n`` pairs: the prompt once, then each completion highlighted."""
+def show_pairs(console: Console, tok, picked: list, inputs: list[str]) -> None:
+    """The picked pairs (``selection.PickedRow``): the prompt once, then each completion highlighted."""
     color = highlights(console)
     legend = (
         "[dim]prompt[/dim]  [green]chosen[/green]  [red]rejected[/red]" if color else "legend: prompt, [[chosen]], {{rejected}}"
     )
     console.print(legend, markup=color)
-    inputs = [i["path"] for i in read_manifest(output).inputs]
-    shown = 0
-    for shard in stats["shards"]:
-        if shard["file"] in stats["unreadable"]:
-            continue
-        cols = read_pair_shard(output, shard)
-        sources = shard_sources(output, shard)
-        for r in range(len(cols["prompt_ids"])):
-            if shown >= n:
-                return
-            prompt, chosen, rejected = (cols[k][r] for k in PAIR_COLUMNS)
-            console.rule(
-                f"{shard['file']} pair {r}: prompt {len(prompt):,}, chosen {len(chosen):,}, rejected {len(rejected):,} tokens",
-                style="dim",
-            )
-            where = "; ".join(source_text(inputs, i, line) for i, line in sources[r]) if sources else "source not recorded"
-            console.print(f"from {where}", markup=False, style="dim")
-            text = Text(_decode(tok, prompt), style="dim" if color else "")
-            for label, ids, style, marks in (("chosen", chosen, "green", "[[]]"), ("rejected", rejected, "red", "{{}}")):
-                text.append(f"\n── {label} ──\n", style="bold" if color else "")
-                piece = _decode(tok, ids)
-                text.append(piece if color else f"{marks[:2]}{piece}{marks[2:]}", style=style if color else "")
-            console.print(text)
-            shown += 1
+    for p in picked:
+        prompt, chosen, rejected = (p.cols[k][p.row] for k in PAIR_COLUMNS)
+        console.rule(
+            f"{p.shard['file']} pair {p.row}: prompt {len(prompt):,}, chosen {len(chosen):,}, rejected {len(rejected):,} tokens",
+            style="dim",
+        )
+        where = "; ".join(source_text(inputs, i, line) for i, line in p.sources) or "source not recorded"
+        console.print(f"from {where}", markup=False, style="dim")
+        text = Text(_decode(tok, prompt), style="dim" if color else "")
+        for label, ids, style, marks in (("chosen", chosen, "green", "[[]]"), ("rejected", rejected, "red", "{{}}")):
+            text.append(f"\n── {label} ──\n", style="bold" if color else "")
+            piece = _decode(tok, ids)
+            text.append(piece if color else f"{marks[:2]}{piece}{marks[2:]}", style=style if color else "")
+        console.print(text)
 
 
 def verify_pairs(output: Path, stats: dict) -> list[str]:

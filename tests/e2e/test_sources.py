@@ -146,3 +146,40 @@ def test_every_pair_maps_back_to_its_record(tmp_path):
     assert sorted(seen) == list(range(1, 41))
     shown = padprep_cli("inspect", str(out), "--show", "2")
     assert f"from {src}:" in shown.stdout, shown.stdout
+
+
+def test_show_takes_selectors_and_json_honours_them(tmp_path):
+    out = tmp_path / "out"
+    chat = SAMPLE / "chat.jsonl"
+    assert padprep_cli("build", str(chat), "--tokenizer", str(TOK), "-o", str(out), "--seed", "2").returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    shards = manifest["shards"]
+
+    def rows(*args: str) -> list[dict]:
+        res = padprep_cli("inspect", str(out), "--json", *args)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)["rows"]
+
+    big = shards[-1]["seq_len"]
+    assert {r["bucket"] for r in rows("--show", "50", "--bucket", str(big))} == {big}
+    every = rows("--show", "100")
+    assert len(every) == 48 and [(r["shard"], r["row"]) for r in every] == [
+        (s["file"], i) for s in shards for i in range(s["rows"])
+    ]
+    assert rows("--show", "3") == every[:3]
+    assert rows("--row", "7") == [every[7]]
+    assert rows("--row", f"{every[7]['shard']}:{every[7]['row']}") == [every[7]]
+    drawn = rows("--show", "4", "--sample", "11")
+    assert drawn == rows("--show", "4", "--sample", "11") and drawn != every[:4] and len(drawn) == 4  # seeded, not the first
+    assert all(r in every for r in drawn) and drawn == sorted(drawn, key=every.index)  # shown in the output's order
+    matched = rows("--show", "100", "--grep", r"\bgit\b")
+    assert matched and all(re.search(r"\bgit\b", r["text"]) for r in matched)
+    assert len(matched) == sum(bool(re.search(r"\bgit\b", r["text"])) for r in every)
+    assert all(r["trained"] and all(t in r["text"] for t in r["trained"]) for r in every)
+    # the terminal view picks the same rows
+    shown = padprep_cli("inspect", str(out), "--show", "4", "--sample", "11")
+    assert [f"{r['shard']} row {r['row']}" for r in drawn] == re.findall(r"(bucket-\S+ row \d+)", shown.stdout)
+    res = padprep_cli("inspect", str(out), "--grep", "no such text anywhere")
+    assert res.returncode == 1 and "matches the selectors" in res.stderr
+    res = padprep_cli("inspect", str(out), "--row", "999")
+    assert res.returncode == 2 and "the output has 48 rows" in res.stderr
