@@ -476,7 +476,7 @@ def inspect(
 def export(
     output: Path = typer.Argument(..., help="A directory written by padprep build (or a recipe's output: train/ and eval/)."),
     dest: Path = typer.Argument(..., help="Where to write the export (atomically; an earlier export there needs --overwrite)."),
-    to: str = typer.Option(..., "--to", help="The format: axolotl, llamafactory, mds, swift, olmo-core (docs/exports.md)."),
+    to: str = typer.Option(..., "--to", help="The format: axolotl, llamafactory, mds, swift, olmo-core, megatron-packed (docs/exports.md)."),
     overwrite: bool = typer.Option(False, help="Replace an earlier export of padprep at DEST."),
 ) -> None:
     """Write OUTPUT's rows in the pre-tokenized format a trainer reads, from the shards alone (no re-tokenizing)."""

@@ -85,13 +85,14 @@ def check_rows(got: list[tuple[list[int], list[int]]], want: list[tuple[list[int
         assert trained(labels) == trained(want_labels) and trained(want_labels)
 
 
-@pytest.mark.parametrize("fmt", ["axolotl", "llamafactory", "mds", "swift", "olmo-core"])
+@pytest.mark.parametrize("fmt", ["axolotl", "llamafactory", "mds", "swift", "olmo-core", "megatron-packed"])
 def test_export_is_deterministic_and_lists_its_files(builds, tmp_path, fmt):
+    build = "packed" if fmt == "megatron-packed" else "rows"
     for name in ("a", "b"):
-        export(builds["rows"], fmt, tmp_path / name)
+        export(builds[build], fmt, tmp_path / name)
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
     manifest = json.loads((tmp_path / "a" / "padprep-export.json").read_text())
-    build_key = json.loads((builds["rows"] / "manifest.json").read_text())["build_key"]
+    build_key = json.loads((builds[build] / "manifest.json").read_text())["build_key"]
     assert manifest["source"]["sides"][0]["build_key"] == build_key
     from padprep.layout.shards import file_sha256
 
@@ -479,3 +480,104 @@ def test_olmo_core_recipe_sides_are_folders(builds, tmp_path, olmo_core, monkeyp
         want = conversations(builds["mix"] / side)
         got = _olmo_instances(olmo_core, tmp_path / "olmo" / side, tmp_path / f"work-{side}", monkeypatch)
         assert [ids[: len(w)].tolist() for (ids, _, _), (w, _) in zip(got, want)] == [w for w, _ in want]
+
+
+# --- Megatron-Bridge / NeMo packed SFT ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def megatron_packed():
+    """Megatron-Bridge's ``create_sft_dataset`` -> ``GPTSFTPackedDataset`` (0.3.1, the newest on PyPI), whose ``collate_fn`` the Parquet dataset
+    of its main branch (``GPTSFTPackedParquetDataset``, not released yet) inherits. Its ``sft`` module is reached
+    without running ``megatron.bridge``'s ``__init__`` (which imports the model zoo and transformer-engine)."""
+    spec = importlib.util.find_spec("megatron.bridge") if importlib.util.find_spec("megatron") else None
+    if spec is None:
+        pytest.skip("megatron-bridge is not installed (tests/exports-requirements.txt)")
+    root = Path(list(spec.submodule_search_locations)[0])
+    for name in ("megatron.bridge", "megatron.bridge.data", "megatron.bridge.data.datasets", "megatron.bridge.training"):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root.joinpath(*name.split(".")[2:]))]
+            sys.modules[name] = package
+    if "megatron.bridge.training.tokenizers" not in sys.modules:
+        package = types.ModuleType("megatron.bridge.training.tokenizers")
+        package.__path__ = [str(root / "training" / "tokenizers")]
+        sys.modules["megatron.bridge.training.tokenizers"] = package
+    from megatron.bridge.data.datasets.sft import create_sft_dataset
+
+    return create_sft_dataset
+
+
+def test_megatron_packed_parquet_keeps_the_packing_and_trains_padprep_positions(builds, tmp_path, megatron_packed):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    eos = Tokenizer.from_file(str(TOK / "tokenizer.json")).token_to_id("<|im_end|>")
+    export(builds["packed"], "megatron-packed", tmp_path / "mg")
+    table = pq.read_table(tmp_path / "mg" / "train.idx.parquet")
+    # the published schema of GPTSFTPackedParquetDataset
+    assert table.schema.field("input_ids").type == pa.list_(pa.int32())
+    assert table.schema.field("loss_mask").type == pa.list_(pa.int8())
+    assert table.schema.field("seq_start_id").type == pa.list_(pa.int32())
+    metadata = json.loads((tmp_path / "mg" / "pack_metadata.json").read_text())
+    manifest = json.loads((builds["packed"] / "manifest.json").read_text())
+    rows, packs = table.to_pylist(), []
+    for shard in manifest["shards"]:
+        cols = read_shard(builds["packed"] / shard["file"])
+        offsets = cols["seq_lens_offsets"]
+        for r in range(len(cols["input_ids"])):
+            real = cols["attention_mask"][r].astype(bool)
+            packs.append(
+                (
+                    cols["input_ids"][r][real].tolist(),
+                    cols["labels"][r][real].tolist(),
+                    cols["seq_lens"][offsets[r] : offsets[r + 1]].tolist(),
+                )
+            )
+    assert len(rows) == len(packs)
+    for row, (ids, labels, seq_lens) in zip(rows, packs):
+        assert row["input_ids"] == ids and row["seq_start_id"] == np.concatenate(([0], np.cumsum(seq_lens)[:-1])).tolist()
+        assert len(row["loss_mask"]) == len(ids) and row["seq_start_id"][0] == 0  # validate_row's invariants
+    assert metadata[0]["max_samples_per_bin"] == max(len(p[2]) for p in packs)
+    assert metadata[0]["dataset_max_seqlen"] == max(n for p in packs for n in p[2])
+    assert metadata[0]["min_packed_seqlen"] == min(len(p[0]) for p in packs) and metadata[0]["pack_size"] == 512
+
+    # Megatron's own packed dataset and collator on the same rows (its .npy form; the Parquet class reads the same dicts)
+    npy = tmp_path / "train.npy"
+    np.save(npy, np.array(rows, dtype=object), allow_pickle=True)
+    tokenizer = types.SimpleNamespace(eos_id=eos, pad_id=eos, bos_id=None)
+    ds = megatron_packed(  # its factory: a .npy path makes a GPTSFTPackedDataset, answer_only_loss as by default
+        npy,
+        tokenizer,
+        seq_length=512,
+        pad_to_max_length=True,
+        pad_cu_seqlens=True,
+        pack_metadata_file_path=tmp_path / "mg" / "pack_metadata.json",
+    )
+    assert type(ds).__name__ == "GPTSFTPackedDataset"
+    assert len(ds) == len(packs)
+    for i, (ids, labels, seq_lens) in enumerate(packs):
+        batch = ds.collate_fn([ds[i]])
+        tokens, targets, mask = batch["tokens"][0].tolist(), batch["labels"][0].tolist(), batch["loss_mask"][0].tolist()
+        want_tokens, want_targets, want_mask, start = [], [], [], 0
+        for n in seq_lens:  # padprep's labels shifted within each conversation, as any causal trainer shifts them
+            seq_ids, seq_labels = ids[start : start + n], labels[start : start + n]
+            want_tokens += seq_ids[:-1]
+            want_targets += seq_ids[1:]
+            want_mask += [int(t != IGNORE_INDEX) for t in seq_labels[1:]]
+            assert all(t == s for t, s in zip(seq_labels[1:], seq_ids[1:]) if t != IGNORE_INDEX)
+            start += n
+        k = len(want_tokens)
+        assert tokens[:k] == want_tokens and targets[:k] == want_targets
+        assert mask[:k] == want_mask and not any(mask[k:])
+        assert sum(want_mask) == sum(t != IGNORE_INDEX for t in labels)  # every trained token of padprep's, none lost
+        cu = batch["cu_seqlens"][0].tolist()
+        assert cu[: len(seq_lens) + 1] == np.concatenate(([0], np.cumsum(np.array(seq_lens) - 1))).tolist()
+
+
+def test_megatron_packed_refuses_an_unpacked_build(builds, tmp_path):
+    done = padprep_cli("export", str(builds["rows"]), str(tmp_path / "mg"), "--to", "megatron-packed")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--pack" in done.stderr
+    assert not (tmp_path / "mg").exists()

@@ -29,6 +29,7 @@ FORMATS = {
     "mds": "mds",
     "swift": "swift",
     "olmo-core": "olmo_core",
+    "megatron-packed": "megatron",
 }
 
 
