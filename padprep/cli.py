@@ -260,6 +260,13 @@ def build(
         DEFAULT_MAX_REJECT_RATE, metavar="F", help="Fail above this share rejected.", rich_help_panel=_OUTPUT
     ),
     allow_empty: bool = typer.Option(False, help="Succeed when no row is written.", rich_help_panel=_OUTPUT),
+    export_to: Optional[List[str]] = typer.Option(
+        None,
+        "--export",
+        metavar="FORMAT:DEST",
+        help="Then export the build for a trainer, as padprep export does (repeatable; docs/exports.md).",
+        rich_help_panel=_OUTPUT,
+    ),
     help_all: bool = typer.Option(
         False,
         "--help-all",
@@ -329,8 +336,10 @@ def build(
             task=task,
             padded_pairs=padded_pairs,
         )
+        exports = _export_targets(export_to, err)
         if recipe is not None:
             _build_recipe(ctx, recipe, inputs, options, pad, err)
+            _export_after(exports, output, overwrite, err)
             return
         if not inputs:
             _fail(err, "no INPUTS: give files, globs, directories or URLs to build, or --recipe RECIPE.yaml", EXIT_USAGE)
@@ -343,6 +352,29 @@ def build(
         started = time.monotonic()
         result = _run(err, lambda progress: run_build(cfg, progress, pad))
         _print_result(result, output, time.monotonic() - started)
+        _export_after(exports, output, overwrite, err)
+
+
+def _export_targets(given: Optional[List[str]], err: Console) -> list[tuple[str, Path]]:
+    """``--export FORMAT:DEST`` values, checked before the build starts."""
+    from padprep.output.export import FORMATS
+
+    targets = []
+    for value in given or ():
+        fmt, sep, dest = value.partition(":")
+        if not sep or not dest or fmt not in FORMATS:
+            _fail(err, f"--export {value!r}: expected FORMAT:DEST, FORMAT one of {', '.join(FORMATS)}", EXIT_USAGE)
+        targets.append((fmt, Path(dest)))
+    return targets
+
+
+def _export_after(targets: list[tuple[str, Path]], output: Path, overwrite: bool, err: Console) -> None:
+    from padprep.output.export import export as run_export
+
+    for fmt, dest in targets:
+        started = time.monotonic()
+        result = _run(err, lambda progress: run_export(output, fmt, dest, overwrite))
+        _print_export(result, dest, fmt, time.monotonic() - started)
 
 
 def _run(err: Console, work):
@@ -476,7 +508,9 @@ def inspect(
 def export(
     output: Path = typer.Argument(..., help="A directory written by padprep build (or a recipe's output: train/ and eval/)."),
     dest: Path = typer.Argument(..., help="Where to write the export (atomically; an earlier export there needs --overwrite)."),
-    to: str = typer.Option(..., "--to", help="The format: axolotl, llamafactory, mds, swift, olmo-core, megatron-packed (docs/exports.md)."),
+    to: str = typer.Option(
+        ..., "--to", help="The format: axolotl, llamafactory, mds, swift, olmo-core, megatron-packed (docs/exports.md)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an earlier export of padprep at DEST."),
 ) -> None:
     """Write OUTPUT's rows in the pre-tokenized format a trainer reads, from the shards alone (no re-tokenizing)."""
@@ -485,9 +519,18 @@ def export(
     err = _console(stderr=True)
     started = time.monotonic()
     result = _run(err, lambda progress: run_export(output, to, dest, overwrite))
+    _print_export(result, dest, to, time.monotonic() - started)
+
+
+def _print_export(result, dest: Path, fmt: str, seconds: float) -> None:
+    if result.up_to_date:
+        _console().print(
+            f"padprep: {dest} is up to date (this build's {fmt} export): nothing to do; --overwrite rewrites it", markup=False
+        )
+        return
     rows = ", ".join(f"{side} {n:,} rows" for side, n in result.manifest["written"].get("rows", {}).items())
     files = len(result.manifest["files"])
-    _console().print(f"export: {dest} ({to}: {rows}; {files} files) in {time.monotonic() - started:.1f}s", markup=False)
+    _console().print(f"export: {dest} ({fmt}: {rows}; {files} files) in {seconds:.1f}s", markup=False)
 
 
 def _write_report(out: Console, err: Console, output: Path, dest: Path, tokenizer: Optional[str]) -> None:

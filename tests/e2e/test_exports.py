@@ -21,7 +21,7 @@ import pytest
 from padprep.layout.shards import read_shard
 from padprep.output.export import export
 from padprep.schema import IGNORE_INDEX
-from tests.conftest import SAMPLE, padprep_cli, run_build, tree_bytes, write_jsonl
+from tests.conftest import ROOT, SAMPLE, padprep_cli, run_build, tree_bytes, write_jsonl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -111,7 +111,9 @@ def test_dest_rules_one_line_exit_2_and_nothing_deleted(builds, tmp_path):
     dest = tmp_path / "dest"
     assert padprep_cli("export", str(builds["rows"]), str(dest), "--to", "axolotl").returncode == 0
     again = padprep_cli("export", str(builds["rows"]), str(dest), "--to", "axolotl")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert again.returncode == 0 and "up to date" in again.stdout  # the same build's export, intact: nothing written
+    other = padprep_cli("export", str(builds["rows"]), str(dest), "--to", "llamafactory")
+    assert other.returncode == 2 and "--overwrite" in other.stderr and other.stderr.count("\n") == 1
     (dest / "extra.txt").write_text("mine")
     over = padprep_cli("export", str(builds["rows"]), str(dest), "--to", "llamafactory", "--overwrite")
     assert over.returncode == 2 and "extra.txt" in over.stderr and (dest / "extra.txt").is_file()
@@ -121,9 +123,25 @@ def test_dest_rules_one_line_exit_2_and_nothing_deleted(builds, tmp_path):
     assert json.loads((dest / "padprep-export.json").read_text())["export"] == "llamafactory"
     inside = padprep_cli("export", str(builds["rows"]), str(builds["rows"] / "x"), "--to", "axolotl")
     assert inside.returncode == 2 and inside.stderr.count("\n") == 1
+    url = padprep_cli("export", str(builds["rows"]), "s3://bucket/export", "--to", "axolotl")
+    assert url.returncode == 2 and "local folder" in url.stderr and not (ROOT / "s3:").exists()
     unknown = padprep_cli("export", str(builds["rows"]), str(tmp_path / "u"), "--to", "nope")
     assert unknown.returncode == 2 and "axolotl" in unknown.stderr
     assert not [p for p in tmp_path.iterdir() if "padprep-export" in p.name]  # no partial folder left
+
+
+def test_build_export_option_builds_then_exports(tmp_path):
+    out, dest = tmp_path / "out", tmp_path / "lf"
+    args = ("build", str(SAMPLE / "chat.jsonl"), "--tokenizer", str(TOK), "--output", str(out))
+    bad = padprep_cli(*args, "--export", "nope:" + str(dest))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and not out.exists()  # refused before building
+    done = padprep_cli(*args, "--export", f"llamafactory:{dest}", "--export", f"axolotl:{tmp_path / 'ax'}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((dest / "padprep-export.json").read_text())["export"] == "llamafactory"
+    assert json.loads((tmp_path / "ax" / "padprep-export.json").read_text())["export"] == "axolotl"
+    before = tree_bytes(dest)
+    again = padprep_cli(*args, "--export", f"llamafactory:{dest}")
+    assert again.returncode == 0 and again.stdout.count("up to date") == 2 and tree_bytes(dest) == before
 
 
 def test_a_damaged_shard_is_refused(builds, tmp_path):

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from padprep.errors import EXIT_USAGE
-from padprep.output.export.dest import Destination
+from padprep.errors import EXIT_USAGE, PadprepError
+from padprep.layout.shards import file_sha256
+from padprep.output.export.dest import EXPORT_MANIFEST, Destination, read_export_manifest
 from padprep.output.export.source import ExportError, open_build
 
 # format name -> its module under padprep/output/export/ (each has ``write(sides, dest, fingerprint) -> dict``)
@@ -37,6 +38,7 @@ FORMATS = {
 class ExportResult:
     dest: Path
     manifest: dict[str, Any]
+    up_to_date: bool = False  # DEST already held this export of the same builds, intact: nothing was written
 
 
 def export(build: Path, fmt: str, dest: Path, overwrite: bool = False) -> ExportResult:
@@ -53,6 +55,10 @@ def export(build: Path, fmt: str, dest: Path, overwrite: bool = False) -> Export
     sides = open_build(Path(build))
     keys = [f"{s.name}:{s.manifest.build_key}" for s in sides]
     fingerprint = hashlib.sha256("\n".join([fmt, *keys]).encode()).hexdigest()[:16]
+    if not overwrite:
+        current = _up_to_date(Path(dest), fmt, sides)
+        if current is not None:
+            return ExportResult(Path(dest), current, up_to_date=True)
     target = Destination(Path(dest), [s.path for s in sides] + [Path(build)], overwrite)
     try:
         written = writer.write(sides, target, fingerprint)
@@ -79,6 +85,26 @@ def export(build: Path, fmt: str, dest: Path, overwrite: bool = False) -> Export
         target.abandon()
         raise
     return ExportResult(Path(dest), manifest)
+
+
+def _up_to_date(dest: Path, fmt: str, sides) -> dict[str, Any] | None:
+    """DEST's export manifest when DEST is this format's export of these very builds (build keys), every file intact."""
+    if not (dest / EXPORT_MANIFEST).is_file():
+        return None
+    try:
+        manifest = read_export_manifest(dest)
+    except PadprepError:
+        return None
+    recorded = [(s.get("name"), s.get("build_key")) for s in manifest.get("source", {}).get("sides", [])]
+    if manifest.get("export") != fmt or recorded != [(s.name or "train", s.manifest.build_key) for s in sides]:
+        return None
+    if any(s.manifest.build_key is None for s in sides):
+        return None
+    for f in manifest["files"]:
+        path = dest / str(f.get("path"))
+        if not path.is_file() or path.stat().st_size != f.get("bytes") or file_sha256(path) != f.get("sha256"):
+            return None
+    return manifest
 
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "export"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,10 @@ class Destination:
     """
 
     def __init__(self, dest: Path, sources: list[Path], overwrite: bool = False):
+        if re.match(r"[A-Za-z][\w+.-]+:/", str(dest)):  # s3://, gs://, https:// (a Path keeps one slash)
+            raise OutputInTheWay(
+                f"{dest}: an export is written to a local folder (atomically, by a rename); write it locally, then copy it"
+            )
         self.dest = Path(dest)
         check_apart(self.dest, sources)
         if os.path.lexists(self.dest) and _owned(self.dest) and not overwrite:
