@@ -133,13 +133,29 @@ class _Page:
         s = self.stats
         out = ["<section class=figures>"]
         hist = s.get("length_histogram") or []
+        unit = "sequence" if "sequences" in s["totals"] else "row"
         if hist:
             out.append(
                 _bars(
-                    "lengths (real tokens per " + ("sequence" if "sequences" in s["totals"] else "row") + ")",
+                    f"lengths (real tokens per {unit})",
                     [(f"{h['from']:,}–{h['to']:,}", h["rows"], f"{h['rows']:,}") for h in hist],
                 )
             )
+        by_bucket, by_input = self._lengths()
+        if len(by_bucket) > 1:
+            out.append(
+                _histograms(f"lengths per bucket (tokens per {unit})", {f"bucket {b:,}": v for b, v in sorted(by_bucket.items())})
+            )
+        if "mixture" in s:
+            index = {path: i for i, path in enumerate(self.inputs)}
+            per_source = {
+                str(src.get("source")): np.concatenate(
+                    [by_input.get(index.get(f, -1), np.zeros(0, np.int64)) for f in src.get("files") or []]
+                    or [np.zeros(0, np.int64)]
+                )
+                for src in s["mixture"]["sources"]
+            }
+            out.append(_histograms(f"lengths per recipe source (tokens per {unit})", per_source))
         buckets = s.get("buckets") or []
         if buckets and "pad_fraction" in buckets[0]:
             out.append(
@@ -182,6 +198,23 @@ class _Page:
         out.append(self._reasons())
         out.append("</section>")
         return "\n".join(out)
+
+    def _lengths(self) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """Every row's (every packed sequence's) length, by bucket and by input (from the sidecars)."""
+        by_bucket: dict[int, list[np.ndarray]] = {}
+        by_input: dict[int, list[np.ndarray]] = {}
+        for shard in self.stats["shards"]:
+            if shard["file"] in self.stats["unreadable"] or self.stats.get("task") == "preference":
+                continue
+            cols = read_listed_shard(self.output, shard)
+            lengths = cols[SEQ_LENS].astype(np.int64) if SEQ_LENS in cols else cols["attention_mask"].sum(axis=1).astype(np.int64)
+            by_bucket.setdefault(shard["seq_len"], []).append(lengths)
+            sources = shard_sources(self.output, shard)
+            if sources is not None:
+                inputs = np.array([i for row in sources for i, _ in row], np.int64)
+                for i in np.unique(inputs):
+                    by_input.setdefault(int(i), []).append(lengths[inputs == i])
+        return {k: np.concatenate(v) for k, v in by_bucket.items()}, {k: np.concatenate(v) for k, v in by_input.items()}
 
     def _reasons(self) -> str:
         reasons = (self.stats["records"] or {}).get("reasons") or {}
@@ -431,6 +464,32 @@ def _bars(title: str, items: list[tuple[str, float, str]], scale: float | None =
     return (
         f"<figure><svg xmlns='http://www.w3.org/2000/svg' width={left + width + 160} height={height} role=img>"
         f"<text x=0 y=13 class=title>{html.escape(title)}</text>{''.join(bars)}</svg></figure>"
+    )
+
+
+def _histograms(title: str, groups: dict[str, np.ndarray], bins: int = 10) -> str:
+    """Small histograms side by side as inline SVG, one per group, each over its own range."""
+    cells = []
+    w, h, per_line = 150, 60, 5
+    for k, (name, lengths) in enumerate(groups.items()):
+        x0, y0 = 10 + (k % per_line) * (w + 20), (k // per_line) * (h + 30)
+        if len(lengths):
+            counts, edges = np.histogram(lengths, bins=bins)
+            top = counts.max() or 1
+            bars = "".join(
+                f"<rect class=bar x={x0 + i * w / bins:.1f} y={y0 + 20 + h - h * c / top:.1f} width={w / bins - 1:.1f} "
+                f"height={h * c / top:.1f}><title>{int(edges[i]):,}–{int(edges[i + 1]):,}: {c:,}</title></rect>"
+                for i, c in enumerate(counts)
+            )
+            label = f"{name}: {len(lengths):,}, {int(lengths.min()):,}–{int(lengths.max()):,}"
+        else:
+            bars, label = "", f"{name}: none"
+        cells.append(f"{bars}<text x={x0} y={y0 + h + 34}>{html.escape(label[:30])}</text>")
+    width = 20 + min(len(groups), per_line) * (w + 20)
+    height = -(-len(groups) // per_line) * (h + 30) + 12
+    return (
+        f"<figure><svg xmlns='http://www.w3.org/2000/svg' width={width} height={height} role=img>"
+        f"<text x=0 y=13 class=title>{html.escape(title)}</text>{''.join(cells)}</svg></figure>"
     )
 
 

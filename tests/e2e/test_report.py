@@ -161,3 +161,18 @@ def _distinct_pixels(png: bytes) -> int:
         pos += 12 + length
     raw = zlib.decompress(data)
     return len(set(raw[::7]))
+
+
+def test_the_report_has_lengths_per_bucket_and_per_recipe_source(tmp_path):
+    lines = CHAT.read_text().splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(lines[:30]))
+    (tmp_path / "b.jsonl").write_text("".join(lines[30:]))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"tokenizer: {TOK}\nsources:\n  - path: {tmp_path / 'a.jsonl'}\n  - path: {tmp_path / 'b.jsonl'}\n")
+    assert padprep_cli("build", "--recipe", str(recipe), "-o", str(tmp_path / "out")).returncode == 0
+    from padprep.output.report import write_report
+
+    write_report(tmp_path / "out" / "train", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "lengths per bucket" in page and "lengths per recipe source" in page
+    assert "sources[0]: 30," in page and "sources[1]: 18," in page  # each source's rows, counted from the sidecars
