@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -246,6 +247,17 @@ def build(
         rich_help_panel=_PERFORMANCE,
         hidden=True,
     ),
+    cache_dir: Optional[Path] = typer.Option(
+        None,
+        envvar="PADPREP_CACHE_DIR",
+        metavar="DIR",
+        help="The tokenized store (default: ~/.cache/padprep/store).",
+        rich_help_panel=_PERFORMANCE,
+        hidden=True,
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither use nor fill the tokenized store.", rich_help_panel=_PERFORMANCE, hidden=True
+    ),
     output: Path = typer.Option(
         ..., "--output", "-o", metavar="DIR", help="Output directory (written atomically).", rich_help_panel=_OUTPUT
     ),
@@ -335,6 +347,8 @@ def build(
             split=split,
             task=task,
             padded_pairs=padded_pairs,
+            cache_dir=cache_dir,
+            no_cache=no_cache,
         )
         exports = _export_targets(export_to, err)
         if recipe is not None:
@@ -531,6 +545,39 @@ def _print_export(result, dest: Path, fmt: str, seconds: float) -> None:
     rows = ", ".join(f"{side} {n:,} rows" for side, n in result.manifest["written"].get("rows", {}).items())
     files = len(result.manifest["files"])
     _console().print(f"export: {dest} ({fmt}: {rows}; {files} files) in {seconds:.1f}s", markup=False)
+
+
+class _CacheAction(str, Enum):
+    list = "list"
+    prune = "prune"
+
+
+@app.command()
+def cache(
+    action: _CacheAction = typer.Argument(_CacheAction.list, help="list (the default) or prune."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, envvar="PADPREP_CACHE_DIR", metavar="DIR", help="The store (default: ~/.cache/padprep/store)."
+    ),
+    max_size: Optional[str] = typer.Option(None, metavar="SIZE", help="prune: down to SIZE, e.g. 5G (default: the bound)."),
+    all_entries: bool = typer.Option(False, "--all", help="prune: every entry."),
+) -> None:
+    """List or prune the tokenized store: pass 1's rows, kept for builds that change only the layout."""
+    from padprep.errors import PadprepError
+    from padprep.store.store import default_root, listing, parse_size, prune
+
+    err = _console(stderr=True)
+    root = cache_dir.expanduser() if cache_dir is not None else default_root()
+    try:
+        limit = parse_size(max_size) if max_size is not None else None
+        lines = listing(root) if action is _CacheAction.list else prune(root, limit, all_entries)
+    except ValueError as exc:
+        _fail(err, f"--max-size: {exc}", EXIT_USAGE)
+    except PadprepError as exc:
+        _fail(err, str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(err, _os_error(exc), EXIT_FAILED)
+    for line in lines:
+        typer.echo(line)
 
 
 def _write_report(out: Console, err: Console, output: Path, dest: Path, tokenizer: Optional[str]) -> None:

@@ -96,6 +96,8 @@ _NOT_IN_MANIFEST = frozenset(
         "max_reject_rate",
         "allow_empty",
         "ray_address",
+        "cache_dir",
+        "no_cache",
     }
 )
 # Options held as (key, value) pairs, recorded in the manifest as objects.
@@ -155,6 +157,9 @@ class BuildConfig:
     # One side of a recipe build (``--recipe``): the recipe file's sha256 and "train" or "eval" (both in the key).
     recipe_sha256: str | None = None
     recipe_side: str | None = None
+    # The tokenized store (``padprep/store``): where it is (None: PADPREP_CACHE_DIR, else the user's cache), or none.
+    cache_dir: Path | None = None
+    no_cache: bool = False
 
     def __post_init__(self) -> None:
         self._coerce_enums()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from padprep.layout.shards import read_shard
 from padprep.run.pipeline import build
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Builds keep pass 1's rows in the tokenized store (padprep/store): the suite's go to a folder of their own
+# (subprocesses inherit it), never the user's cache.
+if "PADPREP_CACHE_DIR" not in os.environ:
+    os.environ["PADPREP_CACHE_DIR"] = tempfile.mkdtemp(prefix="padprep-test-store-")
 SAMPLE = ROOT / "sample_data"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -198,6 +198,7 @@ class Checkpoint:
         self.bounds: list[int] | None = None
         self.hazards: list[dict] = []  # preflight's, for the manifest of a build resumed after pass 1
         self.found: dict[str, list] = {}  # each file's [format, origin], likewise
+        self.from_store = False  # pass 1 came from the tokenized store (``adopt``)
         self._log = log
         state = None if fresh else self._load()
         why = "--fresh" if fresh else self._refusal(state)
@@ -284,20 +285,34 @@ class Checkpoint:
         fsync_path(path)
         rejects.flush()
         os.fsync(rejects.fileno())
-        lengths_file = None
-        if lengths is not None:  # --pack: per spill batch, its rows' lengths
-            import numpy as np
-
-            lengths_file = f"{self.state_path.name}.lengths-{len(self.segments):05d}.npz"
-            target = self.state_path.parent / lengths_file
-            flat = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
-            with open(target, "wb") as fh:
-                np.savez(fh, lengths=flat, batches=np.array([len(x) for x in lengths], np.int64))
-            fsync_path(target)
+        lengths_file = self._save_lengths(lengths) if lengths is not None else None
         done = PassOne.from_json(json.loads(json.dumps(done.to_json())))  # a copy: pass 1 keeps counting
         self.segments.append(Segment(path.name, path.stat().st_size, batches, rejects.tell(), position, done, lengths_file))
         self._save()
         kill_point("pass1")
+
+    def _save_lengths(self, lengths: list) -> str:
+        """--pack: a segment's rows' lengths, per spill batch, beside the state; the file's name."""
+        import numpy as np
+
+        lengths_file = f"{self.state_path.name}.lengths-{len(self.segments):05d}.npz"
+        target = self.state_path.parent / lengths_file
+        flat = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+        with open(target, "wb") as fh:
+            np.savez(fh, lengths=flat, batches=np.array([len(x) for x in lengths], np.int64))
+        fsync_path(target)
+        return lengths_file
+
+    def adopt(self, segments: list[tuple[Path, int]], done: PassOne, lengths: list[list] | None) -> None:
+        """Pass 1 taken from the tokenized store (``padprep/store``): its segments, placed in the partial
+        output, recorded as done (``lengths``: --pack's, per segment). A build resumed from such a state
+        goes on in pass 2, or starts over: the store's segments carry no counts of their own."""
+        rejects_bytes = (self.path / "rejects.jsonl").stat().st_size
+        for i, (path, batches) in enumerate(segments):
+            lengths_file = self._save_lengths(lengths[i]) if lengths is not None else None
+            position = Position(done.counts.read)
+            self.segments.append(Segment(path.name, path.stat().st_size, batches, rejects_bytes, position, done, lengths_file))
+        self.from_store = True
 
     def start_pass_two(self, bounds: list[int], hazards: list[dict], found: dict[str, list]) -> None:
         """Pass 1 is done: what pass 2 and the manifest need of it is recorded."""
@@ -371,6 +386,11 @@ class Checkpoint:
                 self.phase = "pass1"
                 break
             self.segments.append(seg)
+        if self.phase == "pass1" and state.get("from_store"):  # no counts to go on from: pass 1 again, whole
+            self._log("starting over: the tokenized rows taken from the store are not whole in the partial build")
+            self._clear()
+            return
+        self.from_store = bool(state.get("from_store"))
         if self.phase == "pass1":  # what pass 1 wrote after its last checkpoint is not part of the build
             kept = {s.file for s in self.segments}
             for p in self.path.glob("spill-*.arrow"):
@@ -399,6 +419,7 @@ class Checkpoint:
             "bounds": self.bounds,
             "hazards": self.hazards,
             "found": self.found,
+            "from_store": self.from_store,
             "segments": [
                 {**dataclasses.asdict(s), "done": s.done.to_json(), "position": dataclasses.asdict(s.position)}
                 for s in self.segments
@@ -418,6 +439,7 @@ class Checkpoint:
         shutil.rmtree(self.path, ignore_errors=True)
         self.discard_state()
         self.segments, self.phase, self.bounds, self.hazards, self.found = [], "pass1", None, [], {}
+        self.from_store = False
 
 
 def _remove_state(output: Path) -> None:

@@ -80,6 +80,7 @@ from padprep.run.preflight import (
 )
 from padprep.run.progress import Progress
 from padprep.schema import IGNORE_INDEX, REJECTS
+from padprep.store import Entry, Store, open_store, token_parts
 
 
 @dataclass
@@ -219,7 +220,9 @@ def _build(
     formats = cfg.format_options()
     file_formats = selection.formats if selection is not None else {}
     template, template_origin = _template(cfg, bundle, files, formats, file_formats)
-    task = _task(cfg, files, formats, file_formats, progress)
+    store, store_parts = _store(cfg, files, parts, selection, progress)
+    entry = store.lookup(store_parts) if store is not None and store_parts is not None else None
+    task = Task(entry.meta["task"]) if entry is not None else _task(cfg, files, formats, file_formats, progress)
     if cfg.padded_pairs and task is not Task.preference:
         raise BuildFailed("--padded-pairs applies to preference pairs; these records are SFT rows: drop it", EXIT_USAGE)
     if cfg.pack and task is Task.preference:  # found by --task auto (config refuses --task preference --pack)
@@ -245,8 +248,10 @@ def _build(
     )
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
-    processor = Processor(bundle, options)  # compiled and probed once: forked workers inherit it
     checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log, parts)
+    placed = _from_store(entry, checkpoint, progress) if entry is not None else None
+    # compiled and probed once (forked workers inherit it); not at all when pass 1 comes from the store
+    processor = Processor(bundle, options) if placed is None else None
     resumed_tokens = sum(checkpoint.done.counts.per_file_tokens.values()) if checkpoint.resumed else 0
     if checkpoint.resumed:
         progress.log(describe_resume(checkpoint, total_bytes))
@@ -259,6 +264,8 @@ def _build(
             state = _BuildState(
                 cfg, bundle, processor, files, digests, key, formats, template, template_origin, task, total_bytes, selection
             )
+            stored = (entry, placed) if entry is not None and placed is not None else None
+            state = dataclasses.replace(state, stored=stored, store=store, store_parts=store_parts)
             manifest, hazards = _passes(state, progress, pad, checkpoint)
         checkpoint.commit()
         failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
@@ -284,7 +291,7 @@ class _BuildState:
 
     cfg: BuildConfig
     bundle: TokenizerBundle
-    processor: Processor  # compiled and probed once (preflight may hand on one with a shortcut turned off)
+    processor: Processor | None  # compiled and probed once (preflight may hand on one with a shortcut turned off)
     files: list[str]
     digests: list[str | None]
     key: str | None
@@ -294,6 +301,16 @@ class _BuildState:
     task: Task
     total_bytes: int | None  # the inputs' size, where known
     selection: Selection | None  # one side of a recipe: which records to read, how many times
+    stored: tuple[Entry, list[Path]] | None = None  # pass 1 from the store: its entry, its segments placed
+    store: Store | None = None  # where pass 1's rows are kept (None: --no-cache)
+    store_parts: dict | None = None  # their key's parts (None: not kept, see ``_store``)
+
+    @property
+    def stop_signal(self) -> str:
+        """The stop signal rule, in words: the processor's, or as the store kept it."""
+        if self.processor is None:
+            return self.stored[0].meta["stop_signal"]
+        return self.processor.stop_signal
 
 
 def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint: Checkpoint) -> tuple[Manifest, list[Hazard]]:
@@ -302,7 +319,14 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
     formats, task, total_bytes, selection = state.formats, state.task, state.total_bytes, state.selection
     work = checkpoint.path
     pairs = task is Task.preference
-    if checkpoint.phase == "pass1":
+    if checkpoint.phase == "pass1" and state.stored is not None:
+        done, lengths, hazards, found = _pass_one_stored(state, checkpoint, progress)
+        counts, stats, histogram = done.counts, done.stats, done.histogram
+        check_limits(cfg, counts, final=True)
+        check_not_empty(cfg, counts, files)
+        bounds = [cfg.max_length] if cfg.pack and not pairs else _bounds(cfg, histogram)
+        checkpoint.start_pass_two(bounds, [h.as_json() for h in hazards], {f: [v.format, v.origin] for f, v in found.items()})
+    elif checkpoint.phase == "pass1":
         found: dict[str, FileFormat] = {}
         engine = _engine(cfg, bundle, processor, files, digests, formats, found, total_bytes, progress, checkpoint.position)
         with engine:  # local workers start before this process tokenizes anything
@@ -322,6 +346,7 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
         check_not_empty(cfg, counts, files)
         bounds = [cfg.max_length] if cfg.pack and not pairs else _bounds(cfg, histogram)
         checkpoint.start_pass_two(bounds, [h.as_json() for h in hazards], {f: [v.format, v.origin] for f, v in found.items()})
+        _keep_pass_one(state, checkpoint, done, hazards, found)
     else:  # resumed after pass 1
         done, lengths, bounds = checkpoint.done, checkpoint.lengths(), checkpoint.bounds
         counts, stats, histogram = done.counts, done.stats, done.histogram
@@ -348,6 +373,77 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
     write_manifest(work, manifest)
     checkpoint.finished()
     return manifest, hazards
+
+
+def _store(
+    cfg: BuildConfig, files: list[str], parts: dict | None, selection: Selection | None, progress: Progress
+) -> tuple[Store | None, dict | None]:
+    """The tokenized store (``padprep/store``) and the key parts of this build's pass 1 in it; (None, None)
+    with --no-cache, standard input (no key) or a recipe's side (its draw decides the records read)."""
+    if parts is None or selection is not None:
+        return None, None
+    store = open_store(cfg.cache_dir, cfg.no_cache, progress.log)
+    if store is None:
+        return None, None
+    policy = {
+        "max_rejects": cfg.max_rejects,
+        "max_reject_rate": cfg.max_reject_rate,
+        "allow_empty": cfg.allow_empty,
+        "chunk_size": cfg.chunk_size,
+    }
+    return store, token_parts(parts, files, _effective_max_length(cfg), _limit_name(cfg), policy)
+
+
+def _from_store(entry: Entry, checkpoint: Checkpoint, progress: Progress) -> list[Path] | None:
+    """The entry's spill segments placed in the partial output and checked (None: a resumed build goes on
+    from its own checkpoint, or the entry was damaged and pass 1 runs)."""
+    if checkpoint.resumed:
+        return None
+    return entry.place(checkpoint.path, progress.log)
+
+
+def _pass_one_stored(state: _BuildState, checkpoint: Checkpoint, progress: Progress):
+    """Pass 1 as the store kept it: its counts, hazards and formats; the placed segments checkpointed as done."""
+    entry, placed = state.stored
+    meta = entry.meta
+    done = PassOne.from_json(meta["pass_one"])
+    per_segment = None
+    if state.cfg.pack:  # placement needs every row's length, per spill batch: the offsets of the spill's lists
+        per_segment = []
+        for path in placed:
+            with pa.OSFile(str(path), "rb") as source:
+                reader = pa.ipc.open_file(source)
+                batches = (reader.get_batch(i).column(0) for i in range(reader.num_record_batches))
+                per_segment.append([np.diff(col.offsets.to_numpy()).astype(np.int32) for col in batches])
+    checkpoint.adopt([(p, n) for p, (_, n) in zip(placed, entry.segments)], done, per_segment)
+    lengths = [x for seg in per_segment for x in seg] if per_segment is not None else []
+    hazards = [Hazard(**h) for h in meta["hazards"]]
+    found = {f: FileFormat(*v) for f, v in meta["found"].items()}
+    limit = entry.record["parts"]["length_limit"]["max_length"]
+    progress.log(
+        f"store: reading, rendering and tokenizing skipped: pass 1's {done.counts.written:,} rows and "
+        f"{done.counts.rejected + done.counts.dropped:,} rejects of {done.counts.read:,} records come from the tokenized "
+        f"store (entry {entry.key[:12]}: same inputs, tokenizer, template and options but the layout's; "
+        f"its length limit {limit} and --truncation are in its key)"
+    )
+    return done, lengths, hazards, found
+
+
+def _keep_pass_one(state: _BuildState, checkpoint: Checkpoint, done: PassOne, hazards: list[Hazard], found) -> None:
+    """Pass 1's spill, rejects and counts kept in the store, for a later build that changes only the layout."""
+    if state.store is None or state.store_parts is None:
+        return
+    meta = {
+        "pass_one": done.to_json(),
+        "hazards": [h.as_json() for h in hazards],
+        "found": {f: [v.format, v.origin] for f, v in found.items()},
+        "task": state.task.value,
+        "stop_signal": state.stop_signal,
+    }
+    segments = [(checkpoint.path / s.file, s.batches) for s in checkpoint.segments]
+    if state.store.put(state.store_parts, segments, checkpoint.path / REJECTS, meta):
+        progress_log = state.store.log
+        progress_log(f"store: pass 1's rows kept in {state.store.root} for builds that change only the layout")
 
 
 def _engine(
@@ -708,7 +804,7 @@ def _manifest(
         chat_template={
             "origin": template_origin if template is not None else "none (raw-text inputs only)",
             "sha256": hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
-            "stop_signal": state.processor.stop_signal,
+            "stop_signal": state.stop_signal,
         },
         inputs=[
             {

@@ -41,11 +41,18 @@ def data(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_store(monkeypatch):
+    """The builds these tests start themselves run pass 1 too (no tokenized store)."""
+    monkeypatch.setenv("PADPREP_NO_CACHE", "1")
+
+
 OPTIONS = ["--workers", "2", "--shard-tokens", "4000", "--max-reject-rate", "0.01", "--seed", "4"]
 
 
 def _build(src: Path, out: Path, *extra: str, kill_at: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "120", "PADPREP_CHECKPOINT_SECONDS": "0", **(env or {})}
+    # no tokenized store: a build killed in pass 1 must run pass 1 (tests/e2e/test_store.py resumes one from the store)
+    env = {**os.environ, "COLUMNS": "120", "PADPREP_CHECKPOINT_SECONDS": "0", "PADPREP_NO_CACHE": "1", **(env or {})}
     env.pop("PADPREP_KILL_AT", None)
     if kill_at:
         env["PADPREP_KILL_AT"] = kill_at

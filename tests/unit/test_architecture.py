@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "padprep"
 # Earlier phases first; a module may import its own phase or an earlier one.
-ORDER = ["base", "input", "config", "recipe", "chat", "layout", "output", "run", "train", "cli"]
+ORDER = ["base", "input", "config", "recipe", "chat", "layout", "store", "output", "run", "train", "cli"]
 BASE = {"padprep", "padprep.errors", "padprep.schema", "padprep.forking", "padprep.failpoints"}
 
 
