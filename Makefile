@@ -46,10 +46,11 @@ lint: install-test
 
 ## padprep vs the datasets pipeline vs the raw encode_batch ceiling at 10k and 50k conversations (and Parquet
 ## against the same rows as JSON Lines), the 100-conversation start-up, then preference pairs against TRL's
-## preparation; one run (~20 min).
+## preparation, then each export format against the build it reads (200k conversations); one run (~25 min).
 bench: install-test
 	$(PY) benchmarks/run.py --sizes 10000,50000 --startup
 	$(PY) benchmarks/pairs_bench.py --pairs 20000
+	$(PY) benchmarks/export_bench.py --conversations 200000
 
 ## A 200k-conversation build killed at 60% and run again, against one never interrupted; what checkpoints cost.
 bench-resume: install-test

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from padprep.config import PaddingSide
 from padprep.layout.shards import read_shard
 from padprep.output.export import export
 from padprep.schema import IGNORE_INDEX
@@ -37,6 +38,7 @@ def builds(tmp_path_factory) -> dict[str, Path]:
     chat = SAMPLE / "chat.jsonl"
     run_build([chat], TOK, root / "rows", buckets=(64, 128, 256, 700), shard_tokens=2000)
     run_build([chat], TOK, root / "packed", max_length=512, pack=True, shard_tokens=2048)
+    run_build([chat], TOK, root / "left", buckets=(128, 700), padding_side=PaddingSide.left)
     q = [{"role": "user", "content": "What is the capital of France?"}]
     pairs = [
         {"prompt": q, "chosen": [{"role": "assistant", "content": c}], "rejected": [{"role": "assistant", "content": r}]}
@@ -47,7 +49,7 @@ def builds(tmp_path_factory) -> dict[str, Path]:
     recipe.write_text(f"tokenizer: {TOK}\nseed: 3\nsources:\n  - path: {chat}\neval:\n  fraction: 0.25\n")
     done = padprep_cli("build", "--recipe", str(recipe), "--output", str(root / "mix"))
     assert done.returncode == 0, done.stderr
-    return {"rows": root / "rows", "packed": root / "packed", "pairs": root / "pairs", "mix": root / "mix"}
+    return {"rows": root / "rows", "packed": root / "packed", "left": root / "left", "pairs": root / "pairs", "mix": root / "mix"}
 
 
 def conversations(build: Path) -> list[tuple[list[int], list[int]]]:
@@ -176,7 +178,7 @@ def _axolotl_load(path: Path, split: str = "train"):
     return ds
 
 
-@pytest.mark.parametrize("build", ["rows", "packed"])
+@pytest.mark.parametrize("build", ["rows", "packed", "left"])
 def test_axolotl_reads_every_conversation_exactly(builds, tmp_path, build):
     export(builds[build], "axolotl", tmp_path / "ax")
     ds = _axolotl_load(tmp_path / "ax")
@@ -270,6 +272,22 @@ def test_llamafactory_pairs_are_its_pairwise_columns(builds, tmp_path, llamafact
     for r, pair in enumerate(want):
         real = batch["attention_mask"][r].bool()
         assert batch["labels"][r][real].tolist() == [IGNORE_INDEX] * len(pair["prompt_ids"]) + pair["chosen_ids"]
+
+
+def test_fractional_loss_weights_are_refused(tmp_path):
+    record = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello.", "loss_weight": 0.5},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye."},
+        ]
+    }
+    run_build([write_jsonl(tmp_path / "w.jsonl", [record])], TOK, tmp_path / "w")
+    for fmt in ("axolotl", "llamafactory", "mds", "swift", "olmo-core"):
+        done = padprep_cli("export", str(tmp_path / "w"), str(tmp_path / fmt), "--to", fmt)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "fractional loss weights" in done.stderr
+        assert not (tmp_path / fmt).exists()
 
 
 def test_pairs_refused_where_the_format_has_none(builds, tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -44,22 +45,43 @@ _CONFIG = {
 }
 
 
-def turns(ids: np.ndarray, labels: np.ndarray) -> tuple[list[dict[str, list[int]]], int]:
-    """A conversation as llm-foundry turns (context, target), and how many untrained tokens after the last target were left out."""
+_DECIMAL = np.zeros(0, dtype=object)  # id -> its decimal text, grown to the largest id seen
+
+
+def _decimal(ids: np.ndarray) -> np.ndarray:
+    """The decimal text of every id (an object array): ``str`` once per vocabulary entry, not once per token."""
+    global _DECIMAL
+    top = int(ids.max(initial=-1)) + 1
+    if top > len(_DECIMAL):
+        _DECIMAL = np.array([str(i) for i in range(max(top, 2 * len(_DECIMAL)))], dtype=object)
+    return _DECIMAL[ids]
+
+
+def turns(ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> Iterator[tuple[str, int]]:
+    """Each conversation (flat ``ids`` / ``labels`` cut by ``lengths``) as the JSON text of its llm-foundry turns
+    ``[{"input_ids": context, "labels": target}, ...]``, and how many untrained tokens after its last target were
+    left out. Runs are found for the whole shard at once and each token is turned into text once (``json.dumps``
+    of the lists costs twice the rest of the export)."""
+    words = _decimal(ids).tolist()
     trained = labels != IGNORE_INDEX
-    # run boundaries: where trained-ness changes
-    change = np.flatnonzero(np.diff(trained.astype(np.int8))) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [len(ids)]))
-    out, context = [], []
-    ids_list = ids.tolist()
-    for a, b in zip(starts, ends):
-        if trained[a]:
-            out.append({"input_ids": context, "labels": ids_list[a:b]})
-            context = []
-        else:
-            context = ids_list[a:b]
-    return out, len(context)
+    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+    cut = np.zeros(len(words) + 1, bool)
+    cut[1:-1] = trained[1:] != trained[:-1]
+    cut[offsets] = True
+    bounds = np.flatnonzero(cut).tolist()
+    run_trained = trained[bounds[:-1]].tolist() if len(words) else []
+    run = 0
+    for end in offsets[1:].tolist():
+        out, context, left = [], "", 0
+        while run < len(run_trained) and bounds[run] < end:
+            a, b = bounds[run], bounds[run + 1]
+            if run_trained[run]:
+                out.append(f'{{"input_ids":[{context}],"labels":[{",".join(words[a:b])}]}}')
+                context, left = "", 0
+            else:
+                context, left = ",".join(words[a:b]), b - a
+            run += 1
+        yield "[" + ",".join(out) + "]", left
 
 
 class MDSDataset:
@@ -74,8 +96,9 @@ class MDSDataset:
         self.size = 0
         self.rows = 0
 
-    def write(self, turns_: list[dict[str, list[int]]]) -> None:
-        data = json.dumps(turns_, separators=(",", ":")).encode("utf-8")
+    def write(self, text: str) -> None:
+        """One sample: its ``turns`` column's JSON text."""
+        data = text.encode("utf-8")
         sample = np.uint32(len(data)).tobytes() + data
         if self.samples and self.size + len(sample) + 4 + 8 + len(self.config) > SIZE_LIMIT:
             self._flush()
@@ -110,10 +133,9 @@ def write(sides: list[Side], dest: Destination, fingerprint: str) -> dict:
         split = side.name or "train"
         data = MDSDataset(dest.path(split))
         for chunk in chunks(side):
-            for ids, labels in chunk.sequences():
-                sample, dropped = turns(ids, labels)
+            for text, dropped in turns(chunk.ids, chunk.labels, chunk.lengths):
                 tail += dropped
-                data.write(sample)
+                data.write(text)
         data.close()
         rows[split] = data.rows
     return {"rows": rows, "untrained_tail_tokens": tail}
