@@ -156,8 +156,38 @@ def test_a_damaged_shard_is_refused(builds, tmp_path):
     data[-20] ^= 1
     shard.write_bytes(bytes(data))
     done = padprep_cli("export", str(copy), str(tmp_path / "out"), "--to", "axolotl")
-    assert done.returncode == 1 and "sha256" in done.stderr
+    assert done.returncode == 1 and "sha256" in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_export_leaves_nothing_and_a_second_one_waits_its_turn(builds, tmp_path, monkeypatch):
+    import fcntl
+
+    from padprep.output.export import axolotl
+    from padprep.output.ownership import OutputInTheWay
+
+    calls = []
+
+    def fail_on_second(chunk, columns=axolotl.COLUMNS):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C between two shards
+        return real(chunk, columns)
+
+    real = axolotl.sft_table
+    monkeypatch.setattr(axolotl, "sft_table", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        export(builds["rows"], "axolotl", tmp_path / "ax")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no DEST, no partial folder, no lock file
+    monkeypatch.setattr(axolotl, "sft_table", real)
+    lock = tmp_path / ".ax.padprep-export-lock"
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(OutputInTheWay, match="another export"):
+            export(builds["rows"], "axolotl", tmp_path / "ax")
+    lock.unlink()
+    export(builds["rows"], "axolotl", tmp_path / "ax")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ax"]
 
 
 # --- axolotl -----------------------------------------------------------------------------------------------------------

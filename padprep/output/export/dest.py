@@ -13,6 +13,7 @@ formats), what was written, and every file with its size and sha256.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -84,16 +85,21 @@ class Destination:
             )
         self.dest = Path(dest)
         check_apart(self.dest, sources)
-        if os.path.lexists(self.dest) and _owned(self.dest) and not overwrite:
-            raise OutputExists(f"{self.dest} already exists (an earlier export); pass --overwrite to replace it")
-        self.partial = beside(self.dest, "export-partial")
-        if os.path.lexists(self.partial):
-            if not (self.partial / _MARK).is_file():
-                raise OutputInTheWay(f"{self.partial}: is in the way and padprep did not make it; move it away")
-            _remove_tree(self.partial)
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.partial.mkdir()
-        (self.partial / _MARK).touch()
+        self._lock = _ExportLock(beside(self.dest, "export-lock"), self.dest)
+        try:
+            if os.path.lexists(self.dest) and _owned(self.dest) and not overwrite:
+                raise OutputExists(f"{self.dest} already exists (an earlier export); pass --overwrite to replace it")
+            self.partial = beside(self.dest, "export-partial")
+            if os.path.lexists(self.partial):
+                if not (self.partial / _MARK).is_file():
+                    raise OutputInTheWay(f"{self.partial}: is in the way and padprep did not make it; move it away")
+                _remove_tree(self.partial)
+            self.partial.mkdir()
+            (self.partial / _MARK).touch()
+        except BaseException:
+            self._lock.release()
+            raise
 
     def path(self, relative: str) -> Path:
         """A file's path inside the export being written (its folder made)."""
@@ -118,23 +124,53 @@ class Destination:
         old = _owned(self.dest) if os.path.lexists(self.dest) else None  # checked again: it may have changed meanwhile
         if old is None:
             os.rename(self.partial, self.dest)
-            return manifest
-        if not old:
+        elif not old:
             os.rmdir(self.dest)  # an empty folder: used as it is
             os.rename(self.partial, self.dest)
-            return manifest
-        retired = beside(self.dest, "export-old")
-        os.rename(self.dest, retired)
-        os.rename(self.partial, self.dest)
-        left = _remove_files(retired, old)
-        if left:
-            raise OutputInTheWay(f"{retired}: kept, it holds {', '.join(left[:5])}, which appeared while exporting")
+        else:
+            retired = beside(self.dest, "export-old")
+            os.rename(self.dest, retired)
+            os.rename(self.partial, self.dest)
+            left = _remove_files(retired, old)
+            if left:
+                raise OutputInTheWay(f"{retired}: kept, it holds {', '.join(left[:5])}, which appeared while exporting")
+        self._lock.release()
         return manifest
 
     def abandon(self) -> None:
         """Remove the partial folder (a failed or interrupted export leaves nothing that looks complete)."""
         with contextlib.suppress(OSError):
             _remove_tree(self.partial)
+        self._lock.release()
+
+
+class _ExportLock:
+    """``flock`` on ``.DEST.padprep-export-lock`` while an export writes DEST: a second export into it is refused."""
+
+    def __init__(self, path: Path, dest: Path):
+        self.path = path
+        while True:
+            fh = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                raise OutputInTheWay(f"{dest}: another export is writing it; wait for it to end, or stop it") from None
+            try:  # removed by the export that held it after we opened it: lock the new one
+                same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fh = fh
+                return
+            fh.close()
+
+    def release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._fh.close()
+            self._fh = None
 
 
 def _remove_files(root: Path, names: list[str]) -> list[str]:
