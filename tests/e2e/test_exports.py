@@ -320,9 +320,11 @@ def test_fractional_loss_weights_are_refused(tmp_path):
         assert not (tmp_path / fmt).exists()
 
 
-def test_pairs_refused_where_the_format_has_none(builds, tmp_path):
-    done = padprep_cli("export", str(builds["pairs"]), str(tmp_path / "ax"), "--to", "axolotl")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "preference" in done.stderr
+@pytest.mark.parametrize("fmt", ["axolotl", "mds", "olmo-core", "megatron-packed"])
+def test_pairs_refused_where_the_format_has_none(builds, tmp_path, fmt):
+    done = padprep_cli("export", str(builds["pairs"]), str(tmp_path / "x"), "--to", fmt)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "preference" in done.stderr, done.stderr
+    assert not (tmp_path / "x").exists()
 
 
 # --- MosaicML streaming (MDS) for llm-foundry ---------------------------------------------------------------------------

@@ -118,6 +118,8 @@ def packed_rows(chunk, eos: int) -> tuple[pa.Table, dict]:
 def write(sides: list[Side], dest: Destination, fingerprint: str) -> dict:
     for side in sides:
         refuse_weights(side, NAME)
+        if side.manifest.pairs:
+            raise ExportError(f"{side.path}: a preference-pair build; {NAME} holds SFT rows", EXIT_USAGE)
         if not side.manifest.packed:
             raise ExportError(
                 f"{side.path}: not a packed build; {NAME} keeps padprep's packing: build it with --pack --max-length N",
