@@ -34,8 +34,11 @@ def sft_table(chunk, columns=COLUMNS) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(columns))
 
 
-def write_sides(sides: list[Side], dest: Destination, fingerprint: str, fmt: str, splits: dict[str, str], extra=None) -> dict:
-    """Each side as one ``save_to_disk`` folder (``DEST`` itself, or ``DEST/SPLIT`` of a ``DatasetDict``)."""
+def write_sides(
+    sides: list[Side], dest: Destination, fingerprint: str, fmt: str, splits: dict[str, str], extra: dict | None = None
+) -> dict:
+    """Each side as one ``save_to_disk`` folder (``DEST`` itself, or ``DEST/SPLIT`` of a ``DatasetDict``); ``extra``:
+    null columns after the three (name -> feature), as LLaMA-Factory's media columns."""
     extra = extra or {}
     schema = pa.schema([(c, pa.list_(pa.int32())) for c in COLUMNS] + [(c, pa.null()) for c in extra])
     features = {c: sequence_feature() for c in COLUMNS} | extra

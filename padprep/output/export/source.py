@@ -54,11 +54,6 @@ class Chunk:
         """``len(lengths) + 1`` starts: sequence ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
         return np.concatenate(([0], np.cumsum(self.lengths, dtype=np.int64)))
 
-    def sequences(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        offsets = self.offsets
-        for a, b in zip(offsets[:-1], offsets[1:]):
-            yield self.ids[a:b], self.labels[a:b]
-
 
 @dataclass(frozen=True)
 class PairChunk:
