@@ -67,14 +67,20 @@ def _fingerprint(raw: dict[str, bytes]) -> tuple[dict[str, str], str]:
     return digests, hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
-def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
-    """Resolve ``spec`` (tokenizer.json path, directory, or hub id) and read its files."""
+def load_tokenizer(spec: str, pad_token: str | None = None, pad_id: int | None = None) -> TokenizerBundle:
+    """Resolve ``spec`` (tokenizer.json path, directory, or hub id) and read its files.
+
+    ``pad_id``: the pad token's id as a build with these very files (same fingerprint) found it: the
+    tokenizer is then not parsed (``tokenizer`` is None; the tokenized store's builds, which tokenize nothing).
+    """
     files = _resolve(spec)
     raw = _read_files(files)
-    try:
-        tok = Tokenizer.from_str(raw["tokenizer.json"].decode("utf-8"))
-    except Exception as exc:  # tokenizers raises a plain Exception on parse errors; bytes may not be UTF-8
-        raise TokenizerError(f"{files['tokenizer.json']}: not a valid tokenizer.json ({_first_line(exc)})") from None
+    tok = None
+    if pad_id is None:
+        try:
+            tok = Tokenizer.from_str(raw["tokenizer.json"].decode("utf-8"))
+        except Exception as exc:  # tokenizers raises a plain Exception on parse errors; bytes may not be UTF-8
+            raise TokenizerError(f"{files['tokenizer.json']}: not a valid tokenizer.json ({_first_line(exc)})") from None
     config = _json_file(raw, files, "tokenizer_config.json")
     special_map = _json_file(raw, files, "special_tokens_map.json")
     special = {}
@@ -84,7 +90,7 @@ def load_tokenizer(spec: str, pad_token: str | None = None) -> TokenizerBundle:
             special[key] = value
     template = _text(raw, files, "chat_template.jinja") if "chat_template.jinja" in raw else _config_template(config)
     pad, origin = _choose_pad(special, pad_token)
-    pad_id = tok.token_to_id(pad)
+    pad_id = tok.token_to_id(pad) if tok is not None else pad_id
     if pad_id is None:
         raise TokenizerError(f"pad token {pad!r} ({origin}) is not in the tokenizer's vocabulary")
     digests, fingerprint = _fingerprint(raw)

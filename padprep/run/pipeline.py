@@ -46,7 +46,7 @@ from padprep.input.remote import is_remote
 from padprep.layout.bucket import explicit_bounds, optimal_bounds, padding_of
 from padprep.layout.pack import Placement, best_fit_decreasing
 from padprep.layout.pairs import pass_two_pairs
-from padprep.layout.pass_two import ShardOptions, pass_two, pass_two_packed
+from padprep.layout.pass_two import ShardOptions, list_lengths, pass_two, pass_two_packed
 from padprep.layout.shards import WrittenShard
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, spill_batch, spill_files, spill_pairs
 from padprep.output.buildkey import input_digests, key_of, key_parts, up_to_date
@@ -216,12 +216,13 @@ def _build(
     parts: dict | None = None,
 ) -> BuildResult:
     """Everything after the up-to-date check; ``parts``: what ``key`` hashes (a start-over names what changed)."""
-    bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
+    store, store_parts = _store(cfg, files, parts, selection, progress)
+    entry = store.lookup(store_parts) if store is not None and store_parts is not None else None
+    # from the store: the tokenizer is not parsed (its pad id is the entry's: same files, same --pad-token)
+    bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token, entry.meta.get("pad_id") if entry is not None else None)
     formats = cfg.format_options()
     file_formats = selection.formats if selection is not None else {}
     template, template_origin = _template(cfg, bundle, files, formats, file_formats)
-    store, store_parts = _store(cfg, files, parts, selection, progress)
-    entry = store.lookup(store_parts) if store is not None and store_parts is not None else None
     task = Task(entry.meta["task"]) if entry is not None else _task(cfg, files, formats, file_formats, progress)
     if cfg.padded_pairs and task is not Task.preference:
         raise BuildFailed("--padded-pairs applies to preference pairs; these records are SFT rows: drop it", EXIT_USAGE)
@@ -250,6 +251,8 @@ def _build(
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
     checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log, parts)
     placed = _from_store(entry, checkpoint, progress) if entry is not None else None
+    if entry is not None and placed is None:  # resumed, or the entry was damaged: the tokenizer parsed after all
+        bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     # compiled and probed once (forked workers inherit it); not at all when pass 1 comes from the store
     processor = Processor(bundle, options) if placed is None else None
     resumed_tokens = sum(checkpoint.done.counts.per_file_tokens.values()) if checkpoint.resumed else 0
@@ -414,7 +417,7 @@ def _pass_one_stored(state: _BuildState, checkpoint: Checkpoint, progress: Progr
             with pa.OSFile(str(path), "rb") as source:
                 reader = pa.ipc.open_file(source)
                 batches = (reader.get_batch(i).column(0) for i in range(reader.num_record_batches))
-                per_segment.append([np.diff(col.offsets.to_numpy()).astype(np.int32) for col in batches])
+                per_segment.append([list_lengths(col).astype(np.int32) for col in batches])
     checkpoint.adopt([(p, n) for p, (_, n) in zip(placed, entry.segments)], done, per_segment)
     lengths = [x for seg in per_segment for x in seg] if per_segment is not None else []
     hazards = [Hazard(**h) for h in meta["hazards"]]
@@ -439,6 +442,7 @@ def _keep_pass_one(state: _BuildState, checkpoint: Checkpoint, done: PassOne, ha
         "found": {f: [v.format, v.origin] for f, v in found.items()},
         "task": state.task.value,
         "stop_signal": state.stop_signal,
+        "pad_id": state.bundle.pad_id,
     }
     segments = [(checkpoint.path / s.file, s.batches) for s in checkpoint.segments]
     if state.store.put(state.store_parts, segments, checkpoint.path / REJECTS, meta):

@@ -103,6 +103,7 @@ def test_the_store_says_so_in_one_line(data, store, tmp_path):
     assert tree_bytes(tmp_path / "again") == tree_bytes(tmp_path / "nocache")
 
 
+@pytest.mark.slow
 def test_a_changed_input_is_tokenized_again(data, store, tmp_path, monkeypatch):
     run_build([data], TOK, tmp_path / "first", **BASE)
     records = [json.loads(line) for line in (SAMPLE / "chat.jsonl").read_text().splitlines()]
@@ -117,6 +118,7 @@ def test_a_changed_input_is_tokenized_again(data, store, tmp_path, monkeypatch):
     assert made == []
 
 
+@pytest.mark.slow
 def test_token_options_and_the_length_limit_are_in_the_key(data, store, tmp_path, monkeypatch):
     run_build([data], TOK, tmp_path / "first", **BASE)
     made = _counting(monkeypatch)
@@ -126,7 +128,9 @@ def test_token_options_and_the_length_limit_are_in_the_key(data, store, tmp_path
     assert made == [1, 1, 1]
 
 
-@pytest.mark.parametrize("damage", ["spill", "rejects", "entry"])
+@pytest.mark.parametrize(
+    "damage", ["spill", pytest.param("rejects", marks=pytest.mark.slow), pytest.param("entry", marks=pytest.mark.slow)]
+)
 def test_a_damaged_entry_is_rebuilt_never_used(data, store, tmp_path, monkeypatch, damage):
     run_build([data], TOK, tmp_path / "first", **BASE)
     (entry,) = (store / "entries").iterdir()
