@@ -144,9 +144,22 @@ def build(
         check_replaceable(cfg.output, cfg.overwrite or cfg.force)
         chosen = selection() if selection is not None else None
         if pad is not None:
-            return _build(cfg, progress, files, digests, key, pad, chosen, parts)
+            return _build_exact(cfg, progress, files, digests, key, pad, chosen, parts)
         with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
-            return _build(cfg, progress, files, digests, key, pad, chosen, parts)
+            return _build_exact(cfg, progress, files, digests, key, pad, chosen, parts)
+
+
+class _NotProvablyExact(Exception):
+    """A build that took its first inputs' rows from the store met what a fresh build might have met
+    elsewhere (a reject limit checked at other records): it is built again without them."""
+
+
+def _build_exact(cfg: BuildConfig, progress: Progress, *args) -> BuildResult:
+    try:
+        return _build(cfg, progress, *args)
+    except _NotProvablyExact as exc:
+        progress.log(f"store: {exc}: building again from the start, as a fresh build")
+        return _build(cfg, progress, *args, reuse_prefix=False)
 
 
 def _followed(cfg: BuildConfig) -> BuildConfig:
@@ -214,8 +227,10 @@ def _build(
     pad: PadProcess,
     selection: Selection | None = None,
     parts: dict | None = None,
+    reuse_prefix: bool = True,
 ) -> BuildResult:
-    """Everything after the up-to-date check; ``parts``: what ``key`` hashes (a start-over names what changed)."""
+    """Everything after the up-to-date check; ``parts``: what ``key`` hashes (a start-over names what changed);
+    ``reuse_prefix``: the store may give the rows of the first inputs (``_prefix_from_store``)."""
     store, store_parts = _store(cfg, files, parts, selection, progress)
     entry = store.lookup(store_parts) if store is not None and store_parts is not None else None
     # from the store: the tokenizer is not parsed (its pad id is the entry's: same files, same --pad-token)
@@ -255,8 +270,11 @@ def _build(
         bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     # compiled and probed once (forked workers inherit it); not at all when pass 1 comes from the store
     processor = Processor(bundle, options) if placed is None else None
+    appended = False
+    if entry is None and reuse_prefix and store_parts is not None and not checkpoint.resumed:
+        appended = _prefix_from_store(cfg, store, files, parts, task, total_bytes, checkpoint, progress)
     resumed_tokens = sum(checkpoint.done.counts.per_file_tokens.values()) if checkpoint.resumed else 0
-    if checkpoint.resumed:
+    if checkpoint.resumed and not appended:
         progress.log(describe_resume(checkpoint, total_bytes))
     work = checkpoint.path
     try:
@@ -268,7 +286,7 @@ def _build(
                 cfg, bundle, processor, files, digests, key, formats, template, template_origin, task, total_bytes, selection
             )
             stored = (entry, placed) if entry is not None and placed is not None else None
-            state = dataclasses.replace(state, stored=stored, store=store, store_parts=store_parts)
+            state = dataclasses.replace(state, stored=stored, store=store, store_parts=store_parts, appended=appended)
             manifest, hazards = _passes(state, progress, pad, checkpoint)
         checkpoint.commit()
         failed_rejects_path(cfg).unlink(missing_ok=True)  # an earlier failed run's, now out of date
@@ -307,6 +325,7 @@ class _BuildState:
     stored: tuple[Entry, list[Path]] | None = None  # pass 1 from the store: its entry, its segments placed
     store: Store | None = None  # where pass 1's rows are kept (None: --no-cache)
     store_parts: dict | None = None  # their key's parts (None: not kept, see ``_store``)
+    appended: bool = False  # the first inputs' rows came from the store; pass 1 goes on after them
 
     @property
     def stop_signal(self) -> str:
@@ -342,9 +361,16 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
             processor, checked, hazards = _preflight_stage(cfg, bundle, processor, sample, progress, state.template_origin)
             progress.start(total_bytes)
             results = engine.results(stream, processor, cfg.chunk_size, checked if not checkpoint.resumed else None)
-            done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine, files)
+            try:
+                done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine, files)
+            except TooManyRejects:
+                if state.appended:  # checked at other records than a fresh build checks it: not provably the same
+                    raise _NotProvablyExact("a reject limit was reached after the stored inputs' rows") from None
+                raise
             stream.close()
         counts, stats, histogram = done.counts, done.stats, done.histogram
+        if state.appended and not _limits_met_anywhere(cfg, counts):
+            raise _NotProvablyExact(f"{counts.rejected:,} rejects could reach --max-reject-rate at other records")
         check_limits(cfg, counts, final=True)
         check_not_empty(cfg, counts, files)
         bounds = [cfg.max_length] if cfg.pack and not pairs else _bounds(cfg, histogram)
@@ -397,6 +423,72 @@ def _store(
     return store, token_parts(parts, files, _effective_max_length(cfg), _limit_name(cfg), policy)
 
 
+def _prefix_from_store(
+    cfg: BuildConfig,
+    store: Store,
+    files: list[str],
+    parts: dict,
+    task: Task,
+    total_bytes: int | None,
+    checkpoint: Checkpoint,
+    progress: Progress,
+) -> bool:
+    """The rows of the longest run of first inputs the store holds (a build of ``files[:k]`` with the same
+    options), placed in the partial output as pass 1's first checkpoint: pass 1 then goes on after them, as a
+    resumed build does, and tokenizes only the other inputs. Only where that is provably what a fresh build
+    writes: the local engine; the preflight sample (the first records, which settle the processor's shortcuts
+    and the hazards) lies inside the stored inputs; the same encoding shortcut applies (input size); no
+    --strict, and no reject limit the stored rejects could reach wherever it is checked (else a build that
+    meets one is built again from the start: ``_NotProvablyExact``)."""
+    if cfg.engine is not EngineName.local or cfg.strict or len(files) < 2:
+        return False
+    offsets = total_bytes is None or total_bytes >= SMALL_INPUT_BYTES
+    for k in range(len(files) - 1, 0, -1):
+        head = _input_bytes(files[:k])
+        if (head is None or head >= SMALL_INPUT_BYTES) != offsets:
+            continue
+        prefix = _store(cfg, files[:k], {**parts, "inputs": parts["inputs"][:k]}, None, progress)[1]
+        entry = store.lookup(prefix)
+        if entry is None or entry.meta["task"] != task.value:
+            continue
+        done = PassOne.from_json(entry.meta["pass_one"])
+        if done.counts.read < cfg.preflight_records or not _limits_met_anywhere(cfg, done.counts):
+            continue
+        placed = entry.place(checkpoint.path, progress.log)
+        if placed is None:
+            return False
+        checkpoint.adopt(
+            [(p, n) for p, (_, n) in zip(placed, entry.segments)], done, _spill_lengths(placed) if cfg.pack else None
+        )
+        progress.log(
+            f"store: the rows of the first {k} of {len(files)} inputs ({done.counts.read:,} records) come from the "
+            f"tokenized store (entry {entry.key[:12]}): reading, rendering and tokenizing only the rest"
+        )
+        return True
+    return False
+
+
+def _limits_met_anywhere(cfg: BuildConfig, counts: Counts) -> bool:
+    """No reject limit is reached at any record, whichever records pass 1 checks it after: a build that
+    takes its first inputs' rows from the store checks at other records than a fresh build does."""
+    if counts.rejected == 0:
+        return True
+    if cfg.max_rejects is not None and counts.rejected > cfg.max_rejects:
+        return False
+    return counts.rejected <= cfg.max_reject_rate * MIN_RECORDS_FOR_RATE  # no rate above it once it is checked
+
+
+def _spill_lengths(placed: list[Path]) -> list[list[np.ndarray]]:
+    """Each spill segment's rows' lengths, per batch (what --pack's placement needs), from the lists' offsets."""
+    per_segment = []
+    for path in placed:
+        with pa.OSFile(str(path), "rb") as source:
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i).column(0) for i in range(reader.num_record_batches))
+            per_segment.append([list_lengths(col).astype(np.int32) for col in batches])
+    return per_segment
+
+
 def _from_store(entry: Entry, checkpoint: Checkpoint, progress: Progress) -> list[Path] | None:
     """The entry's spill segments placed in the partial output and checked (None: a resumed build goes on
     from its own checkpoint, or the entry was damaged and pass 1 runs)."""
@@ -410,14 +502,7 @@ def _pass_one_stored(state: _BuildState, checkpoint: Checkpoint, progress: Progr
     entry, placed = state.stored
     meta = entry.meta
     done = PassOne.from_json(meta["pass_one"])
-    per_segment = None
-    if state.cfg.pack:  # placement needs every row's length, per spill batch: the offsets of the spill's lists
-        per_segment = []
-        for path in placed:
-            with pa.OSFile(str(path), "rb") as source:
-                reader = pa.ipc.open_file(source)
-                batches = (reader.get_batch(i).column(0) for i in range(reader.num_record_batches))
-                per_segment.append([list_lengths(col).astype(np.int32) for col in batches])
+    per_segment = _spill_lengths(placed) if state.cfg.pack else None  # all that --pack's placement needs
     checkpoint.adopt([(p, n) for p, (_, n) in zip(placed, entry.segments)], done, per_segment)
     lengths = [x for seg in per_segment for x in seg] if per_segment is not None else []
     hazards = [Hazard(**h) for h in meta["hazards"]]

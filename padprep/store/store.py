@@ -19,6 +19,9 @@ the source of the modules that make pass 1 (``code_digest``: a development tree'
 policy runs in pass 1 (a row too long is dropped or truncated there, and its reject names the record), so
 the *effective* ``--max-length`` and ``--truncation`` are in the key: a new ``--max-length`` tokenizes again.
 
+A build whose first inputs are a stored build's takes their rows from that entry and tokenizes only the
+inputs after them (``run/pipeline.py``'s ``_prefix_from_store``, where provably exact).
+
 Safety: an entry is written in ``tmp/`` and renamed into place (a reader sees it whole or not at all);
 ``entry.json`` carries its own sha256 and every file's, checked when the entry is used (a damaged entry is
 removed and the build tokenizes again, never uses it); the store is bounded (``PADPREP_CACHE_MAX_BYTES``,

@@ -235,3 +235,103 @@ def test_a_preference_build_relayout_comes_from_the_store(store, tmp_path, monke
         manifest = run_build([pairs], TOK, tmp_path / "stored", max_length=512, seed=3)
     assert manifest["task"] == "preference"
     assert tree_bytes(tmp_path / "stored") == fresh
+
+
+def _conversations(path: Path, tag: str, n: int, bad_at: tuple[int, ...] = ()) -> Path:
+    """``n`` records: the sample's conversations, each made unique by ``tag``, with bad records at ``bad_at``."""
+    base = [json.loads(line) for line in (SAMPLE / "chat.jsonl").read_text().splitlines()]
+    lines = []
+    for i in range(n):
+        if i in bad_at:
+            lines.append('{"messages": "not a list"}')
+            continue
+        record = json.loads(json.dumps(base[i % len(base)]))
+        record["messages"][-1]["content"] = f"({tag}{i}) " + (record["messages"][-1].get("content") or "")
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _records_tokenized(monkeypatch) -> list[int]:
+    """How many records pass 1 renders and tokenizes in this process (a small input is built here)."""
+    from padprep.chat.process import Processor
+
+    seen: list[int] = []
+    real = Processor.prepare
+
+    def counted(self, records):
+        seen.append(len(records))
+        return real(self, records)
+
+    monkeypatch.setattr(Processor, "prepare", counted)
+    return seen
+
+
+@pytest.mark.parametrize("layout", [{}, pytest.param({"pack": True}, marks=pytest.mark.slow)], ids=["buckets", "pack"])
+def test_an_added_input_is_the_only_one_tokenized(store, tmp_path, monkeypatch, layout):
+    a = _conversations(tmp_path / "a.jsonl", "a", 150, bad_at=(70,))
+    b = _conversations(tmp_path / "b.jsonl", "b", 48)
+    c = _conversations(tmp_path / "c.jsonl", "c", 61, bad_at=(5,))
+    options = {**BASE, "chunk_size": 40, **layout}  # chunks that end elsewhere than the inputs do
+    run_build([a, b], TOK, tmp_path / "ab", **options)
+    seen = _records_tokenized(monkeypatch)
+    logged: list[str] = []
+    from padprep.config import BuildConfig
+    from padprep.input.read import as_input
+    from padprep.run.progress import Progress
+
+    class _Log(Progress):
+        def log(self, message: str) -> None:
+            logged.append(message)
+
+    cfg = BuildConfig(inputs=tuple(as_input(p) for p in (a, b, c)), tokenizer=str(TOK), output=tmp_path / "abc", **options)
+    pipeline.build(cfg, _Log())
+    # the preflight sample (the first 64 records, from a: hazards and shortcuts as a fresh build finds them), then c alone
+    assert seen[0] == 64 and sum(seen[1:]) == 61, (seen, logged)
+    assert any("the first 2 of 3 inputs" in line for line in logged), logged
+    assert tree_bytes(tmp_path / "abc") == _fresh_many([a, b, c], tmp_path / "fresh", **options)
+    seen.clear()
+    with monkeypatch.context() as m:  # and the three together are in the store now
+        _no_pass_one(m)
+        run_build([a, b, c], TOK, tmp_path / "abc-seed", **options, seed=4)
+    assert tree_bytes(tmp_path / "abc-seed") == _fresh_many([a, b, c], tmp_path / "fresh-seed", **options, seed=4)
+
+
+def test_a_changed_first_input_tokenizes_everything(store, tmp_path, monkeypatch):
+    a = _conversations(tmp_path / "a.jsonl", "a", 100)
+    b = _conversations(tmp_path / "b.jsonl", "b", 48)
+    run_build([a, b], TOK, tmp_path / "ab", **BASE)
+    _conversations(a, "changed", 100)
+    seen = _records_tokenized(monkeypatch)
+    run_build([a, b], TOK, tmp_path / "again", **BASE)
+    assert sum(seen) == 148  # everything (the preflight sample's rows are the build's first)
+    assert tree_bytes(tmp_path / "again") == _fresh_many([a, b], tmp_path / "fresh", **BASE)
+
+
+@pytest.mark.slow
+def test_rejects_that_a_limit_could_catch_elsewhere_build_again_from_the_start(store, tmp_path, monkeypatch):
+    """Rejects past what --max-reject-rate allows in the first 1,000 records: a fresh build checks the rate at
+    other records than one that takes its first inputs from the store, so the build is made again, fresh."""
+    a = _conversations(tmp_path / "a.jsonl", "a", 600, bad_at=tuple(range(10, 18)))
+    b = _conversations(tmp_path / "b.jsonl", "b", 300)
+    c = _conversations(tmp_path / "c.jsonl", "c", 312, bad_at=(308, 309, 310, 311))  # in the last chunk
+    options = {**BASE, "max_reject_rate": 0.01}
+    run_build([a, b], TOK, tmp_path / "ab", **options)
+    logged: list[str] = []
+    from padprep.config import BuildConfig
+    from padprep.input.read import as_input
+    from padprep.run.progress import Progress
+
+    class _Log(Progress):
+        def log(self, message: str) -> None:
+            logged.append(message)
+
+    cfg = BuildConfig(inputs=tuple(as_input(p) for p in (a, b, c)), tokenizer=str(TOK), output=tmp_path / "abc", **options)
+    pipeline.build(cfg, _Log())
+    assert any("building again from the start" in line for line in logged), logged
+    assert tree_bytes(tmp_path / "abc") == _fresh_many([a, b, c], tmp_path / "fresh", **options)
+
+
+def _fresh_many(inputs, out: Path, **options) -> dict[str, bytes]:
+    run_build(inputs, TOK, out, no_cache=True, **options)
+    return tree_bytes(out)
