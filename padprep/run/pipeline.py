@@ -272,7 +272,7 @@ def _build(
     processor = Processor(bundle, options) if placed is None else None
     appended = False
     if entry is None and reuse_prefix and store_parts is not None and not checkpoint.resumed:
-        appended = _prefix_from_store(cfg, store, files, parts, task, total_bytes, checkpoint, progress)
+        appended = _prefix_from_store(cfg, store, files, digests, parts, task, total_bytes, checkpoint, progress)
     resumed_tokens = sum(checkpoint.done.counts.per_file_tokens.values()) if checkpoint.resumed else 0
     if checkpoint.resumed and not appended:
         progress.log(describe_resume(checkpoint, total_bytes))
@@ -427,6 +427,7 @@ def _prefix_from_store(
     cfg: BuildConfig,
     store: Store,
     files: list[str],
+    digests: list[str | None],
     parts: dict,
     task: Task,
     total_bytes: int | None,
@@ -440,8 +441,8 @@ def _prefix_from_store(
     and the hazards) lies inside the stored inputs; the same encoding shortcut applies (input size); no
     --strict, and no reject limit the stored rejects could reach wherever it is checked (else a build that
     meets one is built again from the start: ``_NotProvablyExact``)."""
-    if cfg.engine is not EngineName.local or cfg.strict or len(files) < 2:
-        return False
+    if cfg.engine is not EngineName.local or cfg.strict or len(files) < 2 or parts["inputs"] != digests:
+        return False  # (a pinned Hub input is keyed by its identity, not by its files' digests)
     offsets = total_bytes is None or total_bytes >= SMALL_INPUT_BYTES
     for k in range(len(files) - 1, 0, -1):
         head = _input_bytes(files[:k])
