@@ -21,9 +21,12 @@ from padprep.run.pipeline import build
 ROOT = Path(__file__).resolve().parent.parent
 
 # Builds keep pass 1's rows in the tokenized store (padprep/store): the suite's go to a folder of their own
-# (subprocesses inherit it), never the user's cache.
+# (subprocesses inherit it), never the user's cache. And the store is off unless a test turns it on
+# (tests/e2e/test_store.py's ``store`` fixture): a build served from it runs no pass 1, which the tests of
+# pass 1 (preflight, workers, kill points, resume) must see run.
 if "PADPREP_CACHE_DIR" not in os.environ:
     os.environ["PADPREP_CACHE_DIR"] = tempfile.mkdtemp(prefix="padprep-test-store-")
+os.environ.setdefault("PADPREP_NO_CACHE", "1")
 SAMPLE = ROOT / "sample_data"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from padprep.output.inspection import load_stats, show_examples
+from padprep.output.selection import RowSelector
 from tests.conftest import SAMPLE, run_build, write_jsonl
 
 TOK = SAMPLE / "tokenizer"
@@ -19,7 +20,7 @@ def _shown(output, monkeypatch, no_color: bool) -> str:
     else:
         monkeypatch.delenv("NO_COLOR", raising=False)
     out = io.StringIO()
-    show_examples(Console(file=out, force_terminal=True, width=200), output, load_stats(output), 1, None)
+    show_examples(Console(file=out, force_terminal=True, width=200), output, load_stats(output), RowSelector(count=1), None)
     return out.getvalue()
 
 
