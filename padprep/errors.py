@@ -1,7 +1,7 @@
 """One base for every failure a user can cause, carrying the exit code the CLI ends with.
 
 The CLI catches ``PadprepError`` once and prints its message as one line; nothing else there
-chooses an exit code. The codes (also in ``cli.py``'s docstring):
+chooses an exit code. The codes (also in ``padprep/cli/__init__.py``'s docstring):
 
 * ``EXIT_FAILED`` (1): the build or check failed (bad input, template error, verify breach);
 * ``EXIT_USAGE`` (2): a usage error (bad option, missing file, output exists, missing extra);

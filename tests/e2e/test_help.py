@@ -14,7 +14,7 @@ import pytest
 import typer
 
 from padprep.cli import app
-from padprep.help import name_column, option_names
+from padprep.cli.help import name_column, option_names
 from tests.conftest import ROOT, SAMPLE, padprep_cli
 
 COMMANDS = typer.main.get_command(app).commands

@@ -23,7 +23,7 @@ def _phase(module: str) -> str:
     if module in BASE:
         return "base"
     name = module.split(".")[1]
-    return {"config": "config", "cli": "cli", "help": "cli", "__main__": "cli"}.get(name, name)
+    return {"config": "config", "cli": "cli", "__main__": "cli"}.get(name, name)
 
 
 def _imports() -> dict[str, set[str]]:

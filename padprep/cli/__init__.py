@@ -23,6 +23,7 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
 from padprep import __version__
+from padprep.cli.help import App, show_all
 from padprep.config import (
     DEFAULT_MAX_REJECT_RATE,
     BuildConfig,
@@ -35,7 +36,6 @@ from padprep.config import (
     TrainOn,
     Truncation,
 )
-from padprep.help import App, show_all
 from padprep.input.read import as_input
 from padprep.run.progress import Throughput, format_duration
 
