@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PADPREP := $(VENV)/bin/padprep
 DEMO_OUT ?= out/demo
 
-.PHONY: install install-test demo test test-fast lint bench bench-memory bench-resume sample-data clean
+.PHONY: install install-test demo test test-fast lint bench bench-memory bench-resume bench-store sample-data clean
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: install-test
 ## A 200k-conversation build killed at 60% and run again, against one never interrupted; what checkpoints cost.
 bench-resume: install-test
 	$(PY) benchmarks/resume_bench.py --conversations 200000
+
+## The tokenized store: re-layouts (--seed, --pack, --buckets) from it and 20 inputs with 19 stored, against
+## fresh builds, byte-compared; what filling the store costs a fresh build (20k conversations, ~6 min).
+bench-store: install-test
+	$(PY) benchmarks/store_bench.py --conversations 20000
 
 ## Peak memory at 20k and at 2M conversations (long: writes a 2.4 GB input).
 bench-memory: install-test
