@@ -60,8 +60,10 @@ class RecordStream:
         digests: dict[str, str | None] | None = None,
         selection: Selection | None = None,
         done: int = 0,
+        stored: tuple[int, dict[str, FileFormat]] | None = None,
     ):
         self.files = files
+        self.stored = stored  # (k, formats): the first k files' records are the ``done`` ones, not read again
         self.digests = digests or {}
         self.selection = selection
         self.done = done
@@ -73,9 +75,9 @@ class RecordStream:
         self._progress = progress
         self._records = self._read()
 
-    def _read(self) -> Iterator[RawRecord]:
-        offset = 0
-        for path in self.files:
+    def _read(self, first: int = 0) -> Iterator[RawRecord]:
+        offset = sum(os.path.getsize(p) for p in self.files[:first]) if first else 0
+        for path in self.files[first:]:
             on_open = functools.partial(self._opened, offset)
             records = read_records(path, on_open, self._progress.log, self.digests.get(path))
             if self.selection is None:
@@ -116,7 +118,13 @@ class RecordStream:
         if not self._skipped:
             self._skipped = True
             skip = self.done - len(self.sample)
-            if skip > 0:
+            if skip > 0 and self.stored is not None:  # whole files done (the store's): start after them, unread
+                k, formats = self.stored
+                self._records.close()
+                for path in self.files[:k]:
+                    self.found.setdefault(path, formats[path])
+                self._records = self._read(k)
+            elif skip > 0:
                 for _ in itertools.islice(self._records, skip):
                     pass
         return self._records

@@ -270,11 +270,11 @@ def _build(
         bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)
     # compiled and probed once (forked workers inherit it); not at all when pass 1 comes from the store
     processor = Processor(bundle, options) if placed is None else None
-    appended = False
+    appended = None
     if entry is None and reuse_prefix and store_parts is not None and not checkpoint.resumed:
         appended = _prefix_from_store(cfg, store, files, digests, parts, task, total_bytes, checkpoint, progress)
     resumed_tokens = sum(checkpoint.done.counts.per_file_tokens.values()) if checkpoint.resumed else 0
-    if checkpoint.resumed and not appended:
+    if checkpoint.resumed and appended is None:
         progress.log(describe_resume(checkpoint, total_bytes))
     work = checkpoint.path
     try:
@@ -325,7 +325,8 @@ class _BuildState:
     stored: tuple[Entry, list[Path]] | None = None  # pass 1 from the store: its entry, its segments placed
     store: Store | None = None  # where pass 1's rows are kept (None: --no-cache)
     store_parts: dict | None = None  # their key's parts (None: not kept, see ``_store``)
-    appended: bool = False  # the first inputs' rows came from the store; pass 1 goes on after them
+    # the first k inputs' rows came from the store (k, their formats); pass 1 goes on after them
+    appended: tuple[int, dict[str, FileFormat]] | None = None
 
     @property
     def stop_signal(self) -> str:
@@ -354,7 +355,14 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
         with engine:  # local workers start before this process tokenizes anything
             progress.log(f"engine: {engine.describe()}")
             stream = RecordStream(
-                files, formats, found, progress, dict(zip(files, digests)), selection, checkpoint.position.records
+                files,
+                formats,
+                found,
+                progress,
+                dict(zip(files, digests)),
+                selection,
+                checkpoint.position.records,
+                state.appended,
             )
             sample = stream.take_sample(cfg.preflight_records)
             engine.head_start(stream, processor, cfg.chunk_size)  # the workers start while preflight runs
@@ -364,12 +372,12 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
             try:
                 done, lengths = _pass_one(results, cfg, checkpoint, progress, pairs, stream, engine, files)
             except TooManyRejects:
-                if state.appended:  # checked at other records than a fresh build checks it: not provably the same
+                if state.appended is not None:  # checked at other records than a fresh build checks it: not provably the same
                     raise _NotProvablyExact("a reject limit was reached after the stored inputs' rows") from None
                 raise
             stream.close()
         counts, stats, histogram = done.counts, done.stats, done.histogram
-        if state.appended and not _limits_met_anywhere(cfg, counts):
+        if state.appended is not None and not _limits_met_anywhere(cfg, counts):
             raise _NotProvablyExact(f"{counts.rejected:,} rejects could reach --max-reject-rate at other records")
         check_limits(cfg, counts, final=True)
         check_not_empty(cfg, counts, files)
@@ -433,16 +441,17 @@ def _prefix_from_store(
     total_bytes: int | None,
     checkpoint: Checkpoint,
     progress: Progress,
-) -> bool:
+) -> tuple[int, dict[str, FileFormat]] | None:
     """The rows of the longest run of first inputs the store holds (a build of ``files[:k]`` with the same
     options), placed in the partial output as pass 1's first checkpoint: pass 1 then goes on after them, as a
     resumed build does, and tokenizes only the other inputs. Only where that is provably what a fresh build
     writes: the local engine; the preflight sample (the first records, which settle the processor's shortcuts
     and the hazards) lies inside the stored inputs; the same encoding shortcut applies (input size); no
     --strict, and no reject limit the stored rejects could reach wherever it is checked (else a build that
-    meets one is built again from the start: ``_NotProvablyExact``)."""
+    meets one is built again from the start: ``_NotProvablyExact``). Returns how many inputs, and their formats:
+    the record stream starts after them, without reading them (None: pass 1 reads everything)."""
     if cfg.engine is not EngineName.local or cfg.strict or len(files) < 2 or parts["inputs"] != digests:
-        return False  # (a pinned Hub input is keyed by its identity, not by its files' digests)
+        return None  # (a pinned Hub input is keyed by its identity, not by its files' digests)
     offsets = total_bytes is None or total_bytes >= SMALL_INPUT_BYTES
     for k in range(len(files) - 1, 0, -1):
         head = _input_bytes(files[:k])
@@ -455,9 +464,12 @@ def _prefix_from_store(
         done = PassOne.from_json(entry.meta["pass_one"])
         if done.counts.read < cfg.preflight_records or not _limits_met_anywhere(cfg, done.counts):
             continue
+        found = {f: FileFormat(*v) for f, v in entry.meta["found"].items()}
+        if any(f not in found for f in files[:k]):
+            continue
         placed = entry.place(checkpoint.path, progress.log)
         if placed is None:
-            return False
+            return None
         checkpoint.adopt(
             [(p, n) for p, (_, n) in zip(placed, entry.segments)], done, _spill_lengths(placed) if cfg.pack else None
         )
@@ -465,8 +477,8 @@ def _prefix_from_store(
             f"store: the rows of the first {k} of {len(files)} inputs ({done.counts.read:,} records) come from the "
             f"tokenized store (entry {entry.key[:12]}): reading, rendering and tokenizing only the rest"
         )
-        return True
-    return False
+        return k, found
+    return None
 
 
 def _limits_met_anywhere(cfg: BuildConfig, counts: Counts) -> bool:

@@ -275,6 +275,10 @@ def test_an_added_input_is_the_only_one_tokenized(store, tmp_path, monkeypatch, 
     options = {**BASE, "chunk_size": 40, **layout}  # chunks that end elsewhere than the inputs do
     run_build([a, b], TOK, tmp_path / "ab", **options)
     seen = _records_tokenized(monkeypatch)
+    import padprep.run.engine as engine
+
+    read, real_read = [], engine.read_records
+    monkeypatch.setattr(engine, "read_records", lambda path, *a, **k: read.append(Path(path).name) or real_read(path, *a, **k))
     logged: list[str] = []
     from padprep.config import BuildConfig
     from padprep.input.read import as_input
@@ -288,6 +292,8 @@ def test_an_added_input_is_the_only_one_tokenized(store, tmp_path, monkeypatch, 
     pipeline.build(cfg, _Log())
     # the preflight sample (the first 64 records, from a: hazards and shortcuts as a fresh build finds them), then c alone
     assert seen[0] == 64 and sum(seen[1:]) == 61, (seen, logged)
+    # b opened once, for its first record (--task auto's look at each input); the stream reads a's sample, then c
+    assert read.count("b.jsonl") == 1 and read[-2:] == ["a.jsonl", "c.jsonl"], read
     assert any("the first 2 of 3 inputs" in line for line in logged), logged
     assert tree_bytes(tmp_path / "abc") == _fresh_many([a, b, c], tmp_path / "fresh", **options)
     seen.clear()
