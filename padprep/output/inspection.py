@@ -250,9 +250,9 @@ def load_decoder(stats: dict, tokenizer_spec: str | None):
         raise InspectError(f"cannot load the tokenizer to decode examples ({exc}); pass --tokenizer") from None
 
 
-def pick_rows(output: Path, stats: dict, selector: RowSelector, tok) -> list[PickedRow]:
-    """The rows ``selector`` picks (``selection.py``); a record named by ``--source`` with no row says why."""
-    inputs = [i["path"] for i in load_manifest(output).inputs]
+def pick_rows(output: Path, stats: dict, selector: RowSelector, tok, inputs: list[str]) -> list[PickedRow]:
+    """The rows ``selector`` picks (``selection.py``); a record named by ``--source`` with no row says why.
+    ``inputs``: the build's input paths, as its manifest lists them."""
     if stats.get("task") == "preference":
         from padprep.output.pair_inspection import read_pair_shard
 
@@ -284,8 +284,8 @@ def show_examples(console: Console, output: Path, stats: dict, selector: RowSele
     """Decode the rows ``selector`` picks (``--show N``: the first N), trained / masked / padding visibly distinct,
     each headed by the record it came from."""
     tok = load_decoder(stats, tokenizer_spec)
-    picked = pick_rows(output, stats, selector, tok)
     inputs = [i["path"] for i in load_manifest(output).inputs]
+    picked = pick_rows(output, stats, selector, tok, inputs)
     if stats.get("task") == "preference":
         from padprep.output.pair_inspection import show_pairs
 
@@ -320,7 +320,7 @@ def rows_json(output: Path, stats: dict, selector: RowSelector, tokenizer_spec: 
     tok = load_decoder(stats, tokenizer_spec)
     inputs = [i["path"] for i in load_manifest(output).inputs]
     out = []
-    for p in pick_rows(output, stats, selector, tok):
+    for p in pick_rows(output, stats, selector, tok, inputs):
         row: dict = {"shard": p.shard["file"], "row": p.row, "bucket": p.shard["seq_len"]}
         row["sources"] = [source_text(inputs, i, line) for i, line in p.sources]
         if stats.get("task") == "preference":
