@@ -205,7 +205,7 @@ def _write_bucket(workdir: Path, job: _BucketJob, pad_id: int, options: ShardOpt
     """Pad and write one bucket's rows, ``shard_tokens // bucket`` rows a shard."""
     shards: list[WrittenShard] = []
     for table in shard_tables(job.paths, max(1, options.shard_tokens // job.bucket), SCHEMA):
-        shards.append(_flush(workdir, table, job.bucket, pad_id, options, job.first_serial + len(shards), weighted))
+        shards.append(write_bucket_shard(workdir, table, job.bucket, pad_id, options, job.first_serial + len(shards), weighted))
     return shards
 
 
@@ -235,10 +235,10 @@ def list_lengths(column: pa.ListArray | pa.ChunkedArray) -> np.ndarray:
     return np.diff(int32_values(column.offsets))
 
 
-def _flush(
+def write_bucket_shard(
     workdir: Path, take: pa.Table, bucket: int, pad_id: int, options: ShardOptions, serial: int, weighted: bool
 ) -> WrittenShard:
-    """Pad and write these rows of a bucket as one shard."""
+    """Pad and write these rows of a bucket as shard number ``serial`` (also on a cluster's worker: ``run/cluster.py``)."""
     name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
     if name in options.done:  # written whole by the run this one resumes
         return options.done[name]

@@ -337,7 +337,19 @@ class _BuildState:
 
 
 def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint: Checkpoint) -> tuple[Manifest, list[Hazard]]:
-    """Pass 1 (unless a checkpoint says it is done), pass 2, the manifest: everything but the rename."""
+    """Pass 1 (unless a checkpoint says it is done), pass 2, the manifest: everything but the rename. With
+    --engine ray, both passes run on one connection to the cluster (a local one is started once)."""
+    if state.cfg.engine is not EngineName.ray:
+        return _both_passes(state, progress, pad, checkpoint)
+    from padprep.run.ray_engine import session
+
+    with session(state.cfg.ray_address):
+        return _both_passes(state, progress, pad, checkpoint)
+
+
+def _both_passes(
+    state: _BuildState, progress: Progress, pad: PadProcess, checkpoint: Checkpoint
+) -> tuple[Manifest, list[Hazard]]:
     cfg, bundle, processor, files, digests = state.cfg, state.bundle, state.processor, state.files, state.digests
     formats, task, total_bytes, selection = state.formats, state.task, state.total_bytes, state.selection
     work = checkpoint.path
@@ -389,11 +401,18 @@ def _passes(state: _BuildState, progress: Progress, pad: PadProcess, checkpoint:
         counts, stats, histogram = done.counts, done.stats, done.histogram
         hazards = [Hazard(**h) for h in checkpoint.hazards]
         found = {f: FileFormat(*v) for f, v in checkpoint.found.items()}
-    progress.log(f"pass 2 (pad and write) {pad.describe()}")
+    on_cluster = cfg.engine is EngineName.ray and not cfg.pack and not pairs
+    progress.log(
+        f"pass 2 (pad and write) {'on the cluster: the driver plans, the workers route, pad and write' if on_cluster else pad.describe()}"
+    )
     weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
     options = ShardOptions.of(cfg, checkpoint.done_shards(), checkpoint.shards_log if state.key is not None else None)
     if pairs:
         shards = pad.run(pass_two_pairs, work, bounds, options, bundle.pad_id if cfg.padded_pairs else None)
+    elif on_cluster:
+        from padprep.run.cluster import run_pass_two  # imports ray: only for --engine ray
+
+        shards = run_pass_two(cfg, work, bounds, bundle.pad_id, weighted, state.key, progress.log)
     elif cfg.pack:
         placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
         shards = pad.run(pass_two_packed, work, placement, bundle.pad_id, options, weighted, [len(x) for x in lengths], pad.clean)

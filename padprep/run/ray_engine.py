@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -136,6 +137,42 @@ class _Range(io.RawIOBase):
         return n
 
 
+def connect(address: str | None) -> bool:
+    """Join the cluster at ``address`` (None: ``RAY_ADDRESS``, else start a local one); False when this process
+    is connected already (the caller that connected it disconnects). Tasks run with one tokenizer thread, and
+    with the driver's ``PADPREP_*`` variables (the test hooks of ``failpoints.py`` reach the workers)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env_vars = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env_vars.update({k: v for k, v in os.environ.items() if k.startswith("PADPREP_")})
+    env = {"env_vars": env_vars}
+    if address:
+        ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=available_cores(),
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=env,
+            configure_logging=False,
+        )
+    return True
+
+
+@contextmanager
+def session(address: str | None) -> Iterator[None]:
+    """Connected to the cluster for the ``with`` block (both passes of a build share one local cluster)."""
+    started = connect(address)
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()
+
+
 def read_piece(piece: Piece, fmt: str | None) -> tuple[list[RawRecord], int]:
     """The records of a piece (tagged with their file's format) and the lines it spans (JSON Lines ranges)."""
     if piece.records is not None:
@@ -222,22 +259,8 @@ class RayEngine:
         return f"ray, {where}, {self._cpus} CPU(s)"
 
     def __enter__(self) -> "RayEngine":
-        ray = self._ray
-        env = {"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
-        if not ray.is_initialized():
-            if self._address:
-                ray.init(address=self._address, runtime_env=env, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(
-                    num_cpus=available_cores(),
-                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    runtime_env=env,
-                    configure_logging=False,
-                )
-            self._started = True
-        self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._started = connect(self._address)
+        self._cpus = max(1, int(self._ray.cluster_resources().get("CPU", 1)))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

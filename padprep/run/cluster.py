@@ -1,0 +1,298 @@
+"""Pass 2 on the Ray cluster (``--engine ray``): the driver plans and commits, the workers route and write.
+
+The spill (pass 1's unpadded rows, in segments) must be where every node reads it: the partial output of a
+local ``--output`` (a shared folder on a real cluster), or, for an output URL, a copy the driver puts beside
+the output (``.OUT.padprep-partial/``). Then:
+
+1. **Route**: one task per spill segment puts the segment's rows into one file per bucket
+   (``route-SEGMENT-BUCKET.arrow``, rows in spill order) beside the spill and returns each file's row count.
+2. **Plan**: from those counts alone (segments x buckets numbers, never the rows) the driver cuts every
+   bucket's rows, in spill order, into shards of ``shard_tokens // bucket`` rows, numbered across buckets in
+   bucket order: each shard is a list of (route file, first row, last row). The plan is exactly
+   ``pass_two``'s, so the shards are the local engine's bytes; it is written beside the output (``plan.json``).
+3. **Write**: one task per shard reads its slices, pads and writes the shard and its sidecar in a local
+   temporary folder, puts both at the destination (the partial output, or the output URL itself), then
+   writes a **receipt** (the shard's entry and the build key) beside the output. A task that finds a receipt
+   of this build whose shard is at the destination with its size and sha256 writes nothing: a build run
+   again after a failure, or a task Ray runs again after its node died, redoes only what is missing.
+
+A worker node that dies takes its running tasks with it; Ray runs them again on the nodes left
+(``max_retries``), and they find the receipts of what was finished. Only bucketed SFT builds are written
+here; ``--pack`` and preference pairs are written by the driver (``layout/pass_two.py``, ``layout/pairs.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+from padprep.failpoints import pause_point
+from padprep.layout.pass_two import ShardOptions, route_rows, write_bucket_shard
+from padprep.layout.shards import WrittenShard, file_sha256
+from padprep.layout.spill import SCHEMA, SPILL
+from padprep.output import location
+from padprep.run.ray_engine import import_ray
+
+# A task that dies with its node is run again on another, this many times.
+RETRIES = 3
+ROUTE = "route-{:05d}-{:06d}.arrow"  # segment, bucket
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Rows ``[start, stop)`` of one route file."""
+
+    path: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of the plan: its bucket, its number, and the slices of route files that hold its rows, in order."""
+
+    bucket: int
+    serial: int
+    slices: tuple[Slice, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where pass 2 on the cluster reads and writes (paths or URLs every node reaches)."""
+
+    spill: list[str]  # the spill's segments, in order
+    work: str  # route files
+    dest: str  # the shards and their sidecars
+    receipts: str  # one receipt per written shard
+
+
+def pass_two_on_cluster(
+    where: Where,
+    bounds: list[int],
+    pad_id: int,
+    options: ShardOptions,
+    weighted: bool,
+    key: str | None,
+    log: Callable[[str], None],
+) -> list[WrittenShard]:
+    """Route on the cluster, plan here, write on the cluster (see the module); the shards written, as ``pass_two``
+    returns them."""
+    ray = import_ray()
+    routed = _route(ray, where, bounds)
+    plan = plan_shards(routed, options.shard_tokens)
+    location.write_bytes(location.join(where.receipts, "plan.json"), json.dumps(_plan_json(plan, key)).encode())
+    options = dataclasses.replace(options, done={}, log=None)  # the receipts are this engine's checkpoints
+    write = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(write_shard_task)
+    refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key) for job in plan]
+    shards, reused = [], 0
+    for shard, was_there in _gather(ray, refs):
+        shards.append(shard)
+        reused += was_there
+    if reused:
+        log(f"pass 2: {reused:,} of {len(plan):,} shards were written by an earlier run (receipts checked), not again")
+    return sorted(shards, key=lambda s: (s.seq_len, s.file))
+
+
+def _route(ray, where: Where, bounds: list[int]) -> list[dict[int, tuple[str, int]]]:
+    """Each segment's route files (by bucket) and their row counts, in spill order."""
+    route = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(route_segment_task)
+    refs = [route.remote(path, k, bounds, where.work) for k, path in enumerate(where.spill)]
+    return list(_gather(ray, refs))
+
+
+def _gather(ray, refs: list) -> Iterator:
+    """The tasks' results in submission order; the first task error is raised as its cause (one line)."""
+    for ref in refs:
+        try:
+            yield ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else exc) from None
+
+
+def plan_shards(routed: list[dict[int, tuple[str, int]]], shard_tokens: int) -> list[ShardJob]:
+    """Every bucket's rows (the route files of segment after segment) cut into shards of ``shard_tokens // bucket``
+    rows, numbered across buckets in bucket order: ``pass_two``'s shards, from the row counts alone."""
+    jobs: list[ShardJob] = []
+    serial = 0
+    for bucket in sorted(set().union(*routed) if routed else ()):
+        files = [seg[bucket] for seg in routed if bucket in seg]
+        per_shard = max(1, shard_tokens // bucket)
+        pending: list[Slice] = []
+        room = per_shard
+        for path, rows in files:
+            at = 0
+            while at < rows:
+                take = min(room, rows - at)
+                pending.append(Slice(path, at, at + take))
+                at += take
+                room -= take
+                if room == 0:
+                    jobs.append(ShardJob(bucket, serial, tuple(pending)))
+                    serial, pending, room = serial + 1, [], per_shard
+        if pending:
+            jobs.append(ShardJob(bucket, serial, tuple(pending)))
+            serial += 1
+    return jobs
+
+
+def _plan_json(plan: list[ShardJob], key: str | None) -> dict:
+    return {"build_key": key, "shards": [dataclasses.asdict(job) for job in plan]}
+
+
+# -- inside a Ray worker --------------------------------------------------------------------------
+
+
+def route_segment_task(segment: str, index: int, bounds: list[int], work: str) -> dict[int, tuple[str, int]]:
+    """One segment's rows routed to one file per bucket at ``work``; each file's location and row count."""
+    with tempfile.TemporaryDirectory(prefix="padprep-route-") as tmp:
+        local = Path(tmp) / SPILL.format(0)
+        _fetch(segment, local)
+        routed = route_rows(Path(tmp), bounds)
+        out = {}
+        for bucket, (path, rows) in routed.items():
+            target = location.join(work, ROUTE.format(index, bucket))
+            location.put_file(path, target)
+            out[bucket] = (target, rows)
+        return out
+
+
+def write_shard_task(
+    job: ShardJob, dest: str, receipts: str, pad_id: int, options: ShardOptions, weighted: bool, key: str | None
+) -> tuple[WrittenShard, bool]:
+    """Pad and write one shard of the plan at ``dest``, then its receipt; (the shard, False). A shard this build
+    wrote before (a receipt of this key, the files at ``dest`` with their sizes and sha256s): (it, True)."""
+    receipt = location.join(receipts, f"{_shard_name(job)}.json")
+    done = _receipted(receipt, dest, key)
+    if done is not None:
+        return done, True
+    pause_point("cluster-shard", job.serial)
+    with tempfile.TemporaryDirectory(prefix="padprep-shard-") as tmp:
+        table = _rows(job.slices, Path(tmp))
+        shard = write_bucket_shard(Path(tmp), table, job.bucket, pad_id, options, job.serial, weighted)
+        for name in (shard.file, shard.sources):
+            if name:
+                location.put_file(Path(tmp) / name, location.join(dest, name))
+    location.write_bytes(receipt, json.dumps({"build_key": key, "shard": dataclasses.asdict(shard)}).encode())
+    return shard, False
+
+
+def _shard_name(job: ShardJob) -> str:
+    return f"bucket-{job.bucket:06d}-{job.serial:05d}.arrow"  # as ``write_bucket_shard`` names it
+
+
+def _receipted(receipt: str, dest: str, key: str | None) -> WrittenShard | None:
+    """The shard a receipt of this build names, when its files at ``dest`` are whole (size and sha256)."""
+    if key is None:
+        return None
+    try:
+        record = json.loads(location.read_bytes(receipt))
+        shard = WrittenShard(**record["shard"])
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return None
+    if record.get("build_key") != key:
+        return None
+    checks = [(shard.file, shard.bytes, shard.sha256)]
+    if shard.sources:
+        checks.append((shard.sources, None, shard.sources_sha256))
+    for name, size, digest in checks:
+        if not _same(location.join(dest, name), size, digest):
+            return None
+    return shard
+
+
+def _same(where: str, size: int | None, digest: str | None) -> bool:
+    """The file at ``where`` has this size (when given) and sha256."""
+    have = location.size(where)
+    if have is None or (size is not None and have != size):
+        return False
+    with tempfile.TemporaryDirectory(prefix="padprep-check-") as tmp:
+        local = Path(tmp) / "file"
+        _fetch(where, local)
+        return file_sha256(local) == digest
+
+
+def _fetch(where: str, local: Path) -> None:
+    """``where`` available at ``local``: linked when it is a local file, else copied."""
+    if not location.is_url(where):
+        os.symlink(os.path.abspath(where), local)
+        return
+    location.get_file(where, local)
+
+
+def _rows(slices: tuple[Slice, ...], tmp: Path) -> pa.Table:
+    """The rows of these slices, in order, as one table."""
+    batches: list[pa.RecordBatch] = []
+    for k, part in enumerate(slices):
+        local = tmp / f"slice-{k}.arrow"
+        _fetch(part.path, local)
+        batches += _stream_rows(local, part.start, part.stop)
+        with contextlib.suppress(FileNotFoundError):
+            local.unlink()
+    return pa.Table.from_batches(batches, schema=SCHEMA)
+
+
+def _stream_rows(path: Path, start: int, stop: int) -> list[pa.RecordBatch]:
+    """Rows ``[start, stop)`` of a route file (an Arrow IPC stream), read batch by batch up to ``stop``."""
+    out: list[pa.RecordBatch] = []
+    at = 0
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            lo, hi = max(start - at, 0), min(stop - at, batch.num_rows)
+            if lo < hi:
+                out.append(batch.slice(lo, hi - lo))
+            at += batch.num_rows
+            if at >= stop:
+                break
+    return out
+
+
+# -- on the driver: where the cluster reads and writes, and what is left after -----------------------
+
+
+def run_pass_two(
+    cfg, work: Path, bounds: list[int], pad_id: int, weighted: bool, key: str | None, log: Callable[[str], None]
+) -> list[WrittenShard]:
+    """Pass 2 of a bucketed SFT build on the cluster (``pipeline._passes``): the spill where the nodes read it,
+    the shards written, the route files and receipts removed."""
+    where = _where(cfg, work, log)
+    shards = pass_two_on_cluster(where, bounds, pad_id, ShardOptions.of(cfg), weighted, key, log)
+    for path in location.names(where.work):
+        if path.startswith("route-"):
+            location.remove(location.join(where.work, path))
+    location.remove_tree(where.receipts)
+    if where.work != str(work):  # the spill's copy beside an output URL
+        location.remove_tree(where.work)
+    return shards
+
+
+def _where(cfg, work: Path, log: Callable[[str], None]) -> Where:
+    """A local output: its partial folder holds everything (on a real cluster, a folder every node mounts).
+    An output URL: the spill is put beside it (``.OUT.padprep-partial/``) and the shards go straight to it, once
+    the old output there is retired (its manifest gone first: no reader sees a manifest naming replaced shards)."""
+    from padprep.output.ownership import beside
+
+    segments = [work / SPILL.format(k) for k in range(len(list(work.glob("spill-*.arrow"))))]
+    url = getattr(cfg, "publish_to", None)
+    if not url:
+        return Where([str(p) for p in segments], str(work), str(work), str(beside(cfg.output, "receipts")))
+    from padprep.output.publish import retire_old
+
+    partial = location.beside_url(url, "partial")
+    spill = []
+    for path in segments:
+        target = location.join(partial, path.name)
+        if location.size(target) != path.stat().st_size:
+            location.put_file(path, target)
+        spill.append(target)
+    log(f"pass 2 on the cluster: the spill ({len(spill)} segments) put beside the output, at {partial}")
+    retire_old(url)
+    return Where(spill, partial, url, location.beside_url(url, "receipts"))
