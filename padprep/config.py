@@ -98,12 +98,15 @@ _NOT_IN_MANIFEST = frozenset(
         "ray_address",
         "cache_dir",
         "no_cache",
+        "publish_to",
     }
 )
 # Options held as (key, value) pairs, recorded in the manifest as objects.
 _PAIRS = frozenset({"role_map", "field_names"})
 # An output given as a URL (s3://, gs://, hf://, https://...), before or after Path folded its "//".
 _URL_OUTPUT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+# Schemes that name something padprep cannot write an output to (read-only, or a local path in disguise).
+_NOT_WRITABLE = ("http", "https", "hf", "file")
 # With no --max-reject-rate, a build fails when more than this fraction of records is rejected.
 DEFAULT_MAX_REJECT_RATE = 0.05
 
@@ -160,15 +163,19 @@ class BuildConfig:
     # The tokenized store (``padprep/store``): where it is (None: PADPREP_CACHE_DIR, else the user's cache), or none.
     cache_dir: Path | None = None
     no_cache: bool = False
+    # A build to a URL (``--output s3://...``) runs into a local staging output (``output``) and is published
+    # here after (``output/publish.py``); set by ``pipeline.build`` on the staged build's options, never by hand.
+    publish_to: str | None = None
 
     def __post_init__(self) -> None:
         self._coerce_enums()
-        if _URL_OUTPUT.match(str(self.output)):  # Path folds "s3://b/o" to "s3:/b/o": a local folder named "s3:"
+        if _URL_OUTPUT.match(str(self.output)):  # Path folds "s3://b/o" to "s3:/b/o": restored where it is read
             url = re.sub(r"^([^:]+):/+", r"\1://", str(self.output))
-            raise ValueError(
-                f"--output {url}: a URL; outputs go to a local path for now (write there, then copy it up, "
-                "e.g. `aws s3 sync OUT s3://bucket/prefix`)"
-            )
+            if url.split(":", 1)[0].lower() in _NOT_WRITABLE:
+                raise ValueError(
+                    f"--output {url}: padprep cannot write there; give a local path or a URL of a store "
+                    "that fsspec writes (s3://, gs://, az://: pip install 'padprep[cloud]')"
+                )
         if self.max_length is not None and self.max_length < 1:
             raise ValueError("--max-length must be a positive integer")
         if self.pad_to_multiple_of < 1:

@@ -417,9 +417,18 @@ def _print_result(result, output: Path, seconds: float) -> None:
 
     if result.up_to_date:
         key = result.manifest.build_key
-        _console().print(f"padprep: {output} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False)
+        _console().print(
+            f"padprep: {_shown(output)} is up to date (build key {key[:12]}): nothing to do; --force rebuilds", markup=False
+        )
         return
     print_build_summary(_console(), result.manifest, seconds, result.resumed_tokens)
+
+
+def _shown(output: Path) -> str:
+    """An output as the user named it: a URL with the ``//`` that ``Path`` folds restored."""
+    from padprep.output.location import is_url, url_of
+
+    return url_of(output) if is_url(output) else str(output)
 
 
 def _build_recipe(ctx: typer.Context, recipe: Path, inputs, options: dict, pad, err: Console) -> None:
@@ -444,13 +453,13 @@ def _build_recipe(ctx: typer.Context, recipe: Path, inputs, options: dict, pad, 
         _fail(err, str(exc), exc.exit_code)
     result = _run(err, lambda progress: build_recipe(spec, cfg, progress, pad))
     for side, built in result.sides.items():
-        _console().print(f"[bold]{side}[/bold]: {built.output}")
+        _console().print(f"[bold]{side}[/bold]: {_shown(built.output)}")
         _print_result(built, built.output, result.seconds[side])
 
 
 @app.command()
 def inspect(
-    output: Path = typer.Argument(..., help="A directory written by padprep build."),
+    output: Path = typer.Argument(..., help="A directory written by padprep build, or its URL (s3://...)."),
     show: int = typer.Option(0, help="Print this many decoded examples, trained tokens highlighted."),
     verify: bool = typer.Option(False, help="Re-check sha256 and invariants of every shard; exit 1 on any breach."),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
@@ -474,6 +483,7 @@ def inspect(
 ) -> None:
     """Report what is in OUTPUT's shards; optionally show examples, write an HTML report and verify every invariant."""
     from padprep.errors import PadprepError
+    from padprep.output.fetch import local_copy
     from padprep.output.inspection import load_stats, print_stats, rows_json, show_examples, verify_shards
     from padprep.output.selection import RowSelector
 
@@ -481,8 +491,11 @@ def inspect(
 
     err = _console(stderr=True)
     problems: list[str] = []
+    shown = _shown(output)
     try:
+        output = local_copy(output, lenient=verify)  # an output at a URL: fetched into the local read cache
         stats = load_stats(output, problems if verify else None)
+        stats["output"] = shown
         if verify:
             problems += verify_shards(output, stats)
     except PadprepError as exc:

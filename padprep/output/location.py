@@ -11,6 +11,7 @@ reads and writes a shared folder and a bucket with the same calls.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 from pathlib import Path
@@ -107,6 +108,66 @@ def names(where: str | Path) -> list[str]:
     return sorted(posixpath.basename(str(p).rstrip("/")) for p in listed if str(p).rstrip("/") != path.rstrip("/"))
 
 
+def listing(where: str | Path) -> dict[str, int | None]:
+    """The names directly under ``where`` and their sizes in bytes (a folder: None); {} when nothing is there.
+    One request for what ``names`` and ``size`` would ask name by name."""
+    fs, path = filesystem(where)
+    fs.invalidate_cache()
+    try:
+        listed = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    found: dict[str, int | None] = {}
+    for item in listed:
+        full = str(item["name"]).rstrip("/")
+        if full != path.rstrip("/"):
+            found[posixpath.basename(full)] = int(item.get("size") or 0) if item.get("type") == "file" else None
+    return found
+
+
+def create_new(where: str | Path, data: bytes) -> bool:
+    """Write ``data`` to ``where`` only where nothing is yet; False: something is there.
+
+    An object store that has a conditional put (S3's ``If-None-Match: *``, which s3fs sends for mode ``xb``)
+    decides it in one request, so two writers never both win. A backend without mode ``xb`` is asked first
+    and written after: two writers racing between the two may both win (docs/output.md says so).
+    """
+    fs, path = filesystem(where)
+    try:
+        with fs.open(path, "xb") as fh:
+            fh.write(data)
+        return True
+    except FileExistsError:
+        return False
+    except (ValueError, NotImplementedError, TypeError):  # the backend has no exclusive create
+        if exists(where):
+            return False
+        write_bytes(where, data)
+        return True
+
+
+@contextlib.contextmanager
+def failures(where: str | Path, doing: str):
+    """Turn what an object store raises (no bucket, no credentials, no access) into one ``LocationError`` line
+    naming ``where`` and what to check; padprep's own errors pass as they are."""
+    try:
+        yield
+    except PadprepError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not type(exc).__module__.startswith(_STORE_ERRORS):
+            raise
+        cause = str(exc).strip() or type(exc).__name__
+        raise LocationError(
+            f"{url_of(where)}: cannot {doing} ({cause}); check that the bucket exists and that your credentials "
+            f"(e.g. AWS_PROFILE, AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS) may {doing} there"
+        ) from None
+
+
+# where fsspec's backends' own exceptions come from (the rest are OSError already)
+_STORE_ERRORS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "adlfs", "azure")
+
+
 def put_file(local: str | Path, where: str | Path) -> None:
     """Copy a local file to ``where``, whole (an object store shows it only once complete)."""
     fs, path = filesystem(where)
@@ -166,11 +227,14 @@ def remove_tree(where: str | Path) -> None:
 __all__ = [
     "LocationError",
     "beside_url",
+    "create_new",
     "exists",
+    "failures",
     "filesystem",
     "get_file",
     "is_url",
     "join",
+    "listing",
     "name_of",
     "names",
     "open_read",

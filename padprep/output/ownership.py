@@ -105,7 +105,7 @@ def owned_files(output: Path) -> list[str]:
         return []
     if MANIFEST not in present:
         raise OutputInTheWay(
-            f"{output}: already exists and is not a padprep output (it holds {_names(present)}); "
+            f"{output}: already exists and is not a padprep output (it holds {names_shown(present)}); "
             "padprep replaces only its own outputs: choose another --output"
         )
     try:
@@ -118,7 +118,7 @@ def owned_files(output: Path) -> list[str]:
     foreign = [name for name in present if name not in listed | {MANIFEST, REJECTS} or not (output / name).is_file()]
     if foreign:
         raise OutputInTheWay(
-            f"{output}: holds {_names(foreign)}, which padprep did not write; move {'it' if len(foreign) == 1 else 'them'} "
+            f"{output}: holds {names_shown(foreign)}, which padprep did not write; move {'it' if len(foreign) == 1 else 'them'} "
             "out of the output, or choose another --output"
         )
     return present
@@ -154,7 +154,8 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _names(names: list[str]) -> str:
+def names_shown(names: list[str]) -> str:
+    """The first few of ``names`` for a refusal: ``a, b, c, d, e and 3 more``."""
     shown = ", ".join(names[:_SHOWN])
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
@@ -166,6 +167,7 @@ __all__ = [
     "check_apart",
     "check_replaceable",
     "failed_rejects_path",
+    "names_shown",
     "owned_files",
     "remove_owned",
 ]

@@ -49,7 +49,9 @@ from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, list_lengths, pass_two, pass_two_packed
 from padprep.layout.shards import WrittenShard
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, spill_batch, spill_files, spill_pairs
+from padprep.output import publish
 from padprep.output.buildkey import input_digests, key_of, key_parts, up_to_date
+from padprep.output.location import is_url, url_of
 from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, read_manifest, write_manifest
 from padprep.output.ownership import OutputInTheWay, check_apart, check_replaceable
 from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput, MIN_RECORDS_FOR_RATE: re-exported)
@@ -133,20 +135,68 @@ def build(
     cfg = _followed(cfg)
     groups = _input_groups(cfg, progress)
     parts = key_parts(cfg, [d for g in groups for d in g.key_material()])
-    key = key_of(parts)
+    if is_url(cfg.output):
+        return _build_to_url(cfg, progress, pad, selection, groups, parts)
     with BuildLock(cfg.output, progress.log):  # one build per output at a time
-        existing = None if cfg.force else up_to_date(cfg.output, key)
+        return _build_locked(cfg, progress, pad, selection, groups, parts)
+
+
+def _build_locked(
+    cfg: BuildConfig,
+    progress: Progress,
+    pad: PadProcess | None,
+    selection: Callable[[], Selection] | None,
+    groups: list[_InputGroup],
+    parts: dict | None,
+) -> BuildResult:
+    """A build into a local output whose lock is held: up to date, or built (``_build_exact``)."""
+    key = key_of(parts)
+    existing = None if cfg.force else up_to_date(cfg.output, key)
+    if existing is not None:
+        Checkpoint.left_after_commit(cfg.output, key)
+        return BuildResult(cfg.output, existing, up_to_date=True)
+    files, digests = _expand_pinned(groups, cfg, progress)
+    check_apart(cfg.output, read_paths(cfg, files))
+    check_replaceable(cfg.output, cfg.overwrite or cfg.force)
+    chosen = selection() if selection is not None else None
+    if pad is not None:
+        return _build_exact(cfg, progress, files, digests, key, pad, chosen, parts)
+    with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
+        return _build_exact(cfg, progress, files, digests, key, pad, chosen, parts)
+
+
+def _build_to_url(
+    cfg: BuildConfig,
+    progress: Progress,
+    pad: PadProcess | None,
+    selection: Callable[[], Selection] | None,
+    groups: list[_InputGroup],
+    parts: dict | None,
+) -> BuildResult:
+    """``--output s3://...``: built as any build into a local staging output (its lock, checkpoints and resume
+    on this machine), then published to the URL, manifest last (``output/publish.py``). The URL's own lock
+    object keeps builds on other machines out; its rules for replacing are a local output's."""
+    url, key = url_of(cfg.output), key_of(parts)
+    publish.check_apart(url, [str(p) for p in cfg.inputs])
+    staged = publish.staging_path(url, cfg.cache_dir)
+    # the staging is padprep's own: replaced freely (the URL's output is what --overwrite is about)
+    staged_cfg = dataclasses.replace(cfg, output=staged, publish_to=url, overwrite=True)
+    with BuildLock(staged, progress.log), publish.RemoteLock(url, progress.log):
+        existing = None if cfg.force else publish.remote_up_to_date(url, key)
         if existing is not None:
-            Checkpoint.left_after_commit(cfg.output, key)
+            publish.finish(url, existing)  # a publish killed after its manifest left old names to remove
+            publish.remove_staged(staged)
             return BuildResult(cfg.output, existing, up_to_date=True)
-        files, digests = _expand_pinned(groups, cfg, progress)
-        check_apart(cfg.output, read_paths(cfg, files))
-        check_replaceable(cfg.output, cfg.overwrite or cfg.force)
-        chosen = selection() if selection is not None else None
-        if pad is not None:
-            return _build_exact(cfg, progress, files, digests, key, pad, chosen, parts)
-        with PadProcess.for_engine(cfg.engine) as pad:  # forked first: it imports torch while this process does pass 1
-            return _build_exact(cfg, progress, files, digests, key, pad, chosen, parts)
+        publish.check_replaceable(url, cfg.overwrite or cfg.force)
+        try:
+            result = _build_locked(staged_cfg, progress, pad, selection, groups, parts)
+        except RejectsKept as exc:  # the rejects go beside the URL, as beside a local output
+            kept = publish.keep_failed_rejects(exc.rejects_copy, url)
+            if kept is None:
+                raise
+            raise type(exc)(str(exc).replace(str(exc.rejects_copy), kept), exc.rejects_copy) from None
+        publish.publish(staged, url, progress.log)
+    return dataclasses.replace(result, output=cfg.output, up_to_date=False)
 
 
 class _NotProvablyExact(Exception):

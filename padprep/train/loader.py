@@ -37,6 +37,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from padprep.output.fetch import local_copy
 from padprep.output.manifest import read_manifest
 
 if TYPE_CHECKING:
@@ -297,12 +298,13 @@ def load(path: str | os.PathLike, columns: Sequence[str] | None = None, rows: bo
     (a preference build: a ``PairDataset``, ``train/pairs.py``).
 
     Args:
-        path: the build's output directory.
+        path: the build's output directory, or its URL (``s3://bucket/prefix``: fetched once into the local
+            read cache, ``output/fetch.py``).
         columns: the fixed-size columns to map; default ``input_ids``, ``attention_mask``, ``labels``,
             for a packed build ``position_ids``, and ``loss_weights`` (float32) where the build has them.
         rows: fetch batches as lists of row dicts (for HuggingFace collators; see ``ShardDataset``).
     """
-    root = Path(path)
+    root = local_copy(path)  # a build at a URL (s3://...): its files fetched into the local read cache, sha256-checked
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{root}: no {MANIFEST} here; is this a padprep build output?")
     manifest = read_manifest(root)

@@ -6,6 +6,7 @@ still exists byte for byte (and every symlink still points where it did), whatev
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -189,11 +190,14 @@ def test_padprep_s_own_files_beside_the_output_are_never_inputs(tmp_path):
     assert_nothing_lost(before, tmp_path)
 
 
-def test_a_url_output_is_refused_in_one_line(tmp_path):
-    for url in ("s3://bucket/out", "gs://bucket/out", "https://example.com/out"):
+def test_an_output_url_padprep_cannot_write_is_refused_in_one_line(tmp_path):
+    for url in ("https://example.com/out", "hf://datasets/org/out"):
         res = build(url, CHAT, cwd=tmp_path)
-        assert_one_line_failure(res, 2, f"--output {url}", "a URL")
-    assert list(tmp_path.iterdir()) == []  # no local folder named "s3:"
+        assert_one_line_failure(res, 2, f"--output {url}", "cannot write there")
+    if importlib.util.find_spec("gcsfs") is None:  # a URL whose fsspec backend is missing: what to install
+        res = build("gs://bucket/out", CHAT, cwd=tmp_path)
+        assert_one_line_failure(res, 2, "gs://bucket/out:", "pip install 'padprep[cloud]'")
+    assert list(tmp_path.iterdir()) == []  # no local folder named "https:" or "gs:"
 
 
 def test_a_recipe_output_never_holds_its_sources_or_the_recipe(project, tmp_path):

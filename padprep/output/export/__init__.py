@@ -22,6 +22,7 @@ from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.layout.shards import file_sha256
 from padprep.output.export.dest import EXPORT_MANIFEST, Destination, read_export_manifest
 from padprep.output.export.source import ExportError, open_build
+from padprep.output.fetch import local_copy
 
 # format name -> its module under padprep/output/export/ (each has ``write(sides, dest, fingerprint) -> dict``)
 FORMATS = {
@@ -52,6 +53,7 @@ def export(build: Path, fmt: str, dest: Path, overwrite: bool = False) -> Export
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}", EXIT_USAGE)
     writer = importlib.import_module(f"padprep.output.export.{FORMATS[fmt]}")
+    build = local_copy(build)  # a build at a URL: read from the local read cache (``output/fetch.py``)
     sides = open_build(Path(build))
     keys = [f"{s.name}:{s.manifest.build_key}" for s in sides]
     fingerprint = hashlib.sha256("\n".join([fmt, *keys]).encode()).hexdigest()[:16]
