@@ -91,6 +91,9 @@ class FlatRows:
     lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     files: tuple[str, ...] = ()
     file_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # The rows were written to the spill by the Ray worker that made them (``run/ray_engine.py``): only their
+    # lengths and counts travel to the driver; ids, labels, weights, lines and files are left empty.
+    spilled: bool = False
 
     @classmethod
     def of(cls, rows: list[Row]) -> "FlatRows":

@@ -48,6 +48,11 @@ def spill_batch(rows: FlatRows, inputs: np.ndarray) -> pa.RecordBatch:
     return pa.record_batch([ids, labels, weights, *sources], schema=SCHEMA)
 
 
+def input_indices(rows: FlatRows | FlatPairs, input_index: dict[str, int]) -> np.ndarray:
+    """Each row's (pair's) input, as its index in the build's inputs (``input_index``: input -> index)."""
+    return np.array([input_index[f] for f in rows.files], np.int32)[rows.file_of]
+
+
 def spill_files(workdir: Path) -> list[Path]:
     """The spill's segments, in order."""
     return sorted(Path(workdir).glob("spill-*.arrow"))

@@ -42,6 +42,7 @@ from padprep.chat.process import ChunkStats
 from padprep.errors import EXIT_USAGE, PadprepError
 from padprep.failpoints import kill_point
 from padprep.layout.shards import SOURCES_SUFFIX, WrittenShard, file_sha256, fsync_path
+from padprep.output import location
 from padprep.output.buildkey import key_changes
 from padprep.output.ownership import OutputInTheWay, beside, owned_files, remove_owned
 from padprep.output.rejects import Counts
@@ -170,6 +171,9 @@ class Segment:
     position: Position
     done: PassOne
     lengths: str | None = None  # --pack: the .npy of this segment's row lengths (beside the state)
+    # Pieces Ray workers spilled themselves before this checkpoint, in order (``ray_engine.SpilledPiece`` dicts:
+    # where, bytes, batches, lines_before); their rows come before this segment's own in the spill.
+    pieces: list[dict] = field(default_factory=list)
 
 
 class Checkpoint:
@@ -280,16 +284,28 @@ class Checkpoint:
     def next_segment(self) -> Path:
         return self.path / SEGMENT.format(len(self.segments))
 
-    def add_segment(self, path: Path, batches: int, rejects, position: Position, done: PassOne, lengths=None) -> None:
-        """Make a closed spill segment and everything counted up to it durable, then record it."""
+    def add_segment(self, path: Path, batches: int, rejects, position: Position, done: PassOne, lengths=None, pieces=()) -> None:
+        """Make a closed spill segment and everything counted up to it durable, then record it (with the pieces
+        Ray workers spilled before it: written whole, put where they are, before their task returned)."""
         fsync_path(path)
         rejects.flush()
         os.fsync(rejects.fileno())
         lengths_file = self._save_lengths(lengths) if lengths is not None else None
         done = PassOne.from_json(json.loads(json.dumps(done.to_json())))  # a copy: pass 1 keeps counting
-        self.segments.append(Segment(path.name, path.stat().st_size, batches, rejects.tell(), position, done, lengths_file))
+        size = path.stat().st_size
+        self.segments.append(Segment(path.name, size, batches, rejects.tell(), position, done, lengths_file, list(pieces)))
         self._save()
         kill_point("pass1")
+
+    def spill(self) -> list[tuple[str, int]]:
+        """The whole spill, in order, as (where, lines to add to its rows' lines): each segment's pieces spilled by
+        Ray workers, then the rows this process spilled into the segment itself."""
+        out: list[tuple[str, int]] = []
+        for seg in self.segments:
+            out += [(p["where"], p["lines_before"]) for p in seg.pieces]
+            if seg.batches:
+                out.append((str(self.path / seg.file), 0))
+        return out
 
     def _save_lengths(self, lengths: list) -> str:
         """--pack: a segment's rows' lengths, per spill batch, beside the state; the file's name."""
@@ -381,8 +397,8 @@ class Checkpoint:
         self.hazards, self.found = state.get("hazards") or [], state.get("found") or {}
         for s in state.get("segments", []):
             seg = Segment(**{**s, "position": Position(**s["position"]), "done": PassOne.from_json(s["done"])})
-            if self.phase != "written" and not _whole(self.path / seg.file, seg):  # written: the spill is gone
-                self._log(f"redoing from {seg.file}: the checkpointed file is not whole")
+            if self.phase != "written" and not (_whole(self.path / seg.file, seg) and _pieces_whole(seg)):  # written: spill gone
+                self._log(f"redoing from {seg.file}: the checkpointed file (or a piece the workers spilled) is not whole")
                 self.phase = "pass1"
                 break
             self.segments.append(seg)
@@ -392,12 +408,12 @@ class Checkpoint:
             return
         self.from_store = bool(state.get("from_store"))
         if self.phase == "pass1":  # what pass 1 wrote after its last checkpoint is not part of the build
-            kept = {s.file for s in self.segments}
-            for p in self.path.glob("spill-*.arrow"):
+            kept = {s.file for s in self.segments} | {Path(p["where"]).name for s in self.segments for p in s.pieces}
+            for p in [*self.path.glob("spill-*.arrow"), *self.path.glob("piece-*.arrow")]:
                 if p.name not in kept:
                     p.unlink()
             for p in [*self.path.glob("*.arrow"), *self.path.glob(f"*{SOURCES_SUFFIX}")]:
-                if not p.name.startswith("spill-"):
+                if not p.name.startswith(("spill-", "piece-")):
                     p.unlink()  # shards, their sidecars or route files of a pass 2 that must run again
             with contextlib.suppress(FileNotFoundError):
                 self.shards_log.unlink()
@@ -459,6 +475,18 @@ def _whole(path: Path, seg: Segment) -> bool:
             return pa.ipc.open_file(source).num_record_batches == seg.batches
     except (OSError, pa.ArrowException):
         return False
+
+
+def _pieces_whole(seg: Segment) -> bool:
+    """The pieces Ray workers spilled before this checkpoint are where they were put, with their sizes."""
+    return all(location.size(p["where"]) == p["bytes"] for p in seg.pieces)
+
+
+def spill_location(cfg, partial: Path) -> str:
+    """Where Ray workers spill their rows when pass 2 runs on the cluster: the partial output (on a real cluster,
+    a folder every node mounts), or beside an output URL (``.OUT.padprep-partial/``)."""
+    url = getattr(cfg, "publish_to", None)
+    return location.beside_url(url, "partial") if url else str(partial)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from padprep.failpoints import pause_point
 from padprep.layout.pass_two import ShardOptions, route_rows, write_bucket_shard
@@ -40,6 +41,7 @@ from padprep.layout.shards import WrittenShard, file_sha256
 from padprep.layout.spill import SCHEMA, SPILL
 from padprep.output import location
 from padprep.run.ray_engine import import_ray
+from padprep.schema import SOURCE_LINE
 
 # A task that dies with its node is run again on another, this many times.
 RETRIES = 3
@@ -68,7 +70,7 @@ class ShardJob:
 class Where:
     """Where pass 2 on the cluster reads and writes (paths or URLs every node reaches)."""
 
-    spill: list[str]  # the spill's segments, in order
+    spill: list[tuple[str, int]]  # the spill's parts, in order, each with the lines to add to its rows' lines
     work: str  # route files
     dest: str  # the shards and their sidecars
     receipts: str  # one receipt per written shard
@@ -104,7 +106,7 @@ def pass_two_on_cluster(
 def _route(ray, where: Where, bounds: list[int]) -> list[dict[int, tuple[str, int]]]:
     """Each segment's route files (by bucket) and their row counts, in spill order."""
     route = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(route_segment_task)
-    refs = [route.remote(path, k, bounds, where.work) for k, path in enumerate(where.spill)]
+    refs = [route.remote(path, lines, k, bounds, where.work) for k, (path, lines) in enumerate(where.spill)]
     return list(_gather(ray, refs))
 
 
@@ -151,11 +153,14 @@ def _plan_json(plan: list[ShardJob], key: str | None) -> dict:
 # -- inside a Ray worker --------------------------------------------------------------------------
 
 
-def route_segment_task(segment: str, index: int, bounds: list[int], work: str) -> dict[int, tuple[str, int]]:
-    """One segment's rows routed to one file per bucket at ``work``; each file's location and row count."""
+def route_segment_task(segment: str, lines_before: int, index: int, bounds: list[int], work: str) -> dict[int, tuple[str, int]]:
+    """One part of the spill routed to one file per bucket at ``work`` (its rows' lines counted from their file's
+    start: ``lines_before`` added, for a piece cut from a JSON Lines file); each file's location and row count."""
     with tempfile.TemporaryDirectory(prefix="padprep-route-") as tmp:
         local = Path(tmp) / SPILL.format(0)
         _fetch(segment, local)
+        if lines_before:
+            _add_lines(local, lines_before)
         routed = route_rows(Path(tmp), bounds)
         out = {}
         for bucket, (path, rows) in routed.items():
@@ -163,6 +168,18 @@ def route_segment_task(segment: str, index: int, bounds: list[int], work: str) -
             location.put_file(path, target)
             out[bucket] = (target, rows)
         return out
+
+
+def _add_lines(path: Path, lines_before: int) -> None:
+    """Rewrite a spill part with ``lines_before`` added to every row's line (a fetched copy, never the original)."""
+    with pa.OSFile(str(path), "rb") as source:
+        table = pa.ipc.open_file(source).read_all()
+    at = table.schema.get_field_index(SOURCE_LINE)
+    table = table.set_column(at, SOURCE_LINE, pc.add(table.column(at), pa.scalar(lines_before, pa.int64())))
+    path.unlink()  # (a link to the original when it is a local file)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
 
 
 def write_shard_task(
@@ -259,40 +276,42 @@ def _stream_rows(path: Path, start: int, stop: int) -> list[pa.RecordBatch]:
 
 
 def run_pass_two(
-    cfg, work: Path, bounds: list[int], pad_id: int, weighted: bool, key: str | None, log: Callable[[str], None]
+    cfg, checkpoint, bounds: list[int], pad_id: int, weighted: bool, key: str | None, log: Callable[[str], None]
 ) -> list[WrittenShard]:
     """Pass 2 of a bucketed SFT build on the cluster (``pipeline._passes``): the spill where the nodes read it,
-    the shards written, the route files and receipts removed."""
-    where = _where(cfg, work, log)
+    the shards written, then the route files, the workers' spill pieces and the receipts removed."""
+    where = _where(cfg, checkpoint, log)
     shards = pass_two_on_cluster(where, bounds, pad_id, ShardOptions.of(cfg), weighted, key, log)
-    for path in location.names(where.work):
-        if path.startswith("route-"):
-            location.remove(location.join(where.work, path))
+    for name in location.names(where.work):
+        if name.startswith(("route-", "piece-")):
+            location.remove(location.join(where.work, name))
     location.remove_tree(where.receipts)
-    if where.work != str(work):  # the spill's copy beside an output URL
+    if where.work != str(checkpoint.path):  # the spill beside an output URL
         location.remove_tree(where.work)
     return shards
 
 
-def _where(cfg, work: Path, log: Callable[[str], None]) -> Where:
+def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:
     """A local output: its partial folder holds everything (on a real cluster, a folder every node mounts).
-    An output URL: the spill is put beside it (``.OUT.padprep-partial/``) and the shards go straight to it, once
-    the old output there is retired (its manifest gone first: no reader sees a manifest naming replaced shards)."""
+    An output URL: the spill is beside it (``.OUT.padprep-partial/``: the workers' pieces, and any segment this
+    process spilled, put there now) and the shards go straight to it, once the old output there is retired (its
+    manifest gone first: no reader sees a manifest naming replaced shards)."""
     from padprep.output.ownership import beside
+    from padprep.run.checkpoint import spill_location
 
-    segments = [work / SPILL.format(k) for k in range(len(list(work.glob("spill-*.arrow"))))]
     url = getattr(cfg, "publish_to", None)
+    shared = spill_location(cfg, checkpoint.path)
     if not url:
-        return Where([str(p) for p in segments], str(work), str(work), str(beside(cfg.output, "receipts")))
+        return Where(checkpoint.spill(), shared, shared, str(beside(cfg.output, "receipts")))
     from padprep.output.publish import retire_old
 
-    partial = location.beside_url(url, "partial")
     spill = []
-    for path in segments:
-        target = location.join(partial, path.name)
-        if location.size(target) != path.stat().st_size:
-            location.put_file(path, target)
-        spill.append(target)
-    log(f"pass 2 on the cluster: the spill ({len(spill)} segments) put beside the output, at {partial}")
+    for part, lines in checkpoint.spill():
+        if not location.is_url(part):  # a segment of this process (rows from the store, say): put beside the output
+            target = location.join(shared, Path(part).name)
+            if location.size(target) != Path(part).stat().st_size:
+                location.put_file(part, target)
+            part = target
+        spill.append((part, lines))
     retire_old(url)
-    return Where(spill, partial, url, location.beside_url(url, "receipts"))
+    return Where(spill, shared, url, location.beside_url(url, "receipts"))

@@ -185,6 +185,11 @@ class Engine(Protocol):
         ``checkpoint.Position`` beside the record count), or None where it cannot stop (inside a Ray piece)."""
         ...
 
+    def take_spilled(self) -> list[dict]:
+        """The spill pieces its workers wrote themselves since the last call, in order (``ray_engine.SpilledPiece``
+        as dicts): their rows came back as lengths only (``FlatRows.spilled``). [] for an engine that does not."""
+        ...
+
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None
     ) -> Iterator[FlatResult]: ...
@@ -223,6 +228,9 @@ class LocalEngine:
 
     def position(self) -> dict | None:
         return {}  # results come a chunk at a time, in input order: the record count says it all
+
+    def take_spilled(self) -> list[dict]:
+        return []  # this process spills every row
 
     def results(
         self, stream: RecordStream, processor: Processor, chunk_size: int, checked: ChunkResult | None

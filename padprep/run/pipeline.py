@@ -31,8 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from padprep import __version__
-from padprep.chat.pairs import FlatPairs
-from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, FlatRows, ProcessOptions, Processor
+from padprep.chat.process import ChunkResult, ChunkStats, FlatResult, ProcessOptions, Processor
 from padprep.chat.templates import TemplateError, resolve_template
 from padprep.chat.tokenizer import TokenizerBundle, load_tokenizer
 from padprep.config import BuildConfig, EngineName, Reasoning, SpanMethod, Task, TrainOn
@@ -48,7 +47,7 @@ from padprep.layout.pack import Placement, best_fit_decreasing
 from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, list_lengths, pass_two, pass_two_packed
 from padprep.layout.shards import WrittenShard
-from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, spill_batch, spill_files, spill_pairs
+from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, input_indices, spill_batch, spill_files, spill_pairs
 from padprep.output import publish
 from padprep.output.buildkey import input_digests, key_of, key_parts, up_to_date
 from padprep.output.location import is_url, url_of
@@ -67,7 +66,7 @@ from padprep.output.rejects import (  # noqa: F401  (TooManyRejects, EmptyOutput
     keep_rejects,
 )
 from padprep.recipe.draw import Selection
-from padprep.run.checkpoint import BuildLock, Checkpoint, PassOne, Position, describe_resume
+from padprep.run.checkpoint import BuildLock, Checkpoint, PassOne, Position, describe_resume, spill_location
 from padprep.run.engine import Engine, LocalEngine, RecordStream, detect_file_format
 from padprep.run.padproc import PadProcess
 from padprep.run.parallel import SMALL_INPUT_BYTES, plan_workers
@@ -413,7 +412,10 @@ def _both_passes(
         checkpoint.start_pass_two(bounds, [h.as_json() for h in hazards], {f: [v.format, v.origin] for f, v in found.items()})
     elif checkpoint.phase == "pass1":
         found: dict[str, FileFormat] = {}
-        engine = _engine(cfg, bundle, processor, files, digests, formats, found, total_bytes, progress, checkpoint.position)
+        spill_to = spill_location(cfg, checkpoint.path) if _on_cluster(cfg, pairs) else None
+        engine = _engine(
+            cfg, bundle, processor, files, digests, formats, found, total_bytes, progress, checkpoint.position, spill_to
+        )
         with engine:  # local workers start before this process tokenizes anything
             progress.log(f"engine: {engine.describe()}")
             stream = RecordStream(
@@ -451,7 +453,7 @@ def _both_passes(
         counts, stats, histogram = done.counts, done.stats, done.histogram
         hazards = [Hazard(**h) for h in checkpoint.hazards]
         found = {f: FileFormat(*v) for f, v in checkpoint.found.items()}
-    on_cluster = cfg.engine is EngineName.ray and not cfg.pack and not pairs
+    on_cluster = _on_cluster(cfg, pairs)
     progress.log(
         f"pass 2 (pad and write) {'on the cluster: the driver plans, the workers route, pad and write' if on_cluster else pad.describe()}"
     )
@@ -462,7 +464,7 @@ def _both_passes(
     elif on_cluster:
         from padprep.run.cluster import run_pass_two  # imports ray: only for --engine ray
 
-        shards = run_pass_two(cfg, work, bounds, bundle.pad_id, weighted, state.key, progress.log)
+        shards = run_pass_two(cfg, checkpoint, bounds, bundle.pad_id, weighted, state.key, progress.log)
     elif cfg.pack:
         placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
         shards = pad.run(pass_two_packed, work, placement, bundle.pad_id, options, weighted, [len(x) for x in lengths], pad.clean)
@@ -479,6 +481,12 @@ def _both_passes(
     write_manifest(work, manifest)
     checkpoint.finished()
     return manifest, hazards
+
+
+def _on_cluster(cfg: BuildConfig, pairs: bool) -> bool:
+    """Pass 2 runs on the Ray cluster (``run/cluster.py``): bucketed SFT builds of --engine ray. --pack and pairs
+    are written by the driver: a packed row draws from anywhere in the spill (every piece feeds every shard)."""
+    return cfg.engine is EngineName.ray and not cfg.pack and not pairs
 
 
 def _store(
@@ -601,8 +609,8 @@ def _pass_one_stored(state: _BuildState, checkpoint: Checkpoint, progress: Progr
 
 def _keep_pass_one(state: _BuildState, checkpoint: Checkpoint, done: PassOne, hazards: list[Hazard], found) -> None:
     """Pass 1's spill, rejects and counts kept in the store, for a later build that changes only the layout."""
-    if state.store is None or state.store_parts is None:
-        return
+    if state.store is None or state.store_parts is None or any(s.pieces for s in checkpoint.segments):
+        return  # (rows Ray workers spilled are where the cluster reads them, not in this process's segments)
     meta = {
         "pass_one": done.to_json(),
         "hazards": [h.as_json() for h in hazards],
@@ -628,13 +636,15 @@ def _engine(
     total_bytes: int | None,
     progress: Progress,
     resume: Position | None = None,
+    spill_to: str | None = None,
 ) -> Engine:
-    """The engine ``--engine`` names: this machine's processes (as ``--workers`` plans), or Ray."""
+    """The engine ``--engine`` names: this machine's processes (as ``--workers`` plans), or Ray (``spill_to``: where
+    its workers write their rows themselves, when pass 2 runs on the cluster)."""
     if cfg.engine is EngineName.ray:
         from padprep.run.ray_engine import RayEngine  # imports ray: only when asked for
 
         where = dataclasses.asdict(resume) if resume is not None else None
-        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress, dict(zip(files, digests)), where)
+        return RayEngine(bundle, files, formats, found, cfg.ray_address, progress, dict(zip(files, digests)), where, spill_to)
     return LocalEngine(plan_workers(cfg.workers, total_bytes), bundle, processor)
 
 
@@ -852,27 +862,33 @@ def _pass_one(
                 if cfg.pack:
                     segment.lengths.append(rows.lengths.astype(np.int32))
                 counts.written += len(rows.lengths)
-                inputs = _inputs_of(rows, input_index)
-                segment.write(spill_pairs(rows, inputs) if pairs else spill_batch(rows, inputs))
+                if not getattr(rows, "spilled", False):  # (a Ray worker that spilled them sent their lengths only)
+                    inputs = input_indices(rows, input_index)
+                    segment.write(spill_pairs(rows, inputs) if pairs else spill_batch(rows, inputs))
             counts.per_file.update(rows.per_file)
             counts.per_file_tokens.update(rows.per_file_tokens)
             check_limits(cfg, counts, final=False)
             progress.advance(result.stats.records, int(rows.lengths.sum()))
             if time.monotonic() - last >= every and (where := engine.position()) is not None:
                 lengths += segment.close_into(
-                    checkpoint, rejects_fh, done, Position(counts.read, bytes_read=stream.bytes_read(), **where), cfg.pack
+                    checkpoint,
+                    rejects_fh,
+                    done,
+                    Position(counts.read, bytes_read=stream.bytes_read(), **where),
+                    cfg.pack,
+                    engine.take_spilled(),
                 )
                 segment, last = _SpillSegment(checkpoint.next_segment(), schema), time.monotonic()
         where = engine.position()
         lengths += segment.close_into(
-            checkpoint, rejects_fh, done, Position(counts.read, bytes_read=stream.bytes_read(), **(where or {})), cfg.pack
+            checkpoint,
+            rejects_fh,
+            done,
+            Position(counts.read, bytes_read=stream.bytes_read(), **(where or {})),
+            cfg.pack,
+            engine.take_spilled(),
         )
     return done, lengths
-
-
-def _inputs_of(rows: FlatRows | FlatPairs, input_index: dict[str, int]) -> np.ndarray:
-    """Each row's (pair's) input, as its index in the build's inputs."""
-    return np.array([input_index[f] for f in rows.files], np.int32)[rows.file_of]
 
 
 def _checkpoint_seconds() -> float:
@@ -897,14 +913,17 @@ class _SpillSegment:
         self._writer.write_batch(batch)
         self.batches += 1
 
-    def close_into(self, checkpoint: Checkpoint, rejects_fh, done: PassOne, position: Position, pack: bool) -> list[np.ndarray]:
-        """Close the segment and checkpoint it (an empty one is removed, unless it is the only state there is)."""
+    def close_into(
+        self, checkpoint: Checkpoint, rejects_fh, done: PassOne, position: Position, pack: bool, pieces: list[dict]
+    ) -> list[np.ndarray]:
+        """Close the segment and checkpoint it, with the pieces Ray workers spilled since the last checkpoint (an
+        empty segment is removed, unless it is the only state there is or pieces were spilled)."""
         self._writer.close()
         self._sink.close()
-        if self.batches == 0 and checkpoint.segments:
+        if self.batches == 0 and not pieces and checkpoint.segments:
             self.path.unlink()
         else:
-            checkpoint.add_segment(self.path, self.batches, rejects_fh, position, done, self.lengths if pack else None)
+            checkpoint.add_segment(self.path, self.batches, rejects_fh, position, done, self.lengths if pack else None, pieces)
         return self.lengths
 
 

@@ -22,12 +22,17 @@ process may use and a small object store, and shut down after it.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import tempfile
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
 
 from padprep.chat.process import ChunkResult, FlatResult, ProcessOptions, Processor
 from padprep.chat.tokenizer import TokenizerBundle
@@ -37,6 +42,8 @@ from padprep.input.formats import FileFormat, FormatOptions
 from padprep.input.read import STDIN, InputError, is_json_array_file, read_jsonl, read_records
 from padprep.input.records import RawRecord
 from padprep.input.remote import is_remote
+from padprep.layout.spill import SCHEMA, input_indices, spill_batch
+from padprep.output import location
 from padprep.run.engine import RecordStream, chunked, detect_file_format
 from padprep.run.parallel import available_cores
 from padprep.run.progress import Progress
@@ -45,6 +52,7 @@ from padprep.run.progress import Progress
 RANGE_BYTES = 8 << 20
 # Object store of a local cluster: pieces' results are small (token ids), a few in flight.
 LOCAL_OBJECT_STORE_BYTES = 256 << 20
+PIECE = "piece-{:06d}.arrow"  # a piece's rows, spilled by its worker (numbered in plan order)
 INSTALL_HINT = "--engine ray needs Ray: pip install 'padprep[ray]' (or pip install 'ray[data]')"
 
 
@@ -212,6 +220,37 @@ def _process_piece(
     return [processor.process_flat(chunk) for chunk in chunked(iter(records), chunk_size)], lines
 
 
+def _process_and_spill(
+    bundle_ref: list,
+    key: str,
+    options: ProcessOptions,
+    piece: Piece,
+    fmt: str | None,
+    chunk_size: int,
+    target: str,
+    input_index: dict[str, int],
+) -> tuple[list[FlatResult], int, dict]:
+    """``_process_piece``, with the piece's rows written to the spill at ``target`` (a path or URL every node
+    reaches) by this worker: the results carry only the rows' lengths and counts back (``FlatRows.spilled``);
+    the third value describes the file (``SpilledPiece`` as a dict, its lines counted from the piece's start)."""
+    results, lines = _process_piece(bundle_ref, key, options, piece, fmt, chunk_size)
+    with tempfile.TemporaryDirectory(prefix="padprep-piece-") as tmp:
+        local = os.path.join(tmp, "piece.arrow")
+        batches = 0
+        with pa.OSFile(local, "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+            for result in results:
+                if len(result.rows.lengths):
+                    writer.write_batch(spill_batch(result.rows, input_indices(result.rows, input_index)))
+                    batches += 1
+        location.put_file(local, target)
+        size = os.path.getsize(local)
+    for result in results:
+        rows = result.rows
+        empty = np.zeros(0, np.int32)
+        result.rows = dataclasses.replace(rows, ids=empty, labels=empty, weights=None, lines=np.zeros(0, np.int64), spilled=True)
+    return results, lines, {"where": target, "bytes": size, "batches": batches, "lines_before": 0}
+
+
 class RayEngine:
     """Ray tasks, one per piece, a bounded number in flight, results taken back in input order.
 
@@ -240,8 +279,11 @@ class RayEngine:
         progress: Progress,
         digests: dict[str, str | None] | None = None,
         resume: dict | None = None,
+        spill_to: str | None = None,
     ):
         self._ray = import_ray()
+        self._spill_to = spill_to  # the workers write their rows here (pass 2 then runs on the cluster: ``cluster.py``)
+        self._spilled: list[dict] = []
         self._digests = digests or {}
         self._resume_pieces = int((resume or {}).get("pieces", 0))
         self._resume_lines = dict((resume or {}).get("lines_before", {}))
@@ -279,19 +321,39 @@ class RayEngine:
         log = self._progress.log
         # a recipe's records come tagged by the stream, each file with its source's options
         fmts = {} if stream.selection is not None else {f: self._file_format(f) for f in self._files if f != STDIN}
-        task = ray.remote(num_cpus=1, max_retries=0)(_process_piece)
         bundle_ref = [ray.put(self._bundle)]
         key = self._bundle.fingerprint
         window = 2 * self._cpus
         pending: deque = deque()
         lines_before: dict[str, int] = dict(self._resume_lines)
+        submit = self._submitter(processor.options, bundle_ref, key, chunk_size)
         for piece in self._pieces(stream, chunk_size, log):
-            fmt = fmts.get(piece.path)
-            pending.append((piece, task.remote(bundle_ref, key, processor.options, piece, fmt, chunk_size)))
+            pending.append((piece, submit(piece, fmts.get(piece.path))))
             if len(pending) >= window:
                 yield from self._collect(*pending.popleft(), lines_before)
         while pending:
             yield from self._collect(*pending.popleft(), lines_before)
+
+    def _submitter(self, options: ProcessOptions, bundle_ref: list, key: str, chunk_size: int) -> Callable:
+        """``submit(piece, fmt)``: the piece's task (its rows come back, or are spilled by the worker)."""
+        ray = self._ray
+        if self._spill_to is None:
+            task = ray.remote(num_cpus=1, max_retries=0)(_process_piece)
+            return lambda piece, fmt: task.remote(bundle_ref, key, options, piece, fmt, chunk_size)
+        # a worker killed with its node leaves no rows behind: its piece is run again elsewhere
+        task = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(_process_and_spill)
+        index = {f: i for i, f in enumerate(self._files)}
+        numbers = iter(range(self._resume_pieces, 1 << 62))  # as the plan numbers pieces, resumed or not
+
+        def submit(piece: Piece, fmt: str | None):
+            target = location.join(self._spill_to, PIECE.format(next(numbers)))
+            return task.remote(bundle_ref, key, options, piece, fmt, chunk_size, target, index)
+
+        return submit
+
+    def take_spilled(self) -> list[dict]:
+        taken, self._spilled = self._spilled, []
+        return taken
 
     def _file_format(self, path: str) -> str | None:
         """The format to tag a file's records with (None with --format, as the local stream does)."""
@@ -318,13 +380,15 @@ class RayEngine:
 
     def _collect(self, piece: Piece, ref, lines_before: dict[str, int]) -> Iterator[FlatResult]:
         try:
-            results, lines = self._ray.get(ref)
+            results, lines, *spilled = self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None
         offset = lines_before.get(piece.path, 0)
         lines_before[piece.path] = offset + lines
         self._pieces_done += 1
+        if spilled:  # counted in with the piece's last result, when a checkpoint may follow
+            self._spilled.append({**spilled[0], "lines_before": offset})
         for k, result in enumerate(results):
             if offset and result.rejects:
                 result.rejects = [replace(r, line=r.line + offset) for r in result.rejects]
