@@ -4,7 +4,8 @@ name instead of racing for it. Unset (always, outside tests), ``kill_point`` is 
 
 Names: ``pass1:K`` (after pass 1's K-th checkpoint), ``between`` (pass 1 done, pass 2 not begun),
 ``pass2:K`` (after pass 2's K-th shard, in the process that wrote it), ``rename`` (the output
-complete, before its rename into place). Imports only the standard library.
+complete, before its rename into place), ``publish:K`` (a build to a URL: after the K-th file put
+there, before its manifest: ``output/publish.py``). Imports only the standard library.
 
 ``PADPREP_PAUSE_AT=NAME:K`` with ``PADPREP_PAUSE_FILE=F`` makes the task that reaches ``NAME`` with number
 ``K`` (``cluster-shard:K``: the cluster's task writing shard ``K``, ``run/cluster.py``) create ``F.reached``

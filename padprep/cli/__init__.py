@@ -493,7 +493,7 @@ def inspect(
     problems: list[str] = []
     shown = _shown(output)
     try:
-        output = local_copy(output, lenient=verify)  # an output at a URL: fetched into the local read cache
+        output = local_copy(output, verify=verify)  # an output at a URL: fetched into the local read cache
         stats = load_stats(output, problems if verify else None)
         stats["output"] = shown
         if verify:

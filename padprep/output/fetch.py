@@ -36,15 +36,15 @@ class FetchError(PadprepError):
     exit_code = EXIT_FAILED
 
 
-def local_copy(where: str | Path, lenient: bool = False) -> Path:
+def local_copy(where: str | Path, verify: bool = False) -> Path:
     """``where`` itself when it is a local path; for a URL, the local folder holding its output (see the module).
 
-    ``lenient`` (``inspect --verify``): a file missing at the URL or differing from its sha256 is left for the
-    verification to report (missing, or as fetched), not refused here.
+    ``verify`` (``inspect --verify``): every file is fetched again, whatever the cache holds, and one missing at
+    the URL or differing from its sha256 is left for the verification to report (missing, or as fetched).
 
     Raises:
         ManifestError: no output at the URL (exit 2), or a damaged manifest (exit 1).
-        FetchError: a listed file missing or not as its manifest says (exit 1), unless ``lenient``.
+        FetchError: a listed file missing or not as its manifest says (exit 1), unless ``verify``.
         LocationError: the URL cannot be read (no backend, no credentials, no bucket).
     """
     if not location.is_url(where):
@@ -54,17 +54,17 @@ def local_copy(where: str | Path, lenient: bool = False) -> Path:
     view = reads / url_folder(url) / location.name_of(url)
     with location.failures(url, "read"), _locked(reads / url_folder(url)):
         if location.exists(location.join(url, MANIFEST)):
-            _mirror(url, view, reads / "blobs", lenient)
+            _mirror(url, view, reads / "blobs", verify)
             return view
         sides = [s for s in SIDES if location.exists(location.join(url, s, MANIFEST))]
         if not sides:
             raise ManifestError(f"{url}: no {MANIFEST} here (nor in train/ or eval/); is this a padprep build output?")
         for side in sides:
-            _mirror(location.join(url, side), view / side, reads / "blobs", lenient)
+            _mirror(location.join(url, side), view / side, reads / "blobs", verify)
         return view
 
 
-def _mirror(url: str, view: Path, blobs: Path, lenient: bool) -> None:
+def _mirror(url: str, view: Path, blobs: Path, verify: bool) -> None:
     """Make ``view`` hold ``url``'s output: every listed file linked from its blob, then rejects and manifest
     (the bytes read once: what is fetched is what that manifest lists)."""
     data = location.read_bytes(location.join(url, MANIFEST))
@@ -79,13 +79,13 @@ def _mirror(url: str, view: Path, blobs: Path, lenient: bool) -> None:
                 continue
             wanted.add(name)
             if name not in present:
-                if not lenient:
+                if not verify:
                     raise FetchError(
                         f"{location.join(url, name)}: listed in its manifest but not there; the output is damaged: rebuild it"
                     )
                 _unlink(view / name)
                 continue
-            _place(location.join(url, name), sha, view / name, blobs, lenient)
+            _place(location.join(url, name), sha, view / name, blobs, verify)
     _fetch_rejects(url, present.get(REJECTS), view)
     _replace_with(view / MANIFEST, lambda tmp: tmp.write_bytes(data))
     for stale in os.listdir(view):  # the view is padprep's own: what an older build listed goes
@@ -93,10 +93,10 @@ def _mirror(url: str, view: Path, blobs: Path, lenient: bool) -> None:
             _unlink(view / stale)
 
 
-def _place(url: str, sha: str | None, target: Path, blobs: Path, lenient: bool) -> None:
-    """``target`` linked to the blob of ``sha``, fetched first where it is not in the cache."""
+def _place(url: str, sha: str | None, target: Path, blobs: Path, verify: bool) -> None:
+    """``target`` linked to the blob of ``sha``, fetched first where it is not in the cache (always, to verify)."""
     blob = blobs / sha if sha else None
-    if blob is not None and blob.is_file():
+    if blob is not None and blob.is_file() and not verify:
         if target.is_file() and os.path.samefile(blob, target):
             return
         _replace_with(target, lambda tmp: _link(blob, tmp))
@@ -109,7 +109,7 @@ def _place(url: str, sha: str | None, target: Path, blobs: Path, lenient: bool) 
             os.replace(tmp, blob)
             _replace_with(target, lambda t: _link(blob, t))
             return
-        if not lenient:
+        if not verify:
             raise FetchError(
                 f"{url}: sha256 {got[:12]}... differs from its manifest's {str(sha)[:12]}...; the output is damaged "
                 "or being replaced: read it again once its build has ended, or rebuild it"
