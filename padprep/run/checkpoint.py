@@ -421,8 +421,9 @@ class Checkpoint:
             if rejects.exists():
                 with open(rejects, "r+b") as fh:
                     fh.truncate(self.rejects_bytes)
-        for p in self.path.glob("route-*.arrow"):
-            p.unlink()
+        if self.engine != "ray":  # (the cluster's route files are named by its frozen plan: ``cluster.py``)
+            for p in self.path.glob("route-*.arrow"):
+                p.unlink()
 
     def _save(self) -> None:
         state = {
@@ -453,6 +454,7 @@ class Checkpoint:
 
     def _clear(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        shutil.rmtree(beside(self.output, "receipts"), ignore_errors=True)  # the cluster's pass 2 (``cluster.py``)
         self.discard_state()
         self.segments, self.phase, self.bounds, self.hazards, self.found = [], "pass1", None, [], {}
         self.from_store = False

@@ -88,9 +88,13 @@ def pass_two_on_cluster(
     """Route on the cluster, plan here, write on the cluster (see the module); the shards written, as ``pass_two``
     returns them."""
     ray = import_ray()
-    routed = _route(ray, where, bounds)
-    plan = plan_shards(routed, options.shard_tokens)
-    location.write_bytes(location.join(where.receipts, "plan.json"), json.dumps(_plan_json(plan, key)).encode())
+    plan_at = location.join(where.receipts, "plan.json")
+    plan = _frozen_plan(plan_at, key)
+    if plan is None:
+        plan = plan_shards(_route(ray, where, bounds), options.shard_tokens)
+        location.write_bytes(plan_at, json.dumps(_plan_json(plan, key)).encode())
+    else:
+        log(f"pass 2: the shard plan of the interrupted run ({plan_at}) and its route files are used again")
     options = dataclasses.replace(options, done={}, log=None)  # the receipts are this engine's checkpoints
     write = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(write_shard_task)
     refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key) for job in plan]
@@ -148,6 +152,25 @@ def plan_shards(routed: list[dict[int, tuple[str, int]]], shard_tokens: int) -> 
 
 def _plan_json(plan: list[ShardJob], key: str | None) -> dict:
     return {"build_key": key, "shards": [dataclasses.asdict(job) for job in plan]}
+
+
+def _frozen_plan(where: str, key: str | None) -> list[ShardJob] | None:
+    """The plan an interrupted run of this build froze (written once every route file was), when every route file
+    it names is still there; None: route again."""
+    if key is None:
+        return None
+    try:
+        record = json.loads(location.read_bytes(where))
+        plan = [
+            ShardJob(job["bucket"], job["serial"], tuple(Slice(**part) for part in job["slices"])) for job in record["shards"]
+        ]
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return None
+    if record.get("build_key") != key:
+        return None
+    if not all(location.exists(path) for path in {part.path for job in plan for part in job.slices}):
+        return None
+    return plan
 
 
 # -- inside a Ray worker --------------------------------------------------------------------------
