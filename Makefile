@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PADPREP := $(VENV)/bin/padprep
 DEMO_OUT ?= out/demo
 
-.PHONY: install install-test demo test test-fast lint bench bench-memory bench-resume bench-store sample-data clean
+.PHONY: install install-test demo test test-fast lint bench bench-memory bench-resume bench-store bench-cluster sample-data clean
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -60,6 +60,12 @@ bench-resume: install-test
 ## fresh builds, byte-compared; what filling the store costs a fresh build (20k conversations, ~6 min).
 bench-store: install-test
 	$(PY) benchmarks/store_bench.py --conversations 20000
+
+## --engine ray on a 3-node Ray cluster on this machine (separate `ray start` processes, 1 CPU each) writing to a
+## local S3 server (moto), against the local engine: wall time, the driver's and the largest Ray worker's peak RSS,
+## bytes beside the output, shards byte-compared; 20k and 200k conversations (~15 min; 2M: --conversations 2000000 --to local).
+bench-cluster: install-test
+	$(PY) benchmarks/cluster_bench.py --conversations 20000,200000 --json out/cluster_bench.json
 
 ## Peak memory at 20k and at 2M conversations (long: writes a 2.4 GB input).
 bench-memory: install-test
