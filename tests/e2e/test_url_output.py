@@ -203,3 +203,32 @@ def test_a_recipe_builds_train_and_eval_at_the_url(s3, tmp_path):
     assert "train/manifest.json" in tree and "eval/manifest.json" in tree
     exported = padprep_cli("export", url, str(tmp_path / "lf"), "--to", "llamafactory")
     assert exported.returncode == 0, exported.stderr
+
+
+def _staged(tree: dict[str, bytes], folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name, data in tree.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_publish_counts_files_already_at_the_url_and_retire_old_is_idempotent(s3, local, tmp_path):
+    """The interface the Ray engine relies on: shards it wrote to the URL itself are not staged here."""
+    from padprep.output.publish import PublishError, publish, retire_old
+
+    url = make_bucket() + "/out"
+    shard = next(name for name in local[512] if name.endswith(".arrow"))
+    staged = _staged(local[512], tmp_path / "a" / "out")
+    _fs().pipe_file(f"{url[len('s3://') :]}/{shard}", local[512][shard])
+    (staged / shard).unlink()
+    publish(staged, url, lambda line: None)
+    assert remote_tree(url) == local[512] and not staged.exists()
+    listed = [n for n in local[512] if n not in ("manifest.json", "rejects.jsonl")]
+    assert sorted(retire_old(url)) == sorted(listed) and "manifest.json" not in remote_tree(url)
+    assert sorted(retire_old(url)) == sorted(listed)  # again: nothing more to retire, the same names
+    missing = _staged(local[256], tmp_path / "b" / "out")
+    gone = next(name for name in local[256] if name.endswith(".arrow") and name not in local[512])
+    (missing / gone).unlink()
+    with pytest.raises(PublishError, match=f"{gone}: listed in the manifest"):
+        publish(missing, url, lambda line: None)
+    assert "manifest.json" not in remote_tree(url)
