@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from padprep.failpoints import pause_point
 from padprep.layout.pass_two import ShardOptions, route_rows, write_bucket_shard
-from padprep.layout.shards import WrittenShard, file_sha256
+from padprep.layout.shards import WrittenShard, file_sha256, sources_name
 from padprep.layout.spill import SCHEMA, SPILL
 from padprep.output import location
 from padprep.run.ray_engine import import_ray
@@ -74,6 +74,9 @@ class Where:
     work: str  # route files
     dest: str  # the shards and their sidecars
     receipts: str  # one receipt per written shard
+    # told every file name the shard tasks will write at ``dest``, before they start (an output URL records them
+    # beside itself: a killed build's files are then known as padprep's: ``publish.claim``)
+    claim: Callable[[list[str]], object] | None = None
 
 
 def pass_two_on_cluster(
@@ -95,6 +98,8 @@ def pass_two_on_cluster(
         location.write_bytes(plan_at, json.dumps(_plan_json(plan, key)).encode())
     else:
         log(f"pass 2: the shard plan of the interrupted run ({plan_at}) and its route files are used again")
+    if where.claim is not None:
+        where.claim([name for job in plan for name in (_shard_name(job), sources_name(_shard_name(job)))])
     options = dataclasses.replace(options, done={}, log=None)  # the receipts are this engine's checkpoints
     write = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(write_shard_task)
     refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key) for job in plan]
@@ -326,7 +331,7 @@ def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:
     shared = spill_location(cfg, checkpoint.path)
     if not url:
         return Where(checkpoint.spill(), shared, shared, str(beside(cfg.output, "receipts")))
-    from padprep.output.publish import retire_old
+    from padprep.output.publish import claim, retire_old
 
     spill = []
     for part, lines in checkpoint.spill():
@@ -337,4 +342,4 @@ def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:
             part = target
         spill.append((part, lines))
     retire_old(url)
-    return Where(spill, shared, url, location.beside_url(url, "receipts"))
+    return Where(spill, shared, url, location.beside_url(url, "receipts"), lambda names: claim(url, names))

@@ -29,12 +29,6 @@ from tests.support.s3 import make_bucket, s3_server
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'padprep[ray]'")
 
-# Once pass 2 runs on the cluster (issue 37, run/cluster.py) these are turned on by removing the mark; until then
-# PADPREP_TEST_PASS2_CLUSTER=1 runs them.
-waiting_for_pass_two = pytest.mark.skipif(
-    not os.environ.get("PADPREP_TEST_PASS2_CLUSTER"), reason="waiting for pass 2 on the cluster"
-)
-
 TOK = SAMPLE / "tokenizer"
 SHARD_TOKENS = "3000"  # the sample's 48 conversations in ~25 shards: many pass-2 tasks to spread and to kill
 ROUTE, WRITE = "route_segment_task", "write_shard_task"  # run/cluster.py's task functions
@@ -131,7 +125,6 @@ def test_a_three_node_build_writes_the_local_engines_shards(cluster, inputs, loc
     assert len(busy) >= 2, f"every task ran on one node: {ran}"
 
 
-@waiting_for_pass_two
 def test_pass_two_runs_on_the_workers(cluster, inputs, local_shards, tmp_path):
     """Pass 2's tasks (route a spill segment, write a shard) ran on the cluster, on more than one node."""
     before = cluster.tasks_run()
@@ -145,7 +138,6 @@ def test_pass_two_runs_on_the_workers(cluster, inputs, local_shards, tmp_path):
     assert shard_bytes(tmp_path / "out") == local_shards
 
 
-@waiting_for_pass_two
 def test_a_three_node_build_to_s3_writes_the_local_engines_shards(cluster, inputs, local_shards, tmp_path):
     url = f"{make_bucket()}/out"
     res = padprep_cli(*build_args(inputs, url, cluster.address), env=cluster.env)
@@ -201,7 +193,6 @@ def _idle(cluster, timeout: float = 60) -> None:
     raise TimeoutError(f"tasks still running after {timeout:.0f} s")
 
 
-@waiting_for_pass_two
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_worker_node_killed_in_pass_two_the_build_finishes_with_the_same_shards(s3, inputs, local_shards, tmp_path, kind):
     """The node running shard task K is SIGKILLed (raylet, workers, all) while the task is held; Ray runs the lost
@@ -225,7 +216,6 @@ def test_a_worker_node_killed_in_pass_two_the_build_finishes_with_the_same_shard
         assert ran[3 - holder].get(WRITE, 0) >= 1, ran
 
 
-@waiting_for_pass_two
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_build_run_again_after_its_driver_died_in_pass_two_skips_the_shards_with_receipts(
     cluster, inputs, local_shards, tmp_path, kind
