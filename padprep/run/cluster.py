@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -46,6 +47,7 @@ from padprep.schema import SOURCE_LINE
 # A task that dies with its node is run again on another, this many times.
 RETRIES = 3
 ROUTE = "route-{:05d}-{:06d}.arrow"  # segment, bucket
+PROGRESS_SECONDS = 10  # how often the driver says how far pass 2 is
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,13 @@ def pass_two_on_cluster(
     options = dataclasses.replace(options, done={}, log=None)  # the receipts are this engine's checkpoints
     write = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(write_shard_task)
     refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key) for job in plan]
-    shards, reused = [], 0
+    shards, reused, said = [], 0, time.monotonic()
     for shard, was_there in _gather(ray, refs):
         shards.append(shard)
         reused += was_there
+        if time.monotonic() - said >= PROGRESS_SECONDS:
+            log(f"pass 2: {len(shards):,} of {len(plan):,} shards written")
+            said = time.monotonic()
     if reused:
         log(f"pass 2: {reused:,} of {len(plan):,} shards were written by an earlier run (receipts checked), not again")
     return sorted(shards, key=lambda s: (s.seq_len, s.file))
