@@ -46,11 +46,14 @@ def pass_two_pairs(workdir: Path, bounds: list[int], options: ShardOptions, pad_
 def _write_bucket(workdir: Path, path: Path, bucket: int, options: ShardOptions, pad_id: int | None) -> list[WrittenShard]:
     shards: list[WrittenShard] = []
     for table in shard_tables([path], max(1, options.shard_tokens // bucket), PAIR_SCHEMA):
-        shards.append(_flush(workdir, table, bucket, options, len(shards), pad_id))
+        shards.append(write_pair_shard(workdir, table, bucket, options, len(shards), pad_id))
     return shards
 
 
-def _flush(workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, serial: int, pad_id: int | None) -> WrittenShard:
+def write_pair_shard(
+    workdir: Path, table: pa.Table, bucket: int, options: ShardOptions, serial: int, pad_id: int | None
+) -> WrittenShard:
+    """These pairs of a bucket as its shard number ``serial`` (also on a cluster's worker: ``run/cluster.py``)."""
     table = table.combine_chunks()
     if options.seed is not None:
         order = np.random.default_rng(options.seed * 1_000_003 + serial).permutation(table.num_rows)

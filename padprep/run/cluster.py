@@ -18,7 +18,8 @@ the output (``.OUT.padprep-partial/``). Then:
 
 A worker node that dies takes its running tasks with it; Ray runs them again on the nodes left
 (``max_retries``), and they find the receipts of what was finished. Only bucketed SFT builds are written
-here; ``--pack`` and preference pairs are written by the driver (``layout/pass_two.py``, ``layout/pairs.py``).
+here (SFT rows and preference pairs); ``--pack`` is written by the driver (``layout/pass_two.py``): a packed row
+draws from anywhere in the spill, so every piece would feed every shard.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from padprep.failpoints import pause_point
+from padprep.layout.pairs import pair_lengths, write_pair_shard
 from padprep.layout.pass_two import ShardOptions, route_rows, write_bucket_shard
 from padprep.layout.shards import WrittenShard, file_sha256, sources_name
-from padprep.layout.spill import SCHEMA, SPILL
+from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, SPILL
 from padprep.output import location
 from padprep.run.ray_engine import import_ray
 from padprep.schema import SOURCE_LINE
@@ -84,11 +86,12 @@ class Where:
 def pass_two_on_cluster(
     where: Where,
     bounds: list[int],
-    pad_id: int,
+    pad_id: int | None,
     options: ShardOptions,
     weighted: bool,
     key: str | None,
     log: Callable[[str], None],
+    pairs: bool = False,
 ) -> list[WrittenShard]:
     """Route on the cluster, plan here, write on the cluster (see the module); the shards written, as ``pass_two``
     returns them."""
@@ -96,7 +99,7 @@ def pass_two_on_cluster(
     plan_at = location.join(where.receipts, "plan.json")
     plan = _frozen_plan(plan_at, key)
     if plan is None:
-        plan = plan_shards(_route(ray, where, bounds), options.shard_tokens)
+        plan = plan_shards(_route(ray, where, bounds, pairs), options.shard_tokens, per_bucket=pairs)
         location.write_bytes(plan_at, json.dumps(_plan_json(plan, key)).encode())
     else:
         log(f"pass 2: the shard plan of the interrupted run ({plan_at}) and its route files are used again")
@@ -104,7 +107,7 @@ def pass_two_on_cluster(
         where.claim([name for job in plan for name in (_shard_name(job), sources_name(_shard_name(job)))])
     options = dataclasses.replace(options, done={}, log=None)  # the receipts are this engine's checkpoints
     write = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(write_shard_task)
-    refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key) for job in plan]
+    refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key, pairs) for job in plan]
     shards, reused, said = [], 0, time.monotonic()
     for shard, was_there in _gather(ray, refs):
         shards.append(shard)
@@ -117,10 +120,10 @@ def pass_two_on_cluster(
     return sorted(shards, key=lambda s: (s.seq_len, s.file))
 
 
-def _route(ray, where: Where, bounds: list[int]) -> list[dict[int, tuple[str, int]]]:
+def _route(ray, where: Where, bounds: list[int], pairs: bool) -> list[dict[int, tuple[str, int]]]:
     """Each segment's route files (by bucket) and their row counts, in spill order."""
     route = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(route_segment_task)
-    refs = [route.remote(path, lines, k, bounds, where.work) for k, (path, lines) in enumerate(where.spill)]
+    refs = [route.remote(path, lines, k, bounds, where.work, pairs) for k, (path, lines) in enumerate(where.spill)]
     return list(_gather(ray, refs))
 
 
@@ -134,12 +137,14 @@ def _gather(ray, refs: list) -> Iterator:
             raise (cause if isinstance(cause, Exception) else exc) from None
 
 
-def plan_shards(routed: list[dict[int, tuple[str, int]]], shard_tokens: int) -> list[ShardJob]:
+def plan_shards(routed: list[dict[int, tuple[str, int]]], shard_tokens: int, per_bucket: bool = False) -> list[ShardJob]:
     """Every bucket's rows (the route files of segment after segment) cut into shards of ``shard_tokens // bucket``
-    rows, numbered across buckets in bucket order: ``pass_two``'s shards, from the row counts alone."""
+    rows, numbered across buckets in bucket order (``per_bucket``: from 0 in each bucket, as pairs are):
+    ``pass_two``'s (``pass_two_pairs``') shards, from the row counts alone."""
     jobs: list[ShardJob] = []
     serial = 0
     for bucket in sorted(set().union(*routed) if routed else ()):
+        serial = 0 if per_bucket else serial
         files = [seg[bucket] for seg in routed if bucket in seg]
         per_shard = max(1, shard_tokens // bucket)
         pending: list[Slice] = []
@@ -186,7 +191,9 @@ def _frozen_plan(where: str, key: str | None) -> list[ShardJob] | None:
 # -- inside a Ray worker --------------------------------------------------------------------------
 
 
-def route_segment_task(segment: str, lines_before: int, index: int, bounds: list[int], work: str) -> dict[int, tuple[str, int]]:
+def route_segment_task(
+    segment: str, lines_before: int, index: int, bounds: list[int], work: str, pairs: bool = False
+) -> dict[int, tuple[str, int]]:
     """One part of the spill routed to one file per bucket at ``work`` (its rows' lines counted from their file's
     start: ``lines_before`` added, for a piece cut from a JSON Lines file); each file's location and row count."""
     with tempfile.TemporaryDirectory(prefix="padprep-route-") as tmp:
@@ -194,7 +201,9 @@ def route_segment_task(segment: str, lines_before: int, index: int, bounds: list
         _fetch(segment, local)
         if lines_before:
             _add_lines(local, lines_before)
-        routed = route_rows(Path(tmp), bounds)
+        routed = (
+            route_rows(Path(tmp), bounds, lengths_of=pair_lengths, schema=PAIR_SCHEMA) if pairs else route_rows(Path(tmp), bounds)
+        )
         out = {}
         for bucket, (path, rows) in routed.items():
             target = location.join(work, ROUTE.format(index, bucket))
@@ -210,13 +219,20 @@ def _add_lines(path: Path, lines_before: int) -> None:
     at = table.schema.get_field_index(SOURCE_LINE)
     table = table.set_column(at, SOURCE_LINE, pc.add(table.column(at), pa.scalar(lines_before, pa.int64())))
     path.unlink()  # (a link to the original when it is a local file)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         for batch in table.to_batches():
             writer.write_batch(batch)
 
 
 def write_shard_task(
-    job: ShardJob, dest: str, receipts: str, pad_id: int, options: ShardOptions, weighted: bool, key: str | None
+    job: ShardJob,
+    dest: str,
+    receipts: str,
+    pad_id: int | None,
+    options: ShardOptions,
+    weighted: bool,
+    key: str | None,
+    pairs: bool = False,
 ) -> tuple[WrittenShard, bool]:
     """Pad and write one shard of the plan at ``dest``, then its receipt; (the shard, False). A shard this build
     wrote before (a receipt of this key, the files at ``dest`` with their sizes and sha256s): (it, True)."""
@@ -226,8 +242,11 @@ def write_shard_task(
         return done, True
     pause_point("cluster-shard", job.serial)
     with tempfile.TemporaryDirectory(prefix="padprep-shard-") as tmp:
-        table = _rows(job.slices, Path(tmp))
-        shard = write_bucket_shard(Path(tmp), table, job.bucket, pad_id, options, job.serial, weighted)
+        table = _rows(job.slices, Path(tmp), PAIR_SCHEMA if pairs else SCHEMA)
+        if pairs:
+            shard = write_pair_shard(Path(tmp), table, job.bucket, options, job.serial, pad_id)
+        else:
+            shard = write_bucket_shard(Path(tmp), table, job.bucket, pad_id, options, job.serial, weighted)
         for name in (shard.file, shard.sources):
             if name:
                 location.put_file(Path(tmp) / name, location.join(dest, name))
@@ -278,7 +297,7 @@ def _fetch(where: str, local: Path) -> None:
     location.get_file(where, local)
 
 
-def _rows(slices: tuple[Slice, ...], tmp: Path) -> pa.Table:
+def _rows(slices: tuple[Slice, ...], tmp: Path, schema: pa.Schema) -> pa.Table:
     """The rows of these slices, in order, as one table."""
     batches: list[pa.RecordBatch] = []
     for k, part in enumerate(slices):
@@ -287,7 +306,7 @@ def _rows(slices: tuple[Slice, ...], tmp: Path) -> pa.Table:
         batches += _stream_rows(local, part.start, part.stop)
         with contextlib.suppress(FileNotFoundError):
             local.unlink()
-    return pa.Table.from_batches(batches, schema=SCHEMA)
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def _stream_rows(path: Path, start: int, stop: int) -> list[pa.RecordBatch]:
@@ -309,12 +328,19 @@ def _stream_rows(path: Path, start: int, stop: int) -> list[pa.RecordBatch]:
 
 
 def run_pass_two(
-    cfg, checkpoint, bounds: list[int], pad_id: int, weighted: bool, key: str | None, log: Callable[[str], None]
+    cfg,
+    checkpoint,
+    bounds: list[int],
+    pad_id: int | None,
+    weighted: bool,
+    key: str | None,
+    log: Callable[[str], None],
+    pairs: bool = False,
 ) -> list[WrittenShard]:
-    """Pass 2 of a bucketed SFT build on the cluster (``pipeline._passes``): the spill where the nodes read it,
-    the shards written, then the route files, the workers' spill pieces and the receipts removed."""
+    """Pass 2 of a bucketed build on the cluster (``pipeline._passes``): the spill where the nodes read it, the
+    shards written, then the route files, the workers' spill pieces and the receipts removed."""
     where = _where(cfg, checkpoint, log)
-    shards = pass_two_on_cluster(where, bounds, pad_id, ShardOptions.of(cfg), weighted, key, log)
+    shards = pass_two_on_cluster(where, bounds, pad_id, ShardOptions.of(cfg), weighted, key, log, pairs)
     for name in location.names(where.work):
         if name.startswith(("route-", "piece-")):
             location.remove(location.join(where.work, name))

@@ -459,12 +459,14 @@ def _both_passes(
     )
     weighted = stats.weighted_rows > 0  # some message's loss_weight is neither 0 nor 1: shards get loss_weights
     options = ShardOptions.of(cfg, checkpoint.done_shards(), checkpoint.shards_log if state.key is not None else None)
-    if pairs:
-        shards = pad.run(pass_two_pairs, work, bounds, options, bundle.pad_id if cfg.padded_pairs else None)
-    elif on_cluster:
+    pair_pad = bundle.pad_id if cfg.padded_pairs else None  # (unpadded pair shards have no padding)
+    if on_cluster:
         from padprep.run.cluster import run_pass_two  # imports ray: only for --engine ray
 
-        shards = run_pass_two(cfg, checkpoint, bounds, bundle.pad_id, weighted, state.key, progress.log)
+        pad_id = pair_pad if pairs else bundle.pad_id
+        shards = run_pass_two(cfg, checkpoint, bounds, pad_id, weighted, state.key, progress.log, pairs)
+    elif pairs:
+        shards = pad.run(pass_two_pairs, work, bounds, options, pair_pad)
     elif cfg.pack:
         placement = _placement(np.concatenate(lengths) if lengths else np.zeros(0, np.int32), cfg.max_length, progress)
         shards = pad.run(pass_two_packed, work, placement, bundle.pad_id, options, weighted, [len(x) for x in lengths], pad.clean)
@@ -484,9 +486,9 @@ def _both_passes(
 
 
 def _on_cluster(cfg: BuildConfig, pairs: bool) -> bool:
-    """Pass 2 runs on the Ray cluster (``run/cluster.py``): bucketed SFT builds of --engine ray. --pack and pairs
-    are written by the driver: a packed row draws from anywhere in the spill (every piece feeds every shard)."""
-    return cfg.engine is EngineName.ray and not cfg.pack and not pairs
+    """Pass 2 runs on the Ray cluster (``run/cluster.py``): bucketed builds (SFT rows or pairs) of --engine ray.
+    --pack is written by the driver: a packed row draws from anywhere in the spill (every piece feeds every shard)."""
+    return cfg.engine is EngineName.ray and not cfg.pack
 
 
 def _store(

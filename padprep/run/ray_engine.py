@@ -22,7 +22,6 @@ process may use and a small object store, and shut down after it.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import tempfile
@@ -34,7 +33,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from padprep.chat.process import ChunkResult, FlatResult, ProcessOptions, Processor
+from padprep.chat.pairs import FlatPairs
+from padprep.chat.process import ChunkResult, FlatResult, FlatRows, ProcessOptions, Processor
 from padprep.chat.tokenizer import TokenizerBundle
 from padprep.errors import UsageError
 from padprep.input.columnar import is_columnar
@@ -42,7 +42,7 @@ from padprep.input.formats import FileFormat, FormatOptions
 from padprep.input.read import STDIN, InputError, is_json_array_file, read_jsonl, read_records
 from padprep.input.records import RawRecord
 from padprep.input.remote import is_remote
-from padprep.layout.spill import SCHEMA, input_indices, spill_batch
+from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, input_indices, spill_batch, spill_pairs
 from padprep.output import location
 from padprep.run.engine import RecordStream, chunked, detect_file_format
 from padprep.run.parallel import available_cores
@@ -234,21 +234,27 @@ def _process_and_spill(
     reaches) by this worker: the results carry only the rows' lengths and counts back (``FlatRows.spilled``);
     the third value describes the file (``SpilledPiece`` as a dict, its lines counted from the piece's start)."""
     results, lines = _process_piece(bundle_ref, key, options, piece, fmt, chunk_size)
+    pairs = options.task == "preference"
     with tempfile.TemporaryDirectory(prefix="padprep-piece-") as tmp:
         local = os.path.join(tmp, "piece.arrow")
         batches = 0
-        with pa.OSFile(local, "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+        with pa.OSFile(local, "wb") as sink, pa.ipc.new_file(sink, PAIR_SCHEMA if pairs else SCHEMA) as writer:
             for result in results:
                 if len(result.rows.lengths):
-                    writer.write_batch(spill_batch(result.rows, input_indices(result.rows, input_index)))
+                    inputs = input_indices(result.rows, input_index)
+                    writer.write_batch(spill_pairs(result.rows, inputs) if pairs else spill_batch(result.rows, inputs))
                     batches += 1
         location.put_file(local, target)
         size = os.path.getsize(local)
     for result in results:
-        rows = result.rows
-        empty = np.zeros(0, np.int32)
-        result.rows = dataclasses.replace(rows, ids=empty, labels=empty, weights=None, lines=np.zeros(0, np.int64), spilled=True)
+        result.rows = _lengths_only(result.rows)
     return results, lines, {"where": target, "bytes": size, "batches": batches, "lines_before": 0}
+
+
+def _lengths_only(rows: FlatRows | FlatPairs) -> FlatRows:
+    """What the driver needs of rows a worker spilled: their lengths (the histogram) and counts per file."""
+    empty = np.zeros(0, np.int32)
+    return FlatRows(empty, empty, rows.lengths, rows.per_file, per_file_tokens=rows.per_file_tokens, spilled=True)
 
 
 class RayEngine:

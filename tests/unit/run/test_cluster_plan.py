@@ -16,8 +16,9 @@ import pytest
 
 from padprep.chat.process import FlatRows
 from padprep.config import PaddingSide
+from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, pass_two
-from padprep.layout.spill import SCHEMA, SPILL, spill_batch
+from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, SPILL, spill_batch
 from padprep.run import cluster
 from padprep.run.cluster import ShardJob, Slice, plan_shards, route_segment_task, write_shard_task
 from padprep.schema import SOURCE_LINE
@@ -157,3 +158,36 @@ def test_a_frozen_plan_is_used_only_for_its_build_and_while_its_route_files_are_
     assert cluster._frozen_plan(where, "other") is None and cluster._frozen_plan(where, None) is None
     Path(job.slices[0].path).unlink()
     assert cluster._frozen_plan(where, "key") is None
+
+
+def _pair_segment(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    sides = [rng.integers(1, 12, n) for _ in range(3)]
+    columns = [
+        pa.array([rng.integers(3, 900, k).astype(np.int32).tolist() for k in lengths], pa.list_(pa.int32())) for lengths in sides
+    ]
+    batch = pa.record_batch(
+        [*columns, pa.array(np.zeros(n, np.int32)), pa.array(np.arange(1, n + 1, dtype=np.int64))], schema=PAIR_SCHEMA
+    )
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, PAIR_SCHEMA) as writer:
+        writer.write_batch(batch)
+    return path
+
+
+def test_pairs_are_numbered_per_bucket_and_written_as_pass_two_pairs_writes_them(tmp_path):
+    local = tmp_path / "local"
+    local.mkdir()
+    spill = [_pair_segment(local / SPILL.format(k), n, k) for k, n in enumerate((30, 11, 45))]
+    options = ShardOptions(120, PaddingSide.right, seed=5)
+    expected = {s.file: s for s in pass_two_pairs(local, [12, 20, 34], options)}
+    assert any(name.endswith("-00000.arrow") and not name.startswith("bucket-000012") for name in expected)
+
+    work, dest, receipts = (tmp_path / name for name in ("work", "dest", "receipts"))
+    for folder in (work, dest, receipts):
+        folder.mkdir()
+    routed = [route_segment_task(str(path), 0, k, [12, 20, 34], str(work), pairs=True) for k, path in enumerate(spill)]
+    plan = plan_shards(routed, options.shard_tokens, per_bucket=True)
+    written = [write_shard_task(job, str(dest), str(receipts), None, options, False, "key", pairs=True)[0] for job in plan]
+    assert {s.file: s for s in written} == expected
+    for name in expected:
+        assert (dest / name).read_bytes() == (local / name).read_bytes()
