@@ -154,7 +154,8 @@ def connect(address: str | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     env_vars = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env_vars.update({k: v for k, v in os.environ.items() if k.startswith("PADPREP_")})
+    # (not PADPREP_KILL_AT: its kill points are the driver's, and a worker's process group is its node's)
+    env_vars.update({k: v for k, v in os.environ.items() if k.startswith("PADPREP_") and k != "PADPREP_KILL_AT"})
     env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)

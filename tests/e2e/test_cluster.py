@@ -253,3 +253,30 @@ def test_the_harness_kills_only_its_own_processes(s3):
         assert one.pids(1) == [] and set(two.pids(0) + two.pids(1)) >= theirs
         one.stop()
         assert one.pids(0) == [] and two.alive() == [0, 1]
+
+
+def test_a_build_to_s3_killed_in_pass_one_resumes_from_the_pieces_the_workers_spilled(cluster, inputs, local_shards, tmp_path):
+    """Killed right after pass 1's first checkpoint: the pieces the workers put beside the output are checked and
+    kept, the rest of pass 1 and pass 2 run, and the shards are the local engine's."""
+    from padprep.output import location
+
+    url = f"{make_bucket()}/out"
+    args = build_args(inputs, url, cluster.address)
+    env = {**os.environ, **cluster.env, "PADPREP_KILL_AT": "pass1:1", "PADPREP_CHECKPOINT_SECONDS": "0", "COLUMNS": "120"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "padprep", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # the kill takes this process group only: the driver, not the cluster
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    spilled = [n for n in location.names(location.beside_url(url, "partial")) if n.startswith("piece-")]
+    assert spilled, "no piece was spilled beside the output before the kill"
+    res = padprep_cli(*args, env={**cluster.env, "PADPREP_CHECKPOINT_SECONDS": "0"})
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr, res.stderr
+    assert s3_shards(url, tmp_path / "fetched") == local_shards
+    assert not location.exists(location.beside_url(url, "partial"))
