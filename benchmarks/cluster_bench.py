@@ -276,6 +276,7 @@ def main() -> None:
     print_table(rows, cluster.startup_seconds)
     print(json.dumps(result))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if not all(r["same_shards"] for r in rows):
         sys.exit("the Ray build's shards differ from the local build's")

@@ -29,8 +29,8 @@ Example:
     ...     padprep_cli("build", ..., "--engine", "ray", "--ray-address", cluster.address, env=cluster.env)
     ...     cluster.kill_node(2)
 
-Startup, measured on the 2-core development machine: see ``STARTUP`` in docs/ray.md (about 6-9 s for 3
-nodes; the head alone ~3 s, the two workers in parallel after it).
+Startup, measured on the 2-core development machine: 3 nodes alive in 5-6 s when it is idle (the head
+~3 s, then both worker nodes at once), up to 14 s while other builds share the cores (docs/ray.md).
 """
 
 from __future__ import annotations
