@@ -186,12 +186,23 @@ class Checkpoint:
         fresh: start over even where a partial state could be resumed.
         log: where the resume (or start-over) line goes.
         parts: what the key hashes (``buildkey.key_parts``), kept in the state: a start-over says what changed.
+        mirror: a folder beside an output URL (``.OUT.padprep-state/``) where every checkpoint is copied too (the
+            state and the small files of the partial output), so that a driver on another machine resumes the build
+            (--engine ray to a URL: the rows themselves are already there, spilled by the workers).
     """
 
     def __init__(
-        self, output: Path, key: str | None, engine: str, fresh: bool, log=lambda message: None, parts: dict | None = None
+        self,
+        output: Path,
+        key: str | None,
+        engine: str,
+        fresh: bool,
+        log=lambda message: None,
+        parts: dict | None = None,
+        mirror: str | None = None,
     ):
         self.output = Path(output)
+        self.mirror = mirror if key is not None else None
         self.parts = parts
         self.path = beside(output, "partial")
         self.state_path = beside(output, "state.json")
@@ -363,6 +374,8 @@ class Checkpoint:
 
     def discard_state(self) -> None:
         _remove_state(self.output)
+        if self.mirror is not None:
+            location.remove_tree(self.mirror)
 
     def abort(self) -> None:
         """A build that failed for good (not one interrupted): nothing of it is kept."""
@@ -371,6 +384,8 @@ class Checkpoint:
     # -- internals -------------------------------------------------------------------------------
 
     def _load(self) -> dict | None:
+        if self.mirror is not None and not self.state_path.exists():
+            self._restore()
         try:
             return json.loads(self.state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -451,6 +466,27 @@ class Checkpoint:
             os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
         _fsync_dir(self.state_path.parent)
+        if self.mirror is not None:
+            self._push()
+
+    def _push(self) -> None:
+        """The checkpoint copied beside the output URL: the partial output's files that changed, then the state."""
+        there = location.listing(location.join(self.mirror, "partial"))
+        for path in sorted(self.path.iterdir()):
+            if path.is_file() and there.get(path.name) != path.stat().st_size:
+                location.put_file(path, location.join(self.mirror, "partial", path.name))
+        location.put_file(self.state_path, location.join(self.mirror, "state.json"))
+
+    def _restore(self) -> None:
+        """A checkpoint kept beside the output URL (none on this machine): fetched, to be resumed as one made here."""
+        files = location.listing(location.join(self.mirror, "partial"))
+        if not location.exists(location.join(self.mirror, "state.json")):
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            location.get_file(location.join(self.mirror, "partial", name), self.path / name)
+        location.get_file(location.join(self.mirror, "state.json"), self.state_path)
+        self._log(f"the checkpoint kept beside the output ({self.mirror}) fetched: resuming from it")
 
     def _clear(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -48,7 +48,7 @@ from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, list_lengths, pass_two, pass_two_packed
 from padprep.layout.shards import WrittenShard
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, input_indices, spill_batch, spill_files, spill_pairs
-from padprep.output import publish
+from padprep.output import location, publish
 from padprep.output.buildkey import input_digests, key_of, key_parts, up_to_date
 from padprep.output.location import is_url, url_of
 from padprep.output.manifest import FORMAT, PACKED_FORMAT, PAIRS_FORMAT, Manifest, ShardEntry, read_manifest, write_manifest
@@ -313,7 +313,10 @@ def _build(
     )
     if bundle.pad_origin.startswith("fallback"):
         progress.log(f"no pad token in the tokenizer: padding with eos {bundle.pad_token!r} (id {bundle.pad_id})")
-    checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log, parts)
+    mirror = (
+        location.beside_url(cfg.publish_to, "state") if cfg.publish_to and _on_cluster(cfg, task is Task.preference) else None
+    )
+    checkpoint = Checkpoint(cfg.output, key, EngineName(cfg.engine).value, cfg.fresh, progress.log, parts, mirror)
     placed = _from_store(entry, checkpoint, progress) if entry is not None else None
     if entry is not None and placed is None:  # resumed, or the entry was damaged: the tokenizer parsed after all
         bundle = load_tokenizer(cfg.tokenizer, cfg.pad_token)

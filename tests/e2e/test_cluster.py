@@ -256,13 +256,15 @@ def test_the_harness_kills_only_its_own_processes(s3):
 
 
 def test_a_build_to_s3_killed_in_pass_one_resumes_from_the_pieces_the_workers_spilled(cluster, inputs, local_shards, tmp_path):
-    """Killed right after pass 1's first checkpoint: the pieces the workers put beside the output are checked and
-    kept, the rest of pass 1 and pass 2 run, and the shards are the local engine's."""
+    """Killed right after pass 1's first checkpoint, then run again as from another machine (another cache: no
+    staging, no local checkpoint): the checkpoint kept beside the output is fetched, the pieces the workers put
+    there are checked and kept, the rest of pass 1 and pass 2 run, and the shards are the local engine's."""
     from padprep.output import location
 
     url = f"{make_bucket()}/out"
     args = build_args(inputs, url, cluster.address)
-    env = {**os.environ, **cluster.env, "PADPREP_KILL_AT": "pass1:1", "PADPREP_CHECKPOINT_SECONDS": "0", "COLUMNS": "120"}
+    first = {"PADPREP_CACHE_DIR": str(tmp_path / "machine-a"), "PADPREP_CHECKPOINT_SECONDS": "0"}
+    env = {**os.environ, **cluster.env, **first, "PADPREP_KILL_AT": "pass1:1", "COLUMNS": "120"}
     killed = subprocess.run(
         [sys.executable, "-m", "padprep", *args],
         cwd=ROOT,
@@ -275,8 +277,10 @@ def test_a_build_to_s3_killed_in_pass_one_resumes_from_the_pieces_the_workers_sp
     assert killed.returncode == -9, killed.stderr[-2000:]
     spilled = [n for n in location.names(location.beside_url(url, "partial")) if n.startswith("piece-")]
     assert spilled, "no piece was spilled beside the output before the kill"
-    res = padprep_cli(*args, env={**cluster.env, "PADPREP_CHECKPOINT_SECONDS": "0"})
+    assert location.exists(location.join(location.beside_url(url, "state"), "state.json"))
+    res = padprep_cli(*args, env={**cluster.env, "PADPREP_CACHE_DIR": str(tmp_path / "machine-b")})
     assert res.returncode == 0, res.stderr
-    assert "resuming" in res.stderr, res.stderr
+    assert "the checkpoint kept beside the output" in res.stderr and "resuming" in res.stderr, res.stderr
     assert s3_shards(url, tmp_path / "fetched") == local_shards
-    assert not location.exists(location.beside_url(url, "partial"))
+    for left in ("partial", "state", "receipts"):
+        assert not location.exists(location.beside_url(url, left)), left

@@ -40,9 +40,14 @@ def s3_server() -> Iterator[dict[str, str]]:
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    import s3fs
+
+    # fsspec keeps one S3FileSystem per set of arguments, made with the endpoint of its day: another server's
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         yield env
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
