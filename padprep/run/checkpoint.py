@@ -308,14 +308,14 @@ class Checkpoint:
         self._save()
         kill_point("pass1")
 
-    def spill(self) -> list[tuple[str, int]]:
-        """The whole spill, in order, as (where, lines to add to its rows' lines): each segment's pieces spilled by
-        Ray workers, then the rows this process spilled into the segment itself."""
-        out: list[tuple[str, int]] = []
+    def spill(self) -> list[tuple[str, int, int]]:
+        """The whole spill, in order, as (where, lines to add to its rows' lines, bytes): each segment's pieces
+        spilled by Ray workers, then the rows this process spilled into the segment itself."""
+        out: list[tuple[str, int, int]] = []
         for seg in self.segments:
-            out += [(p["where"], p["lines_before"]) for p in seg.pieces]
+            out += [(p["where"], p["lines_before"], p["bytes"]) for p in seg.pieces]
             if seg.batches:
-                out.append((str(self.path / seg.file), 0))
+                out.append((str(self.path / seg.file), 0, seg.bytes))
         return out
 
     def _save_lengths(self, lengths: list) -> str:

@@ -48,7 +48,8 @@ from padprep.schema import SOURCE_LINE
 
 # A task that dies with its node is run again on another, this many times.
 RETRIES = 3
-ROUTE = "route-{:05d}-{:06d}.arrow"  # segment, bucket
+ROUTE = "route-{:05d}-{:06d}.arrow"  # group of spill parts, bucket
+ROUTE_GROUP_BYTES = 256 << 20  # spill bytes a route task reads (it streams them: memory holds a batch)
 PROGRESS_SECONDS = 10  # how often the driver says how far pass 2 is
 
 
@@ -74,7 +75,7 @@ class ShardJob:
 class Where:
     """Where pass 2 on the cluster reads and writes (paths or URLs every node reaches)."""
 
-    spill: list[tuple[str, int]]  # the spill's parts, in order, each with the lines to add to its rows' lines
+    spill: list[tuple[str, int, int]]  # the spill's parts, in order: where, lines to add to its rows' lines, bytes
     work: str  # route files
     dest: str  # the shards and their sidecars
     receipts: str  # one receipt per written shard
@@ -121,10 +122,25 @@ def pass_two_on_cluster(
 
 
 def _route(ray, where: Where, bounds: list[int], pairs: bool) -> list[dict[int, tuple[str, int]]]:
-    """Each segment's route files (by bucket) and their row counts, in spill order."""
+    """Each group of spill parts' route files (by bucket) and their row counts, in spill order."""
     route = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(route_segment_task)
-    refs = [route.remote(path, lines, k, bounds, where.work, pairs) for k, (path, lines) in enumerate(where.spill)]
+    groups = route_groups(where.spill, ROUTE_GROUP_BYTES)
+    refs = [route.remote(group, k, bounds, where.work, pairs) for k, group in enumerate(groups)]
     return list(_gather(ray, refs))
+
+
+def route_groups(spill: list[tuple[str, int, int]], group_bytes: int) -> list[list[tuple[str, int]]]:
+    """Consecutive spill parts, about ``group_bytes`` a group: one route task each, so that route files (and the
+    plan's slices) number groups x buckets, not pieces x buckets (8 MiB pieces: 146,700 at a billion rows)."""
+    groups: list[list[tuple[str, int]]] = []
+    size = group_bytes
+    for where, lines, n in spill:
+        if size >= group_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append((where, lines))
+        size += n
+    return groups
 
 
 def _gather(ray, refs: list) -> Iterator:
@@ -192,15 +208,17 @@ def _frozen_plan(where: str, key: str | None) -> list[ShardJob] | None:
 
 
 def route_segment_task(
-    segment: str, lines_before: int, index: int, bounds: list[int], work: str, pairs: bool = False
+    parts: list[tuple[str, int]], index: int, bounds: list[int], work: str, pairs: bool = False
 ) -> dict[int, tuple[str, int]]:
-    """One part of the spill routed to one file per bucket at ``work`` (its rows' lines counted from their file's
-    start: ``lines_before`` added, for a piece cut from a JSON Lines file); each file's location and row count."""
+    """Consecutive parts of the spill routed to one file per bucket at ``work``, rows in order (each part's rows'
+    lines counted from their file's start: its ``lines_before`` added, for a piece cut from a JSON Lines file);
+    each file's location and row count."""
     with tempfile.TemporaryDirectory(prefix="padprep-route-") as tmp:
-        local = Path(tmp) / SPILL.format(0)
-        _fetch(segment, local)
-        if lines_before:
-            _add_lines(local, lines_before)
+        for k, (part, lines_before) in enumerate(parts):
+            local = Path(tmp) / SPILL.format(k)
+            _fetch(part, local)
+            if lines_before:
+                _add_lines(local, lines_before)
         routed = (
             route_rows(Path(tmp), bounds, lengths_of=pair_lengths, schema=PAIR_SCHEMA) if pairs else route_rows(Path(tmp), bounds)
         )
@@ -365,12 +383,12 @@ def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:
     from padprep.output.publish import claim, retire_old
 
     spill = []
-    for part, lines in checkpoint.spill():
+    for part, lines, size in checkpoint.spill():
         if not location.is_url(part):  # a segment of this process (rows from the store, say): put beside the output
             target = location.join(shared, Path(part).name)
             if location.size(target) != Path(part).stat().st_size:
                 location.put_file(part, target)
             part = target
-        spill.append((part, lines))
+        spill.append((part, lines, size))
     retire_old(url)
     return Where(spill, shared, url, location.beside_url(url, "receipts"), lambda names: claim(url, names))

@@ -20,7 +20,7 @@ from padprep.layout.pairs import pass_two_pairs
 from padprep.layout.pass_two import ShardOptions, pass_two
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, SPILL, spill_batch
 from padprep.run import cluster
-from padprep.run.cluster import ShardJob, Slice, plan_shards, route_segment_task, write_shard_task
+from padprep.run.cluster import ShardJob, Slice, plan_shards, route_groups, route_segment_task, write_shard_task
 from padprep.schema import SOURCE_LINE
 
 BOUNDS = [8, 16, 32]
@@ -67,8 +67,16 @@ def test_the_plan_cuts_each_bucket_in_spill_order_and_numbers_shards_across_buck
     assert plan_shards([], 32) == []
 
 
-def test_routed_and_written_shards_are_the_local_pass_twos_bytes(tmp_path):
-    """Three spill parts routed and planned here, every shard written by the task function: pass_two's files."""
+def test_route_groups_are_consecutive_parts_of_about_the_group_size():
+    spill = [("a", 0, 100), ("b", 7, 100), ("c", 0, 250), ("d", 0, 1), ("e", 3, 10)]
+    assert route_groups(spill, 200) == [[("a", 0), ("b", 7)], [("c", 0)], [("d", 0), ("e", 3)]]
+    assert route_groups(spill, 1) == [[(w, n)] for w, n, _ in spill]
+    assert route_groups([], 200) == []
+
+
+@pytest.mark.parametrize("group_bytes", [1, 1 << 30], ids=["a-route-task-per-part", "one-route-task"])
+def test_routed_and_written_shards_are_the_local_pass_twos_bytes(tmp_path, group_bytes):
+    """Three spill parts routed (in groups) and planned here, every shard written by the task function: pass_two's files."""
     rng = np.random.default_rng(0)
     parts = [[_lengths(rng, 40), _lengths(rng, 25)], [_lengths(rng, 3)], [_lengths(rng, 60)]]
     local = tmp_path / "local"
@@ -84,7 +92,9 @@ def test_routed_and_written_shards_are_the_local_pass_twos_bytes(tmp_path):
     work, dest, receipts = (tmp_path / name for name in ("work", "dest", "receipts"))
     for folder in (work, dest, receipts):
         folder.mkdir()
-    routed = [route_segment_task(str(path), 0, k, BOUNDS, str(work)) for k, path in enumerate(spill)]
+    groups = route_groups([(str(path), 0, path.stat().st_size) for path in spill], group_bytes)
+    assert len(groups) == (3 if group_bytes == 1 else 1)
+    routed = [route_segment_task(group, k, BOUNDS, str(work)) for k, group in enumerate(groups)]
     plan = plan_shards(routed, options.shard_tokens)
     written = [write_shard_task(job, str(dest), str(receipts), 0, options, False, "key")[0] for job in plan]
     assert {s.file: s for s in written} == expected
@@ -97,7 +107,7 @@ def test_a_piece_cut_from_a_jsonl_file_gets_its_line_offset(tmp_path):
     piece = _segment(tmp_path / "piece-000001.arrow", [[4, 5, 6]], first_line=1)
     work = tmp_path / "work"
     work.mkdir()
-    routed = route_segment_task(str(piece), 100, 0, [8], str(work))
+    routed = route_segment_task([(str(piece), 100)], 0, [8], str(work))
     path, rows = routed[8]
     with pa.OSFile(path, "rb") as source:
         lines = pa.ipc.open_stream(source).read_all().column(SOURCE_LINE).to_pylist()
@@ -113,7 +123,7 @@ def one_shard(tmp_path):
     for folder in (work, dest, receipts):
         folder.mkdir()
     seg = _segment(tmp_path / "spill.arrow", [[3, 4, 5, 6, 7, 8]])
-    routed = route_segment_task(str(seg), 0, 0, [8], str(work))
+    routed = route_segment_task([(str(seg), 0)], 0, [8], str(work))
     (job,) = plan_shards([routed], 1 << 10)
     return job, dest, receipts
 
@@ -185,7 +195,7 @@ def test_pairs_are_numbered_per_bucket_and_written_as_pass_two_pairs_writes_them
     work, dest, receipts = (tmp_path / name for name in ("work", "dest", "receipts"))
     for folder in (work, dest, receipts):
         folder.mkdir()
-    routed = [route_segment_task(str(path), 0, k, [12, 20, 34], str(work), pairs=True) for k, path in enumerate(spill)]
+    routed = [route_segment_task([(str(path), 0)], k, [12, 20, 34], str(work), pairs=True) for k, path in enumerate(spill)]
     plan = plan_shards(routed, options.shard_tokens, per_bucket=True)
     written = [write_shard_task(job, str(dest), str(receipts), None, options, False, "key", pairs=True)[0] for job in plan]
     assert {s.file: s for s in written} == expected
