@@ -63,7 +63,7 @@ bench-store: install-test
 
 ## --engine ray on a 3-node Ray cluster on this machine (separate `ray start` processes, 1 CPU each) writing to a
 ## local S3 server (moto), against the local engine: wall time, the driver's and the largest Ray worker's peak RSS,
-## bytes beside the output, shards byte-compared; 20k and 200k conversations (~15 min; 2M: --conversations 2000000 --to local).
+## bytes beside the output, shards byte-compared; 20k and 200k conversations (~15 min; the 2M check: --conversations 200000,2000000 --to local).
 bench-cluster: install-test
 	$(PY) benchmarks/cluster_bench.py --conversations 20000,200000 --json out/cluster_bench.json
 

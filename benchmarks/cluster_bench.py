@@ -16,7 +16,8 @@ Measured, sampled every 0.1 s from /proc:
   * bytes beside the output: ray, the peak of everything under the bucket (or the output's parent) less the
     output itself (the spill's copy and the route files of pass 2), and Ray's object spilling (each node's
     spill dir, peak); local, the peak of the partial folder.
-Both outputs' shards are compared byte for byte.
+Both outputs' shards are compared byte for byte, and the Ray driver's peak at the largest size against the smallest
+(target <= 1.2x: it must not grow with the input).
 
 Usage: python benchmarks/cluster_bench.py [--conversations 20000,200000] [--to s3|local] [--json FILE]
 """
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 MAX_LENGTH = "4096"
+TARGET_DRIVER_RATIO = 1.2  # issue 37: the Ray driver's peak RSS at the largest size / at the smallest <= 1.2x
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -274,6 +276,16 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
     result = {"machine": f"{os.cpu_count()} cores", "startup_seconds": round(cluster.startup_seconds, 1), "rows": rows}
     print_table(rows, cluster.startup_seconds)
+    if len(rows) > 1:
+        small, big = rows[0], rows[-1]
+        ratio = big["ray"]["driver_peak_mib"] / max(1, small["ray"]["driver_peak_mib"])
+        ok = ratio <= TARGET_DRIVER_RATIO
+        result["driver_growth"] = {"ratio": round(ratio, 3), "target": TARGET_DRIVER_RATIO, "met": ok}
+        print(
+            f"ray driver peak RSS {small['conversations']:,} -> {big['conversations']:,} conversations: "
+            f"{small['ray']['driver_peak_mib']:,} -> {big['ray']['driver_peak_mib']:,} MiB, {ratio:.2f}x "
+            f"(target <= {TARGET_DRIVER_RATIO}x): {'met' if ok else 'NOT met'}"
+        )
     print(json.dumps(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
