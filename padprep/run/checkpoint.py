@@ -49,6 +49,7 @@ from padprep.output.rejects import Counts
 
 STATE_VERSION = 2  # 2: the spill holds each row's source (an earlier partial build's spill cannot be resumed)
 SEGMENT = "spill-{:05d}.arrow"
+KEEP_COUNTS = 3  # segments whose pass-1 counts the state keeps (see ``Segment.done``)
 
 
 class BuildLocked(PadprepError):
@@ -169,7 +170,10 @@ class Segment:
     batches: int
     rejects_bytes: int
     position: Position
-    done: PassOne
+    # pass 1's counts right after this segment: kept for the last KEEP_COUNTS segments only (a resume goes on
+    # from the last whole one; the counts hold the length histogram: kept for every segment, the state and
+    # this process would grow with the build's duration)
+    done: PassOne | None
     lengths: str | None = None  # --pack: the .npy of this segment's row lengths (beside the state)
     # Pieces Ray workers spilled themselves before this checkpoint, in order (``ray_engine.SpilledPiece`` dicts:
     # where, bytes, batches, lines_before); their rows come before this segment's own in the spill.
@@ -305,6 +309,8 @@ class Checkpoint:
         done = PassOne.from_json(json.loads(json.dumps(done.to_json())))  # a copy: pass 1 keeps counting
         size = path.stat().st_size
         self.segments.append(Segment(path.name, size, batches, rejects.tell(), position, done, lengths_file, list(pieces)))
+        for old in self.segments[:-KEEP_COUNTS]:
+            old.done = None
         self._save()
         kill_point("pass1")
 
@@ -339,6 +345,8 @@ class Checkpoint:
             lengths_file = self._save_lengths(lengths[i]) if lengths is not None else None
             position = Position(done.counts.read)
             self.segments.append(Segment(path.name, path.stat().st_size, batches, rejects_bytes, position, done, lengths_file))
+        for old in self.segments[:-KEEP_COUNTS]:
+            old.done = None
         self.from_store = True
 
     def start_pass_two(self, bounds: list[int], hazards: list[dict], found: dict[str, list]) -> None:
@@ -411,12 +419,17 @@ class Checkpoint:
         self.phase, self.bounds = state.get("phase", "pass1"), state.get("bounds")
         self.hazards, self.found = state.get("hazards") or [], state.get("found") or {}
         for s in state.get("segments", []):
-            seg = Segment(**{**s, "position": Position(**s["position"]), "done": PassOne.from_json(s["done"])})
+            done = PassOne.from_json(s["done"]) if s.get("done") is not None else None
+            seg = Segment(**{**s, "position": Position(**s["position"]), "done": done})
             if self.phase != "written" and not (_whole(self.path / seg.file, seg) and _pieces_whole(seg)):  # written: spill gone
                 self._log(f"redoing from {seg.file}: the checkpointed file (or a piece the workers spilled) is not whole")
                 self.phase = "pass1"
                 break
             self.segments.append(seg)
+        if self.segments and self.segments[-1].done is None:  # torn before the last segments whose counts are kept
+            self._log("starting over: a spill segment older than the last checkpoints is not whole")
+            self._clear()
+            return
         if self.phase == "pass1" and state.get("from_store"):  # no counts to go on from: pass 1 again, whole
             self._log("starting over: the tokenized rows taken from the store are not whole in the partial build")
             self._clear()
@@ -452,10 +465,7 @@ class Checkpoint:
             "hazards": self.hazards,
             "found": self.found,
             "from_store": self.from_store,
-            "segments": [
-                {**dataclasses.asdict(s), "done": s.done.to_json(), "position": dataclasses.asdict(s.position)}
-                for s in self.segments
-            ],
+            "segments": [_segment_json(s) for s in self.segments],
         }
         if self.key is None:
             return  # nothing to resume from: no state to keep
@@ -513,6 +523,12 @@ def _whole(path: Path, seg: Segment) -> bool:
             return pa.ipc.open_file(source).num_record_batches == seg.batches
     except (OSError, pa.ArrowException):
         return False
+
+
+def _segment_json(seg: Segment) -> dict:
+    fields = {f.name: getattr(seg, f.name) for f in dataclasses.fields(seg) if f.name not in ("done", "position")}
+    done = seg.done.to_json() if seg.done is not None else None
+    return {**fields, "done": done, "position": dataclasses.asdict(seg.position)}
 
 
 def _pieces_whole(seg: Segment) -> bool:

@@ -188,6 +188,21 @@ def test_a_torn_segment_is_redone(data, clean, tmp_path):
     segment.write_bytes(segment.read_bytes()[:-40])  # a write the disk lost
     again = _build(data, out)
     assert again.returncode == 0 and "redoing from spill-00004.arrow" in again.stderr, again.stderr
+    assert "starting over" not in again.stderr and "resuming" in again.stderr
+    assert tree_bytes(out) == clean
+
+
+def test_a_torn_segment_older_than_the_kept_counts_starts_over(data, clean, tmp_path):
+    """The state keeps pass 1's counts for its last three segments only (it would grow with the build's duration):
+    a segment torn before them leaves no counts to go on from."""
+    out = tmp_path / "out"
+    assert _build(data, out, kill_at="pass1:6").returncode == -signal.SIGKILL
+    state = json.loads((tmp_path / ".out.padprep-state.json").read_text())
+    assert [s["done"] is not None for s in state["segments"]] == [False, False, False, True, True, True]
+    segment = tmp_path / ".out.padprep-partial" / "spill-00001.arrow"
+    segment.write_bytes(segment.read_bytes()[:-40])
+    again = _build(data, out)
+    assert again.returncode == 0 and "starting over: a spill segment older than the last checkpoints" in again.stderr
     assert tree_bytes(out) == clean
 
 
