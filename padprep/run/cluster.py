@@ -1,15 +1,16 @@
 """Pass 2 on the Ray cluster (``--engine ray``): the driver plans and commits, the workers route and write.
 
-The spill (pass 1's unpadded rows, in segments) must be where every node reads it: the partial output of a
-local ``--output`` (a shared folder on a real cluster), or, for an output URL, a copy the driver puts beside
-the output (``.OUT.padprep-partial/``). Then:
+The spill (pass 1's unpadded rows) is where every node reads it: pass 1's tasks wrote their pieces there
+themselves (``ray_engine``): the partial output of a local ``--output`` (a folder every node mounts, on a real
+cluster), or beside an output URL (``.OUT.padprep-partial/``). Then:
 
-1. **Route**: one task per spill segment puts the segment's rows into one file per bucket
-   (``route-SEGMENT-BUCKET.arrow``, rows in spill order) beside the spill and returns each file's row count.
-2. **Plan**: from those counts alone (segments x buckets numbers, never the rows) the driver cuts every
-   bucket's rows, in spill order, into shards of ``shard_tokens // bucket`` rows, numbered across buckets in
-   bucket order: each shard is a list of (route file, first row, last row). The plan is exactly
-   ``pass_two``'s, so the shards are the local engine's bytes; it is written beside the output (``plan.json``).
+1. **Route**: one task per group of consecutive spill parts (~``ROUTE_GROUP_BYTES``) puts their rows into one
+   file per bucket (``route-GROUP-BUCKET.arrow``, rows in spill order) beside the spill, and returns each file's
+   row count (a piece cut from a JSON Lines file gets its line offset here).
+2. **Plan**: from those counts alone (groups x buckets numbers, never the rows) the driver cuts every bucket's
+   rows, in spill order, into shards of ``shard_tokens // bucket`` rows, numbered as the local engine numbers
+   them: each shard is a list of (route file, first row, last row). So the shards are the local engine's bytes.
+   The plan is frozen beside the output (``plan.json``, with the build key): a resumed build uses it again.
 3. **Write**: one task per shard reads its slices, pads and writes the shard and its sidecar in a local
    temporary folder, puts both at the destination (the partial output, or the output URL itself), then
    writes a **receipt** (the shard's entry and the build key) beside the output. A task that finds a receipt
@@ -17,9 +18,9 @@ the output (``.OUT.padprep-partial/``). Then:
    again after a failure, or a task Ray runs again after its node died, redoes only what is missing.
 
 A worker node that dies takes its running tasks with it; Ray runs them again on the nodes left
-(``max_retries``), and they find the receipts of what was finished. Only bucketed SFT builds are written
-here (SFT rows and preference pairs); ``--pack`` is written by the driver (``layout/pass_two.py``): a packed row
-draws from anywhere in the spill, so every piece would feed every shard.
+(``RETRIES``), and they find the receipts of what was finished. Bucketed builds are written here, SFT rows and
+preference pairs; ``--pack`` is written by the driver (``layout/pass_two.py``): a packed row draws from anywhere
+in the spill, so every piece would feed every shard.
 """
 
 from __future__ import annotations
