@@ -44,7 +44,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -396,44 +395,6 @@ class RayCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class PeakRss:
-    """Sampled peak RSS (MiB) of processes picked by a function, every ``every`` seconds, in a thread.
-
-    ``PeakRss(lambda: [pid])`` follows one process; ``PeakRss(lambda: cluster.worker_pids(1))`` a node's
-    workers, where the figure kept is the largest single process's peak (not their sum).
-    """
-
-    def __init__(self, pick, every: float = 0.1):
-        self._pick, self._every, self.peak_mib = pick, every, 0.0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.wait(self._every):
-            for pid in self._pick():
-                self.peak_mib = max(self.peak_mib, rss_mib(pid))
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-
-def rss_mib(pid: int) -> float:
-    """VmRSS of a process in MiB (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 @contextmanager
