@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from padprep.errors import EXIT_USAGE, BuildFailed
 from padprep.failpoints import pause_point
 from padprep.layout.pairs import pair_lengths, write_pair_shard
 from padprep.layout.pass_two import ShardOptions, route_rows, write_bucket_shard
@@ -52,6 +54,10 @@ RETRIES = 3
 ROUTE = "route-{:05d}-{:06d}.arrow"  # group of spill parts, bucket
 ROUTE_GROUP_BYTES = 256 << 20  # spill bytes a route task reads (it streams them: memory holds a batch)
 PROGRESS_SECONDS = 10  # how often the driver says how far pass 2 is
+_NOT_SHARED = (
+    f"not seen on this node ({socket.gethostname()}): on a cluster, a local --output must be a folder every node "
+    "mounts at the same path (NFS, a shared volume); use one, or an output URL (--output s3://bucket/prefix)"
+)
 
 
 @dataclass(frozen=True)
@@ -311,6 +317,8 @@ def _same(where: str, size: int | None, digest: str | None) -> bool:
 def _fetch(where: str, local: Path) -> None:
     """``where`` available at ``local``: linked when it is a local file, else copied."""
     if not location.is_url(where):
+        if not os.path.exists(where):
+            raise BuildFailed(f"{where}: {_NOT_SHARED}", EXIT_USAGE)
         os.symlink(os.path.abspath(where), local)
         return
     location.get_file(where, local)
@@ -360,6 +368,7 @@ def run_pass_two(
     shards written, then the route files, the workers' spill pieces and the receipts removed."""
     where = _where(cfg, checkpoint, log)
     shards = pass_two_on_cluster(where, bounds, pad_id, ShardOptions.of(cfg), weighted, key, log, pairs)
+    _check_written(where.dest, shards)
     for name in location.names(where.work):
         if name.startswith(("route-", "piece-")):
             location.remove(location.join(where.work, name))
@@ -367,6 +376,17 @@ def run_pass_two(
     if where.work != str(checkpoint.path):  # the spill beside an output URL
         location.remove_tree(where.work)
     return shards
+
+
+def _check_written(dest: str, shards: list[WrittenShard]) -> None:
+    """Every shard the tasks say they wrote is at ``dest`` with its size, and its sidecar beside it, as this process
+    sees it: a local folder that is not shared would leave them on the workers' disks, and the manifest naming them
+    would be a lie."""
+    present = location.listing(dest)
+    for shard in shards:
+        for name, size in ((shard.file, shard.bytes), (shard.sources, None)):
+            if name and (name not in present or (size is not None and present[name] != size)):
+                raise BuildFailed(f"{location.join(dest, name)}: written by a worker, {_NOT_SHARED}", EXIT_USAGE)
 
 
 def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:

@@ -201,3 +201,18 @@ def test_pairs_are_numbered_per_bucket_and_written_as_pass_two_pairs_writes_them
     assert {s.file: s for s in written} == expected
     for name in expected:
         assert (dest / name).read_bytes() == (local / name).read_bytes()
+
+
+def test_shards_a_worker_wrote_where_this_node_cannot_see_them_fail_the_build(one_shard, tmp_path):
+    """A local --output that is not shared: the workers' files are on their disks, not here. The build says so
+    instead of writing a manifest that names missing shards; a route task says so of a spill part."""
+    from padprep.errors import BuildFailed
+
+    job, dest, receipts = one_shard
+    shard, _ = _write(job, dest, receipts)
+    cluster._check_written(str(dest), [shard])  # all there
+    (dest / shard.sources).unlink()
+    with pytest.raises(BuildFailed, match="must be a folder every node mounts"):
+        cluster._check_written(str(dest), [shard])
+    with pytest.raises(BuildFailed, match="not seen on this node"):
+        route_segment_task([(str(tmp_path / "elsewhere" / "piece-000000.arrow"), 0)], 0, [8], str(tmp_path))
