@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from padprep.layout.pass_two import ShardOptions, list_lengths, route_rows, shard_tables, spilled_sources, written_sources
-from padprep.layout.shards import WrittenShard, int32_array, int32_values, write_table
+from padprep.layout.shards import WrittenShard, bucket_shard_name, int32_array, int32_values, write_table
 from padprep.layout.spill import PAIR_SCHEMA
 from padprep.schema import IGNORE_INDEX, PAIR_COLUMNS
 
@@ -58,7 +58,7 @@ def write_pair_shard(
     if options.seed is not None:
         order = np.random.default_rng(options.seed * 1_000_003 + serial).permutation(table.num_rows)
         table = table.take(int32_array(order)).combine_chunks()
-    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
+    name = bucket_shard_name(bucket, serial)
     if name in options.done:  # written whole by the run this one resumes
         return options.done[name]
     prompt, chosen, rejected = (int(list_lengths(table.column(i)).sum()) for i in range(3))

@@ -26,6 +26,7 @@ from padprep.layout.bucket import assign
 from padprep.layout.pack import Placement
 from padprep.layout.shards import (
     WrittenShard,
+    bucket_shard_name,
     float32_values,
     int32_array,
     int32_values,
@@ -239,7 +240,7 @@ def write_bucket_shard(
     workdir: Path, take: pa.Table, bucket: int, pad_id: int, options: ShardOptions, serial: int, weighted: bool
 ) -> WrittenShard:
     """Pad and write these rows of a bucket as shard number ``serial`` (also on a cluster's worker: ``run/cluster.py``)."""
-    name = f"bucket-{bucket:06d}-{serial:05d}.arrow"
+    name = bucket_shard_name(bucket, serial)
     if name in options.done:  # written whole by the run this one resumes
         return options.done[name]
     from padprep.layout.pad import pad_shard, shuffle_rows  # imports torch (over a second): not needed by an up-to-date build

@@ -129,6 +129,11 @@ def write_shard(path: Path, shard: "PaddedShard") -> str:
     return write_table(path, pa.Table.from_arrays(arrays, schema=shard_schema(seq_len, shard.packed, weighted)))
 
 
+def bucket_shard_name(bucket: int, serial: int) -> str:
+    """The file of a bucketed shard (SFT rows or pairs): ``bucket-BUCKET-SERIAL.arrow``."""
+    return f"bucket-{bucket:06d}-{serial:05d}.arrow"
+
+
 def sources_name(shard_file: str) -> str:
     """The sidecar of shard ``NAME.arrow``: ``NAME.sources.parquet`` (a glob for ``*.arrow`` leaves it out)."""
     return shard_file.removesuffix(".arrow") + SOURCES_SUFFIX

@@ -175,8 +175,8 @@ class Segment:
     # this process would grow with the build's duration)
     done: PassOne | None
     lengths: str | None = None  # --pack: the .npy of this segment's row lengths (beside the state)
-    # Pieces Ray workers spilled themselves before this checkpoint, in order (``ray_engine.SpilledPiece`` dicts:
-    # where, bytes, batches, lines_before); their rows come before this segment's own in the spill.
+    # Pieces Ray workers spilled themselves before this checkpoint, in order (``ray_engine._process_and_spill``'s
+    # dicts: where, bytes, batches, lines_before); their rows come before this segment's own in the spill.
     pieces: list[dict] = field(default_factory=list)
 
 
@@ -489,9 +489,9 @@ class Checkpoint:
 
     def _restore(self) -> None:
         """A checkpoint kept beside the output URL (none on this machine): fetched, to be resumed as one made here."""
-        files = location.listing(location.join(self.mirror, "partial"))
         if not location.exists(location.join(self.mirror, "state.json")):
             return
+        files = location.listing(location.join(self.mirror, "partial"))
         self.path.mkdir(parents=True, exist_ok=True)
         for name in files:
             location.get_file(location.join(self.mirror, "partial", name), self.path / name)
@@ -539,8 +539,7 @@ def _pieces_whole(seg: Segment) -> bool:
 def spill_location(cfg, partial: Path) -> str:
     """Where Ray workers spill their rows when pass 2 runs on the cluster: the partial output (on a real cluster,
     a folder every node mounts), or beside an output URL (``.OUT.padprep-partial/``)."""
-    url = getattr(cfg, "publish_to", None)
-    return location.beside_url(url, "partial") if url else str(partial)
+    return location.beside_url(cfg.publish_to, "partial") if cfg.publish_to else str(partial)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -43,14 +43,12 @@ from padprep.errors import EXIT_USAGE, BuildFailed
 from padprep.failpoints import pause_point
 from padprep.layout.pairs import pair_lengths, write_pair_shard
 from padprep.layout.pass_two import ShardOptions, route_rows, write_bucket_shard
-from padprep.layout.shards import WrittenShard, file_sha256, sources_name
+from padprep.layout.shards import WrittenShard, bucket_shard_name, file_sha256, sources_name
 from padprep.layout.spill import PAIR_SCHEMA, SCHEMA, SPILL
 from padprep.output import location
-from padprep.run.ray_engine import import_ray
+from padprep.run.ray_engine import RETRIES, import_ray
 from padprep.schema import SOURCE_LINE
 
-# A task that dies with its node is run again on another, this many times.
-RETRIES = 3
 ROUTE = "route-{:05d}-{:06d}.arrow"  # group of spill parts, bucket
 ROUTE_GROUP_BYTES = 256 << 20  # spill bytes a route task reads (it streams them: memory holds a batch)
 PROGRESS_SECONDS = 10  # how often the driver says how far pass 2 is
@@ -112,7 +110,8 @@ def pass_two_on_cluster(
     else:
         log(f"pass 2: the shard plan of the interrupted run ({plan_at}) and its route files are used again")
     if where.claim is not None:
-        where.claim([name for job in plan for name in (_shard_name(job), sources_name(_shard_name(job)))])
+        names = [bucket_shard_name(job.bucket, job.serial) for job in plan]
+        where.claim(names + [sources_name(name) for name in names])
     options = dataclasses.replace(options, done={}, log=None)  # the receipts are this engine's checkpoints
     write = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(write_shard_task)
     refs = [write.remote(job, where.dest, where.receipts, pad_id, options, weighted, key, pairs) for job in plan]
@@ -261,7 +260,7 @@ def write_shard_task(
 ) -> tuple[WrittenShard, bool]:
     """Pad and write one shard of the plan at ``dest``, then its receipt; (the shard, False). A shard this build
     wrote before (a receipt of this key, the files at ``dest`` with their sizes and sha256s): (it, True)."""
-    receipt = location.join(receipts, f"{_shard_name(job)}.json")
+    receipt = location.join(receipts, f"{bucket_shard_name(job.bucket, job.serial)}.json")
     done = _receipted(receipt, dest, key)
     if done is not None:
         return done, True
@@ -277,10 +276,6 @@ def write_shard_task(
                 location.put_file(Path(tmp) / name, location.join(dest, name))
     location.write_bytes(receipt, json.dumps({"build_key": key, "shard": dataclasses.asdict(shard)}).encode())
     return shard, False
-
-
-def _shard_name(job: ShardJob) -> str:
-    return f"bucket-{job.bucket:06d}-{job.serial:05d}.arrow"  # as ``write_bucket_shard`` names it
 
 
 def _receipted(receipt: str, dest: str, key: str | None) -> WrittenShard | None:
@@ -397,7 +392,7 @@ def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:
     from padprep.output.ownership import beside
     from padprep.run.checkpoint import spill_location
 
-    url = getattr(cfg, "publish_to", None)
+    url = cfg.publish_to
     shared = spill_location(cfg, checkpoint.path)
     if not url:
         return Where(checkpoint.spill(), shared, shared, str(beside(cfg.output, "receipts")))
@@ -407,7 +402,7 @@ def _where(cfg, checkpoint, log: Callable[[str], None]) -> Where:
     for part, lines, size in checkpoint.spill():
         if not location.is_url(part):  # a segment of this process (rows from the store, say): put beside the output
             target = location.join(shared, Path(part).name)
-            if location.size(target) != Path(part).stat().st_size:
+            if location.size(target) != size:
                 location.put_file(part, target)
             part = target
         spill.append((part, lines, size))

@@ -186,8 +186,8 @@ class Engine(Protocol):
         ...
 
     def take_spilled(self) -> list[dict]:
-        """The spill pieces its workers wrote themselves since the last call, in order (``ray_engine.SpilledPiece``
-        as dicts): their rows came back as lengths only (``FlatRows.spilled``). [] for an engine that does not."""
+        """The spill pieces its workers wrote themselves since the last call, in order (the dicts
+        ``ray_engine._process_and_spill`` returns): their rows came back as lengths only (``FlatRows.spilled``). [] for an engine that does not."""
         ...
 
     def results(

@@ -23,6 +23,7 @@ process may use and a small object store, and shut down after it.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tempfile
 from collections import deque
@@ -52,6 +53,8 @@ from padprep.run.progress import Progress
 RANGE_BYTES = 8 << 20
 # Object store of a local cluster: pieces' results are small (token ids), a few in flight.
 LOCAL_OBJECT_STORE_BYTES = 256 << 20
+# A task that writes (a spilled piece, a route group, a shard) and dies with its node is run again this many times.
+RETRIES = 3
 PIECE = "piece-{:06d}.arrow"  # a piece's rows, spilled by its worker (numbered in plan order)
 INSTALL_HINT = "--engine ray needs Ray: pip install 'padprep[ray]' (or pip install 'ray[data]')"
 
@@ -233,7 +236,7 @@ def _process_and_spill(
 ) -> tuple[list[FlatResult], int, dict]:
     """``_process_piece``, with the piece's rows written to the spill at ``target`` (a path or URL every node
     reaches) by this worker: the results carry only the rows' lengths and counts back (``FlatRows.spilled``);
-    the third value describes the file (``SpilledPiece`` as a dict, its lines counted from the piece's start)."""
+    the third value describes the file (where, bytes, batches; its lines counted from the piece's start)."""
     results, lines = _process_piece(bundle_ref, key, options, piece, fmt, chunk_size)
     pairs = options.task == "preference"
     with tempfile.TemporaryDirectory(prefix="padprep-piece-") as tmp:
@@ -348,9 +351,9 @@ class RayEngine:
             task = ray.remote(num_cpus=1, max_retries=0)(_process_piece)
             return lambda piece, fmt: task.remote(bundle_ref, key, options, piece, fmt, chunk_size)
         # a worker killed with its node leaves no rows behind: its piece is run again elsewhere
-        task = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(_process_and_spill)
+        task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(_process_and_spill)
         index = {f: i for i, f in enumerate(self._files)}
-        numbers = iter(range(self._resume_pieces, 1 << 62))  # as the plan numbers pieces, resumed or not
+        numbers = itertools.count(self._resume_pieces)  # as the plan numbers pieces, resumed or not
 
         def submit(piece: Piece, fmt: str | None):
             target = location.join(self._spill_to, PIECE.format(next(numbers)))
